@@ -1,0 +1,84 @@
+"""Settings from the environment (pydantic-settings); names are the ones operators type."""
+
+from __future__ import annotations
+
+import socket
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path.home() / ".streamspace"
+
+
+def to_async_url(url: str) -> str:
+    """Accept plain ``postgresql://`` / ``sqlite:///`` URLs and pick the async driver."""
+    for prefix, driver in (
+        ("postgresql+asyncpg://", None),
+        ("sqlite+aiosqlite://", None),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return url if driver is None else driver + url[len(prefix) :]
+    raise ValueError(f"unsupported DATABASE_URL scheme: {url.split(':', 1)[0]!r}")
+
+
+class ApiSettings(BaseSettings):
+    """Control-plane settings."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    database_url: str = Field(default=f"sqlite:///{DEFAULT_DATA_DIR / 'streamspace.db'}")
+    agent_bootstrap_key: str | None = None
+    agent_auto_approve: bool = False
+    streamspace_admin_password: str | None = None
+    pod_name: str = Field(default_factory=socket.gethostname)
+
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    """Seconds between agent heartbeats; an agent missing three is dropped."""
+    dispatcher_workers: int = Field(default=10, ge=1, le=1000)
+    command_poll_interval: float = Field(default=2.0, gt=0)
+    """How often the dispatcher re-checks pending rows of its agents (the doorbell's safety net)."""
+    command_ack_timeout: float = Field(default=10.0, gt=0)
+    """A ``sent`` command not acknowledged in this many seconds is sent again."""
+    command_max_attempts: int = Field(default=5, ge=1)
+    command_deadline: float = Field(default=120.0, gt=0)
+    """An acknowledged command not finished in this many seconds fails."""
+    command_pending_timeout: float = Field(default=900.0, gt=0)
+    """A command still undelivered after this many seconds expires."""
+    reconcile_interval: float = Field(default=2.0, gt=0)
+    session_token_ttl: float = Field(default=12 * 3600.0, gt=0)
+    """Lifetime in seconds of a login token."""
+    cookie_secure: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        to_async_url(value)
+        return value
+
+    @cached_property
+    def async_database_url(self) -> str:
+        return to_async_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url.startswith("sqlite")
+
+
+class AgentSettings(BaseSettings):
+    """Agent settings."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    control_plane_url: str = "http://127.0.0.1:8080"
+    agent_id: str = Field(default_factory=lambda: f"local-{socket.gethostname()}")
+    agent_api_key: str | None = None
+    agent_bootstrap_key: str | None = None
+    agent_capacity: int = Field(default=10, ge=0)
+    agent_data_dir: Path = DEFAULT_DATA_DIR / "agent"
+    local_vnc_host: str = "127.0.0.1"
+    """Address the local platform's Xvnc servers listen on (and that the session reports)."""

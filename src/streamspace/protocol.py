@@ -1,0 +1,268 @@
+"""The agent protocol: JSON text frames, one message per frame.
+
+Every frame is an envelope ``{"type", "id", "ts", "payload"}``. The models below are the
+only place the wire format is defined; both the control plane and the agent parse and
+build frames through them, so a malformed frame is rejected in one place.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import IntEnum, StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION = 1
+"""Sent by the agent in ``hello``; the control plane refuses versions it does not speak."""
+
+MAX_FRAME_BYTES = 64 * 1024
+"""Largest agent-protocol frame either side accepts."""
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes used on the agent connection (4xxx = application defined)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    BAD_MESSAGE = 4400
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    HEARTBEAT_TIMEOUT = 4408
+    REPLACED = 4409
+    TOO_LARGE = 4413
+    UNSUPPORTED_VERSION = 4426
+
+
+class Action(StrEnum):
+    """What a command asks an agent to do to a session."""
+
+    START_SESSION = "start_session"
+    STOP_SESSION = "stop_session"
+    HIBERNATE_SESSION = "hibernate_session"
+    WAKE_SESSION = "wake_session"
+
+
+class PlatformName(StrEnum):
+    """Where an agent runs sessions."""
+
+    LOCAL = "local"
+    DOCKER = "docker"
+    KUBERNETES = "kubernetes"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VncEndpoint(_Strict):
+    """Where a session's VNC server listens, as seen from the agent's host."""
+
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+
+
+class SessionSpec(_Strict):
+    """Everything an agent needs to start (or wake) one session."""
+
+    session_id: Identifier
+    user: str = Field(min_length=1, max_length=128)
+    template: str = Field(min_length=1, max_length=128)
+    image: str = Field(default="", max_length=512)
+    command: list[str] = Field(default_factory=list, max_length=64)
+    env: dict[str, str] = Field(default_factory=dict)
+    vnc_port: int = Field(default=5900, ge=1, le=65535)
+    resources: dict[str, str] = Field(default_factory=dict)
+    persistent_home: bool = False
+
+
+class RunningSession(_Strict):
+    """A session an agent is running, as reported in ``hello``."""
+
+    session_id: Identifier
+    vnc: VncEndpoint | None = None
+    state: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- payloads, agent -> control plane -------------------------------------------------
+
+
+class HelloPayload(_Strict):
+    v: int
+    agent_id: Identifier
+    platform: PlatformName
+    version: str = Field(max_length=64)
+    capacity: int = Field(ge=0, le=100_000)
+    sessions: list[RunningSession] = Field(default_factory=list, max_length=100_000)
+
+
+class HeartbeatPayload(_Strict):
+    active_sessions: int = Field(ge=0)
+    capacity: int = Field(ge=0, le=100_000)
+
+
+class AckPayload(_Strict):
+    command_id: Identifier
+
+
+class CompletePayload(_Strict):
+    command_id: Identifier
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailedPayload(_Strict):
+    command_id: Identifier
+    error: str = Field(max_length=4000)
+    retryable: bool = False
+
+
+class StatusPayload(_Strict):
+    session_id: Identifier
+    state: Literal["exited"]
+    reason: str = Field(max_length=4000)
+
+
+# --- payloads, control plane -> agent -------------------------------------------------
+
+
+class WelcomePayload(_Strict):
+    replica: str
+    heartbeat_interval: float = Field(gt=0)
+
+
+class CommandPayload(_Strict):
+    command_id: Identifier
+    action: Action
+    session_id: Identifier
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorPayload(_Strict):
+    code: str
+    message: str
+    ref: str | None = None
+    """The ``id`` of the message this error answers, when there is one."""
+
+
+# --- envelopes --------------------------------------------------------------------------
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Envelope(_Strict):
+    id: str = Field(default_factory=_new_id, min_length=1, max_length=64)
+    ts: float = Field(default_factory=time.time)
+
+
+class Hello(_Envelope):
+    type: Literal["hello"] = "hello"
+    payload: HelloPayload
+
+
+class Heartbeat(_Envelope):
+    type: Literal["heartbeat"] = "heartbeat"
+    payload: HeartbeatPayload
+
+
+class Ack(_Envelope):
+    type: Literal["ack"] = "ack"
+    payload: AckPayload
+
+
+class Complete(_Envelope):
+    type: Literal["complete"] = "complete"
+    payload: CompletePayload
+
+
+class Failed(_Envelope):
+    type: Literal["failed"] = "failed"
+    payload: FailedPayload
+
+
+class Status(_Envelope):
+    type: Literal["status"] = "status"
+    payload: StatusPayload
+
+
+class Welcome(_Envelope):
+    type: Literal["welcome"] = "welcome"
+    payload: WelcomePayload
+
+
+class Command(_Envelope):
+    type: Literal["command"] = "command"
+    payload: CommandPayload
+
+
+class Error(_Envelope):
+    type: Literal["error"] = "error"
+    payload: ErrorPayload
+
+
+AgentMessage = Annotated[Hello | Heartbeat | Ack | Complete | Failed | Status, Field(discriminator="type")]
+"""Any message an agent may send."""
+
+ServerMessage = Annotated[Welcome | Command | Error, Field(discriminator="type")]
+"""Any message the control plane may send."""
+
+_agent_messages: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
+_server_messages: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid message; ``close_code`` says how to end the connection."""
+
+    def __init__(self, message: str, *, close_code: CloseCode = CloseCode.BAD_MESSAGE) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+def _check_size(frame: str | bytes) -> None:
+    size = len(frame.encode() if isinstance(frame, str) else frame)
+    if size > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit",
+            close_code=CloseCode.TOO_LARGE,
+        )
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "message"
+    if first["type"] == "json_invalid":
+        return "frame is not valid JSON"
+    if first["type"] == "union_tag_invalid":
+        return f"unknown message type: {first['input'].get('type')!r}" if isinstance(
+            first["input"], dict
+        ) else "unknown message type"
+    if first["type"] == "union_tag_not_found":
+        return "message has no 'type'"
+    return f"invalid message at {where}: {first['msg']}"
+
+
+def parse_agent_message(frame: str | bytes) -> AgentMessage:
+    """Parse one frame sent by an agent, or raise :class:`ProtocolError`."""
+    _check_size(frame)
+    try:
+        return _agent_messages.validate_json(frame)
+    except ValidationError as exc:
+        raise ProtocolError(_describe(exc)) from None
+
+
+def parse_server_message(frame: str | bytes) -> ServerMessage:
+    """Parse one frame sent by the control plane, or raise :class:`ProtocolError`."""
+    _check_size(frame)
+    try:
+        return _server_messages.validate_json(frame)
+    except ValidationError as exc:
+        raise ProtocolError(_describe(exc)) from None
+
+
+def encode(message: BaseModel) -> str:
+    """Serialize a message as one JSON text frame."""
+    return message.model_dump_json()
