@@ -20,7 +20,9 @@ PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024
 """Largest agent-protocol frame either side accepts."""
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
 
 
 class CloseCode(IntEnum):
@@ -28,6 +30,7 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    INTERNAL_ERROR = 1011
     BAD_MESSAGE = 4400
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403
@@ -204,7 +207,9 @@ class Error(_Envelope):
     payload: ErrorPayload
 
 
-AgentMessage = Annotated[Hello | Heartbeat | Ack | Complete | Failed | Status, Field(discriminator="type")]
+AgentMessage = Annotated[
+    Hello | Heartbeat | Ack | Complete | Failed | Status, Field(discriminator="type")
+]
 """Any message an agent may send."""
 
 ServerMessage = Annotated[Welcome | Command | Error, Field(discriminator="type")]
@@ -237,9 +242,11 @@ def _describe(error: ValidationError) -> str:
     if first["type"] == "json_invalid":
         return "frame is not valid JSON"
     if first["type"] == "union_tag_invalid":
-        return f"unknown message type: {first['input'].get('type')!r}" if isinstance(
-            first["input"], dict
-        ) else "unknown message type"
+        return (
+            f"unknown message type: {first['input'].get('type')!r}"
+            if isinstance(first["input"], dict)
+            else "unknown message type"
+        )
     if first["type"] == "union_tag_not_found":
         return "message has no 'type'"
     return f"invalid message at {where}: {first['msg']}"

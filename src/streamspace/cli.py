@@ -1,0 +1,141 @@
+"""The ``streamspace`` command: up, api, agent, migrate, users."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streamspace import logs
+from streamspace.config import DEFAULT_DATA_DIR, AgentSettings, ApiSettings
+from streamspace.protocol import PlatformName
+
+app = typer.Typer(
+    help="StreamSpace: desktop applications streamed into the browser.", no_args_is_help=True
+)
+users_app = typer.Typer(help="Manage local users.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
+PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
+
+
+@app.command()
+def up(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8080,
+    data_dir: Annotated[Path, typer.Option(help="Where the database, keys and homes live.")] = (
+        DEFAULT_DATA_DIR
+    ),
+) -> None:
+    """Everything on one machine: API on SQLite, in-memory hub, a local agent."""
+    from streamspace.embedded import run_embedded
+
+    logs.configure()
+    data_dir = data_dir.expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    asyncio.run(run_embedded(host=host, port=port, data_dir=data_dir))
+
+
+@app.command()
+def api(host: HostOption = "0.0.0.0", port: PortOption = 8080) -> None:
+    """One control-plane replica (configuration from the environment)."""
+    import uvicorn
+
+    from streamspace.controlplane.app import create_app
+
+    logs.configure()
+    uvicorn.run(
+        create_app(ApiSettings()), host=host, port=port, log_config=None, proxy_headers=True
+    )
+
+
+@app.command()
+def agent(
+    platform: Annotated[PlatformName, typer.Option(help="Where sessions run.")] = (
+        PlatformName.LOCAL
+    ),
+) -> None:
+    """One agent: dials out to CONTROL_PLANE_URL and runs the sessions it is sent."""
+    from streamspace.agent.main import run_agent
+    from streamspace.agent.platforms.local import LocalPlatform
+
+    logs.configure()
+    settings = AgentSettings()
+    if platform is not PlatformName.LOCAL:
+        raise typer.BadParameter(f"the {platform.value} platform is not available yet")
+    local = LocalPlatform(data_dir=settings.agent_data_dir, vnc_host=settings.local_vnc_host)
+    asyncio.run(_until_signal(lambda stop: run_agent(settings, local, stop)))
+
+
+@app.command()
+def migrate(
+    action: Annotated[str, typer.Argument(help="upgrade or downgrade")] = "upgrade",
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply schema migrations to DATABASE_URL (``downgrade base`` removes everything)."""
+    from streamspace.db.migrations import runner
+
+    logs.configure()
+    url = ApiSettings().database_url
+    if action == "upgrade":
+        runner.upgrade(url, revision)
+    elif action == "downgrade":
+        if revision == "head":
+            raise typer.BadParameter("name the revision to downgrade to, e.g. 'base'")
+        runner.downgrade(url, revision)
+    else:
+        raise typer.BadParameter("action must be 'upgrade' or 'downgrade'")
+    typer.echo(f"{action} to {revision}: done")
+
+
+@users_app.command("create")
+def users_create(
+    username: str,
+    role: Annotated[str, typer.Option(help="admin or user")] = "user",
+    password: Annotated[
+        str | None, typer.Option(help="Prompted for when omitted (never echoed).")
+    ] = None,
+) -> None:
+    """Create a local user in DATABASE_URL."""
+    from streamspace.controlplane.services.errors import ServiceError
+    from streamspace.controlplane.services.users import create_user
+    from streamspace.db.engine import create_engine, create_session_factory
+    from streamspace.db.migrations.runner import upgrade
+
+    settings = ApiSettings()
+    secret = password or os.environ.get("STREAMSPACE_USER_PASSWORD") or getpass.getpass()
+    if len(secret) < 8:
+        raise typer.BadParameter("password must have at least 8 characters")
+    upgrade(settings.database_url)
+
+    async def create() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await create_user(
+                create_session_factory(engine), username=username, password=secret, role=role
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(create())
+    except (ServiceError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"created {role} {username!r}")
+
+
+async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``run(stop)``; SIGINT/SIGTERM set ``stop`` so it can finish cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await run(stop)

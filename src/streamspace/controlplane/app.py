@@ -1,0 +1,102 @@
+"""The FastAPI application factory; lifespan wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from streamspace import __version__
+from streamspace.config import ApiSettings
+from streamspace.controlplane.dispatcher import CommandDispatcher
+from streamspace.controlplane.hub.local import LocalAgentHub
+from streamspace.controlplane.reconciler import Reconciler
+from streamspace.controlplane.routes import (
+    agent_ws,
+    agents,
+    auth,
+    commands,
+    health,
+    sessions,
+    templates,
+)
+from streamspace.controlplane.services.errors import ServiceError
+from streamspace.controlplane.services.sessions import SessionService
+from streamspace.controlplane.services.templates import ensure_default_templates
+from streamspace.controlplane.services.users import ensure_admin
+from streamspace.controlplane.state import Replica
+from streamspace.db.engine import create_engine, create_session_factory
+from streamspace.db.migrations.runner import upgrade_async
+from streamspace.protocol import CloseCode
+from streamspace.web.pages import mount_web
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """Build one control-plane replica. Migrations run at start (under a lock on PostgreSQL)."""
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await upgrade_async(settings.database_url)
+        engine = create_engine(settings.database_url)
+        db = create_session_factory(engine)
+        hub = LocalAgentHub(replica=settings.pod_name)
+        await hub.start()
+        dispatcher = CommandDispatcher(db=db, hub=hub, settings=settings)
+        replica = Replica(
+            settings=settings,
+            engine=engine,
+            db=db,
+            hub=hub,
+            dispatcher=dispatcher,
+            sessions=SessionService(db=db, settings=settings, ring=hub.ring),
+        )
+        app.state.replica = replica
+        generated = await ensure_admin(db, password=settings.streamspace_admin_password)
+        if generated:
+            replica.generated_admin_password = generated
+            print(f"Created administrator 'admin' with password: {generated}", flush=True)
+        await ensure_default_templates(db)
+        stop = asyncio.Event()
+        reconciler = Reconciler(db=db, hub=hub, settings=settings)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(dispatcher.run(stop), name="dispatcher")
+            group.create_task(reconciler.run(stop), name="reconciler")
+            try:
+                yield
+            finally:
+                stop.set()
+                for connection in hub.local_connections():
+                    await connection.close(CloseCode.GOING_AWAY, "control plane stopping")
+        await hub.close()
+        await engine.dispose()
+
+    app = FastAPI(title="StreamSpace", version=__version__, lifespan=lifespan)
+    for module in (health, auth, templates, sessions, agents, commands, agent_ws):
+        app.include_router(module.router)
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
+    mount_web(app)
+    return app
+
+
+async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", exc)
+    return JSONResponse(
+        {"detail": "database unavailable; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )

@@ -1,0 +1,127 @@
+"""CommandDispatcher: delivers pending ``agent_commands`` rows to agents connected here.
+
+A worker wakes for an agent when its doorbell rings (a command was just created) or when
+the poll tick finds pending rows of a local agent (a doorbell was lost); it claims the
+rows, sends them in creation order and leaves any it could not send pending. Commands of
+one agent are delivered by one worker at a time, so their order is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from streamspace.config import ApiSettings
+from streamspace.controlplane import metrics
+from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.hub.connection import AgentConnection
+from streamspace.db.engine import SessionFactory
+from streamspace.db.models import AgentCommand, utcnow
+from streamspace.db.repo import commands as command_repo
+from streamspace.protocol import Action, Command, CommandPayload
+
+log = logging.getLogger(__name__)
+
+
+class CommandDispatcher:
+    """A pool of workers (``DISPATCHER_WORKERS``, default 10) fed by doorbells and a poll."""
+
+    def __init__(self, *, db: SessionFactory, hub: AgentHub, settings: ApiSettings) -> None:
+        self._db = db
+        self._hub = hub
+        self._settings = settings
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._waiting: set[str] = set()
+        self._busy: set[str] = set()
+        self._again: set[str] = set()
+        hub.on_doorbell(self.wake)
+
+    def wake(self, agent_id: str) -> None:
+        """Schedule delivery for an agent (cheap, idempotent, callable from anywhere)."""
+        if agent_id in self._busy:
+            self._again.add(agent_id)
+        elif agent_id not in self._waiting:
+            self._waiting.add(agent_id)
+            self._queue.put_nowait(agent_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info(
+            "[CommandDispatcher] Starting CommandDispatcher with %d workers",
+            self._settings.dispatcher_workers,
+        )
+        async with asyncio.TaskGroup() as group:
+            workers = [
+                group.create_task(self._worker(), name=f"dispatcher-worker-{n}")
+                for n in range(self._settings.dispatcher_workers)
+            ]
+            poller = group.create_task(self._poll(stop), name="dispatcher-poll")
+            await stop.wait()
+            for task in [*workers, poller]:
+                task.cancel()
+
+    async def _worker(self) -> None:
+        while True:
+            agent_id = await self._queue.get()
+            self._waiting.discard(agent_id)
+            self._busy.add(agent_id)
+            try:
+                while True:
+                    self._again.discard(agent_id)
+                    await self._deliver(agent_id)
+                    if agent_id not in self._again:
+                        break
+            except Exception:
+                # Rows stay pending/sent; the poll and the ack timeout bring them back.
+                log.exception("delivering commands to agent %s failed", agent_id)
+            finally:
+                self._busy.discard(agent_id)
+
+    async def _poll(self, stop: asyncio.Event) -> None:
+        """Safety net: look for pending rows of local agents every few seconds."""
+        while not stop.is_set():
+            try:
+                local = [conn.agent_id for conn in self._hub.local_connections()]
+                async with self._db() as db:
+                    for agent_id in await command_repo.agents_with_pending(db, local):
+                        self.wake(agent_id)
+            except Exception:
+                log.exception("dispatcher poll failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.command_poll_interval)
+
+    async def _deliver(self, agent_id: str) -> None:
+        connection = self._hub.local(agent_id)
+        while connection is not None and not connection.closed.is_set():
+            async with self._db() as db, db.begin():
+                claimed = await command_repo.claim_pending(db, agent_id)
+            if not claimed:
+                return
+            unsent = await self._send_all(connection, claimed)
+            if unsent:
+                async with self._db() as db, db.begin():
+                    await command_repo.release(db, [command.id for command in unsent])
+                return
+
+    @staticmethod
+    async def _send_all(
+        connection: AgentConnection, claimed: list[AgentCommand]
+    ) -> list[AgentCommand]:
+        """Send in order; returns the commands that could not be sent."""
+        for index, command in enumerate(claimed):
+            message = Command(
+                payload=CommandPayload(
+                    command_id=command.command_id,
+                    action=Action(command.action),
+                    session_id=command.session_id or "",
+                    payload=command.payload or {},
+                )
+            )
+            try:
+                await connection.send(message)
+            except Exception as exc:
+                log.info("could not send to %r (%s); left pending", connection, exc)
+                return claimed[index:]
+            metrics.COMMANDS_SENT.labels(command.action).inc()
+            metrics.DISPATCH_LATENCY.observe((utcnow() - command.created_at).total_seconds())
+        return []

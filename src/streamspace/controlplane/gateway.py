@@ -1,0 +1,265 @@
+"""The control plane's side of the agent protocol: one coroutine per agent connection.
+
+Authenticate (per-agent key) → hello → register in the hub → welcome → read loop. Every
+message is validated before anything changes; a bad frame gets an ``error`` and a 44xx
+close. A failure to record a message (e.g. the database is down) closes the connection
+with 1011: the agent reconnects, its unfinished commands are sent again, and it answers
+them from its record of executed commands, so nothing is lost or run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from streamspace.controlplane import metrics
+from streamspace.controlplane.hub.connection import AgentConnection
+from streamspace.controlplane.presence import agent_connected, agent_disconnected
+from streamspace.controlplane.secrets import matches
+from streamspace.controlplane.services.outcomes import apply_outcome
+from streamspace.controlplane.state import Replica
+from streamspace.db.models import Agent
+from streamspace.db.repo import agents as agent_repo
+from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import sessions as session_repo
+from streamspace.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    AgentMessage,
+    CloseCode,
+    Complete,
+    Error,
+    ErrorPayload,
+    Failed,
+    Heartbeat,
+    Hello,
+    ProtocolError,
+    Status,
+    Welcome,
+    WelcomePayload,
+    parse_agent_message,
+)
+from streamspace.states import CommandStatus, SessionState
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 10.0
+
+
+class _Rejected(Exception):
+    def __init__(self, code: CloseCode, reason: str, *, error: str = "bad_message") -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.error = error
+
+
+class AgentGateway:
+    """Serves ``WS /api/v1/agents/connect``."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+
+    async def serve(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            agent = await self._authenticate(websocket)
+            hello = await self._receive_hello(websocket, agent)
+        except _Rejected as rejected:
+            await _reject(websocket, rejected)
+            return
+        except (WebSocketDisconnect, TimeoutError):
+            await _close_quietly(websocket, CloseCode.BAD_MESSAGE, "no hello received")
+            return
+        await self._run_connection(websocket, hello)
+
+    async def _run_connection(self, websocket: WebSocket, hello: Hello) -> None:
+        replica = self._replica
+        connection = AgentConnection(
+            websocket, agent_id=hello.payload.agent_id, platform=hello.payload.platform
+        )
+        replaced = await replica.hub.register(connection)
+        if replaced is not None:
+            await replaced.close(CloseCode.REPLACED, "replaced by a newer connection")
+        try:
+            await agent_connected(replica, hello)
+            await connection.send(
+                Welcome(
+                    payload=WelcomePayload(
+                        replica=replica.hub.replica,
+                        heartbeat_interval=replica.settings.heartbeat_interval,
+                    )
+                )
+            )
+            total = len(replica.hub.local_connections())
+            log.info(
+                "[AgentHub] Registered agent: %s (platform: %s), total connections: %d",
+                connection.agent_id,
+                connection.platform,
+                total,
+            )
+            metrics.AGENTS_CONNECTED.labels(replica.hub.replica).set(total)
+            replica.dispatcher.wake(connection.agent_id)
+            await self._read_loop(connection)
+        except _Rejected as rejected:
+            await _reject(websocket, rejected, connection=connection)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("agent %s: failed to process a message; closing", connection.agent_id)
+            await connection.close(CloseCode.INTERNAL_ERROR, "internal error; reconnect")
+        finally:
+            await connection.close(CloseCode.NORMAL, "bye")
+            if await replica.hub.unregister(connection):
+                await agent_disconnected(replica, connection.agent_id)
+            metrics.AGENTS_CONNECTED.labels(replica.hub.replica).set(
+                len(replica.hub.local_connections())
+            )
+            log.info("[AgentHub] Unregistered agent: %s", connection.agent_id)
+
+    async def _authenticate(self, websocket: WebSocket) -> Agent:
+        agent_id = websocket.headers.get("x-agent-id", "")
+        scheme, _, key = websocket.headers.get("authorization", "").partition(" ")
+        async with self._replica.db() as db:
+            agent = await agent_repo.get(db, agent_id) if agent_id else None
+        if agent is None or scheme.lower() != "bearer" or not matches(key, agent.api_key_hash):
+            raise _Rejected(
+                CloseCode.UNAUTHORIZED, "invalid agent credentials", error="unauthorized"
+            )
+        if agent.approval != "approved":
+            reason = "agent pending approval" if agent.approval == "pending" else "agent revoked"
+            raise _Rejected(CloseCode.FORBIDDEN, reason, error="forbidden")
+        return agent
+
+    async def _receive_hello(self, websocket: WebSocket, agent: Agent) -> Hello:
+        message = await asyncio.wait_for(_receive(websocket), HELLO_TIMEOUT)
+        if not isinstance(message, Hello):
+            raise _Rejected(CloseCode.BAD_MESSAGE, f"expected hello, got {message.type}")
+        if message.payload.v != PROTOCOL_VERSION:
+            raise _Rejected(
+                CloseCode.UNSUPPORTED_VERSION,
+                f"protocol version {message.payload.v} not supported (need {PROTOCOL_VERSION})",
+            )
+        if message.payload.agent_id != agent.agent_id:
+            raise _Rejected(CloseCode.BAD_MESSAGE, "hello agent_id does not match credentials")
+        return message
+
+    async def _read_loop(self, connection: AgentConnection) -> None:
+        while not connection.closed.is_set():
+            message = await _receive(connection.websocket)
+            connection.touch()
+            await self._handle(connection, message)
+
+    async def _handle(self, connection: AgentConnection, message: AgentMessage) -> None:
+        match message:
+            case Heartbeat(payload=beat):
+                async with self._replica.db() as db, db.begin():
+                    await agent_repo.record_heartbeat(
+                        db,
+                        connection.agent_id,
+                        active_sessions=beat.active_sessions,
+                        capacity=beat.capacity,
+                    )
+            case Ack() | Complete() | Failed():
+                await self._on_command_report(connection, message)
+            case Status():
+                await self._on_status(connection, message)
+            case Hello():
+                raise _Rejected(CloseCode.BAD_MESSAGE, "duplicate hello")
+
+    async def _on_command_report(
+        self, connection: AgentConnection, message: Ack | Complete | Failed
+    ) -> None:
+        command_id = message.payload.command_id
+        wake = False
+        async with self._replica.db() as db, db.begin():
+            command = await command_repo.get_for_agent(
+                db, agent_id=connection.agent_id, command_id=command_id
+            )
+            if command is None:
+                await _answer_error(
+                    connection,
+                    message,
+                    "unknown_command",
+                    f"command {command_id!r} is not addressed to agent {connection.agent_id!r}",
+                )
+                return
+            if isinstance(message, Ack):
+                await command_repo.acknowledge(db, command)
+            elif isinstance(message, Complete):
+                await apply_outcome(
+                    db, command, status=CommandStatus.COMPLETED, result=message.payload.result
+                )
+            elif (
+                message.payload.retryable
+                and command.attempts < self._replica.settings.command_max_attempts
+            ):
+                wake = await command_repo.retry(db, command, error=message.payload.error)
+            else:
+                await apply_outcome(
+                    db, command, status=CommandStatus.FAILED, error=message.payload.error
+                )
+        if wake:
+            self._replica.dispatcher.wake(connection.agent_id)
+
+    async def _on_status(self, connection: AgentConnection, message: Status) -> None:
+        report = message.payload
+        async with self._replica.db() as db, db.begin():
+            session = await session_repo.get(db, report.session_id, for_update=True)
+            if session is None or session.agent_id != connection.agent_id:
+                await _answer_error(
+                    connection,
+                    message,
+                    "unknown_session",
+                    f"session {report.session_id!r} does not run on agent {connection.agent_id!r}",
+                )
+                return
+            if session.state in (SessionState.RUNNING, SessionState.WAKING):
+                session_repo.transition(
+                    db, session, SessionState.FAILED, detail=f"session exited: {report.reason}"
+                )
+
+
+async def _receive(websocket: WebSocket) -> AgentMessage:
+    """The next agent message; raises WebSocketDisconnect or _Rejected."""
+    frame = await websocket.receive()
+    if frame["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(frame.get("code", 1000))
+    text = frame.get("text")
+    if text is None:
+        raise _Rejected(CloseCode.BAD_MESSAGE, "binary frames are not part of the agent protocol")
+    try:
+        return parse_agent_message(text)
+    except ProtocolError as exc:
+        raise _Rejected(exc.close_code, str(exc)) from None
+
+
+async def _answer_error(
+    connection: AgentConnection, message: AgentMessage, code: str, text: str
+) -> None:
+    log.warning("agent %s: %s", connection.agent_id, text)
+    await connection.send(Error(payload=ErrorPayload(code=code, message=text, ref=message.id)))
+
+
+async def _reject(
+    websocket: WebSocket, rejected: _Rejected, *, connection: AgentConnection | None = None
+) -> None:
+    log.warning("rejecting agent connection: %s", rejected.reason)
+    error = Error(payload=ErrorPayload(code=rejected.error, message=rejected.reason))
+    try:
+        if connection is not None:
+            await connection.send(error)
+            await connection.close(rejected.code, rejected.reason)
+            return
+        await websocket.send_text(error.model_dump_json())
+    except (RuntimeError, WebSocketDisconnect):
+        return
+    await _close_quietly(websocket, rejected.code, rejected.reason)
+
+
+async def _close_quietly(websocket: WebSocket, code: CloseCode, reason: str) -> None:
+    with contextlib.suppress(RuntimeError):
+        await websocket.close(code=int(code), reason=reason[:120])

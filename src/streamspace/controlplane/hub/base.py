@@ -1,0 +1,65 @@
+"""The AgentHub contract: which agents are connected where, and how to reach them."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+from streamspace.controlplane.hub.connection import AgentConnection
+
+DoorbellHandler = Callable[[str], None]
+"""Called with an agent id when an agent connected HERE has commands waiting."""
+
+
+class AgentHub(abc.ABC):
+    """Presence of agents across replicas.
+
+    Registrations are keyed by connection: when an agent connects twice, the newer
+    connection replaces the older, and the older one's later ``unregister`` is a no-op.
+    A doorbell is only a hint: losing one delays a command until the dispatcher's poll,
+    never loses it (the database row is the truth).
+    """
+
+    def __init__(self, *, replica: str) -> None:
+        self.replica = replica
+        self._local: dict[str, AgentConnection] = {}
+        self._on_doorbell: DoorbellHandler | None = None
+
+    def on_doorbell(self, handler: DoorbellHandler) -> None:
+        self._on_doorbell = handler
+
+    def local(self, agent_id: str) -> AgentConnection | None:
+        """The connection of an agent if it is connected to this replica."""
+        return self._local.get(agent_id)
+
+    def local_connections(self) -> list[AgentConnection]:
+        return list(self._local.values())
+
+    async def register(self, connection: AgentConnection) -> AgentConnection | None:
+        """Make ``connection`` the agent's current one; returns the one it replaced."""
+        previous = self._local.get(connection.agent_id)
+        self._local[connection.agent_id] = connection
+        return previous if previous is not connection else None
+
+    async def unregister(self, connection: AgentConnection) -> bool:
+        """Forget ``connection`` if it is still current; ``True`` if it was."""
+        if self._local.get(connection.agent_id) is not connection:
+            return False
+        del self._local[connection.agent_id]
+        return True
+
+    def _ring_local(self, agent_id: str) -> bool:
+        if agent_id not in self._local or self._on_doorbell is None:
+            return False
+        self._on_doorbell(agent_id)
+        return True
+
+    @abc.abstractmethod
+    async def ring(self, agent_id: str) -> bool:
+        """Tell the replica holding ``agent_id`` that it has commands; ``True`` if one heard."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect to shared infrastructure, if any."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release shared infrastructure, if any."""

@@ -1,0 +1,52 @@
+"""One agent's WebSocket connection on this replica: identity, liveness, a single writer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+
+from pydantic import BaseModel
+from starlette.websockets import WebSocket, WebSocketState
+
+from streamspace.protocol import CloseCode, encode
+
+
+class AgentConnection:
+    """A connected agent. The hub keys registrations by this object, not by agent id."""
+
+    def __init__(self, websocket: WebSocket, *, agent_id: str, platform: str) -> None:
+        self.websocket = websocket
+        self.agent_id = agent_id
+        self.platform = platform
+        self.connection_id = uuid.uuid4().hex
+        self.connected_at = time.time()
+        self.last_seen = time.monotonic()
+        self._send_lock = asyncio.Lock()
+        self.closed = asyncio.Event()
+
+    def touch(self) -> None:
+        """Note that the agent just spoke (any frame counts as a sign of life)."""
+        self.last_seen = time.monotonic()
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.last_seen
+
+    async def send(self, message: BaseModel) -> None:
+        """Send one frame; concurrent senders take turns (one writer per socket)."""
+        async with self._send_lock:
+            await self.websocket.send_text(encode(message))
+
+    async def close(self, code: CloseCode, reason: str) -> None:
+        """Close with a code and reason; a no-op once closed."""
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            # RuntimeError: the peer already went away; there is nothing to close.
+            with contextlib.suppress(RuntimeError):
+                await self.websocket.close(code=int(code), reason=reason[:120])
+
+    def __repr__(self) -> str:
+        return f"<AgentConnection {self.agent_id} {self.connection_id[:8]}>"

@@ -1,0 +1,12 @@
+"""The in-memory AgentHub: one replica, no shared infrastructure."""
+
+from __future__ import annotations
+
+from streamspace.controlplane.hub.base import AgentHub
+
+
+class LocalAgentHub(AgentHub):
+    """All agents connect to this one replica, so a doorbell is a local call."""
+
+    async def ring(self, agent_id: str) -> bool:
+        return self._ring_local(agent_id)

@@ -1,0 +1,74 @@
+"""What an agent's arrival and departure change in the database."""
+
+from __future__ import annotations
+
+import logging
+
+from streamspace.controlplane.state import Replica
+from streamspace.db.repo import agents as agent_repo
+from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import sessions as session_repo
+from streamspace.protocol import Action, Hello
+from streamspace.states import FINAL_SESSION_STATES, SessionState
+
+log = logging.getLogger(__name__)
+
+
+async def agent_connected(replica: Replica, hello: Hello) -> None:
+    """Mark the agent online, re-send its unfinished commands, reconcile its sessions.
+
+    In one transaction: sessions the database says run there but the agent does not
+    report are failed; sessions it runs that the database has ended (or never knew) get
+    a ``stop_session`` so nothing keeps running unaccounted for.
+    """
+    info = hello.payload
+    reported = {running.session_id: running for running in info.sessions}
+    async with replica.db() as db, db.begin():
+        agent = await agent_repo.get(db, info.agent_id)
+        if agent is None:
+            raise LookupError(f"agent {info.agent_id} vanished while connecting")
+        await agent_repo.mark_online(
+            db,
+            agent,
+            replica=replica.hub.replica,
+            platform=info.platform,
+            capacity=info.capacity,
+            version=info.version,
+        )
+        requeued = await command_repo.requeue_in_flight(db, info.agent_id)
+        if requeued:
+            log.info(
+                "agent %s reconnected: re-sending %d unfinished command(s)", info.agent_id, requeued
+            )
+        running = await session_repo.list_for_agent(
+            db, info.agent_id, frozenset({SessionState.RUNNING})
+        )
+        for session in running:
+            if session.id not in reported:
+                session_repo.transition(
+                    db,
+                    session,
+                    SessionState.FAILED,
+                    detail="session lost: the agent no longer runs it (agent restarted?)",
+                )
+        for session_id, report in reported.items():
+            known = await session_repo.get(db, session_id)
+            if known is None or known.state in FINAL_SESSION_STATES:
+                log.warning(
+                    "agent %s runs unknown or ended session %s; stopping it",
+                    info.agent_id,
+                    session_id,
+                )
+                command_repo.create(
+                    db,
+                    agent_id=info.agent_id,
+                    session_id=session_id,
+                    action=Action.STOP_SESSION,
+                    payload={"state": report.state, "keep_home": False},
+                )
+
+
+async def agent_disconnected(replica: Replica, agent_id: str) -> None:
+    """Mark the agent offline unless it is by now connected to another replica."""
+    async with replica.db() as db, db.begin():
+        await agent_repo.mark_offline(db, agent_id, replica=replica.hub.replica)

@@ -1,0 +1,120 @@
+"""Periodic checks that bring derived state back in line with the database's truth.
+
+Every check is idempotent and safe to run on several replicas at once: each one is a
+conditional UPDATE, so a row is moved by exactly one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamspace.config import ApiSettings
+from streamspace.controlplane import metrics
+from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.services.outcomes import apply_outcome
+from streamspace.db.engine import SessionFactory
+from streamspace.db.models import AgentCommand, utcnow
+from streamspace.db.repo import agents as agent_repo
+from streamspace.db.repo import commands as command_repo
+from streamspace.protocol import CloseCode
+from streamspace.states import CommandStatus
+
+log = logging.getLogger(__name__)
+
+MISSED_HEARTBEATS = 3
+"""An agent silent for this many heartbeat intervals is dropped."""
+
+
+class Reconciler:
+    """Runs the ``check_*`` methods every ``RECONCILE_INTERVAL`` seconds."""
+
+    def __init__(self, *, db: SessionFactory, hub: AgentHub, settings: ApiSettings) -> None:
+        self._db = db
+        self._hub = hub
+        self._settings = settings
+
+    async def run(self, stop: asyncio.Event) -> None:
+        checks: list[Callable[[], Awaitable[None]]] = [
+            self.check_silent_connections,
+            self.check_unacknowledged,
+            self.check_deadlines,
+            self.check_expired,
+            self.check_silent_agents,
+        ]
+        while not stop.is_set():
+            for check in checks:
+                try:
+                    await check()
+                except Exception:
+                    log.exception("reconciler check %s failed; will retry", check.__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.reconcile_interval)
+
+    async def check_silent_connections(self) -> None:
+        """Close local connections of agents that missed three heartbeats."""
+        limit = MISSED_HEARTBEATS * self._settings.heartbeat_interval
+        for connection in self._hub.local_connections():
+            if connection.silent_for() > limit:
+                log.warning(
+                    "agent %s missed %d heartbeats; dropping it",
+                    connection.agent_id,
+                    MISSED_HEARTBEATS,
+                )
+                await connection.close(CloseCode.HEARTBEAT_TIMEOUT, "missed heartbeats")
+
+    async def check_unacknowledged(self) -> None:
+        """``sent`` without an ack past the ack timeout: send again, or fail after max attempts."""
+        cutoff = utcnow() - timedelta(seconds=self._settings.command_ack_timeout)
+        async with self._db() as db, db.begin():
+            agents, failed = await command_repo.requeue_unacknowledged(
+                db, sent_before=cutoff, max_attempts=self._settings.command_max_attempts
+            )
+            await self._settle(db, failed)
+        if agents:
+            metrics.COMMANDS_REQUEUED.inc(len(agents))
+            log.info("re-sending unacknowledged commands of %d agent(s)", len(agents))
+        for agent_id in agents:
+            await self._hub.ring(agent_id)
+
+    async def check_deadlines(self) -> None:
+        """``acknowledged`` but unfinished past the action deadline: failed, session failed."""
+        cutoff = utcnow() - timedelta(seconds=self._settings.command_deadline)
+        async with self._db() as db, db.begin():
+            await self._settle(db, await command_repo.fail_overdue(db, acknowledged_before=cutoff))
+
+    async def check_expired(self) -> None:
+        """``pending`` past the pending timeout (no agent ever took it): expired."""
+        cutoff = utcnow() - timedelta(seconds=self._settings.command_pending_timeout)
+        async with self._db() as db, db.begin():
+            await self._settle(db, await command_repo.expire_pending(db, created_before=cutoff))
+
+    async def check_silent_agents(self) -> None:
+        """Agents marked online whose heartbeats stopped (their replica died): offline."""
+        cutoff = utcnow() - timedelta(seconds=MISSED_HEARTBEATS * self._settings.heartbeat_interval)
+        async with self._db() as db, db.begin():
+            await agent_repo.mark_silent_offline(db, heartbeat_before=cutoff)
+
+    @staticmethod
+    async def _settle(db: AsyncSession, ended: list[AgentCommand]) -> None:
+        for command in ended:
+            log.warning(
+                "command %s (%s) %s: %s",
+                command.command_id,
+                command.action,
+                command.status,
+                command.error_message,
+            )
+            metrics.COMMANDS_TIMED_OUT.labels(command.status).inc()
+            await apply_outcome(
+                db,
+                command,
+                status=CommandStatus(command.status),
+                error=command.error_message,
+                already_recorded=True,
+            )

@@ -1,0 +1,60 @@
+"""Agent registration (bootstrap key) and administration (admins)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from streamspace.controlplane.deps import AdminDep, ReplicaDep
+from streamspace.controlplane.routes.schemas import AgentKeyOut, AgentOut, AgentRegisterIn
+from streamspace.controlplane.services import agents as agent_service
+from streamspace.db.repo import agents as agent_repo
+
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+_bearer = HTTPBearer(auto_error=False)
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED)
+async def register(
+    body: AgentRegisterIn,
+    replica: ReplicaDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AgentKeyOut:
+    """Exchange the bootstrap key for a per-agent API key (shown once)."""
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bootstrap key required")
+    agent, api_key = await agent_service.register(
+        replica.db,
+        replica.settings,
+        bootstrap_key=credentials.credentials,
+        agent_id=body.agent_id,
+        platform=body.platform,
+        capacity=body.capacity,
+    )
+    return AgentKeyOut(agent_id=agent.agent_id, api_key=api_key, status=agent.approval)
+
+
+@router.get("")
+async def list_agents(_admin: AdminDep, replica: ReplicaDep) -> list[AgentOut]:
+    async with replica.db() as db:
+        return [AgentOut.model_validate(agent) for agent in await agent_repo.list_agents(db)]
+
+
+@router.post("/{agent_id}/approve")
+async def approve(agent_id: str, _admin: AdminDep, replica: ReplicaDep) -> AgentOut:
+    agent = await agent_service.set_approval(replica.db, replica.hub, agent_id, "approved")
+    return AgentOut.model_validate(agent)
+
+
+@router.post("/{agent_id}/revoke")
+async def revoke(agent_id: str, _admin: AdminDep, replica: ReplicaDep) -> AgentOut:
+    agent = await agent_service.set_approval(replica.db, replica.hub, agent_id, "revoked")
+    return AgentOut.model_validate(agent)
+
+
+@router.post("/{agent_id}/rotate-key")
+async def rotate_key(agent_id: str, _admin: AdminDep, replica: ReplicaDep) -> AgentKeyOut:
+    agent, api_key = await agent_service.rotate_key(replica.db, replica.hub, agent_id)
+    return AgentKeyOut(agent_id=agent.agent_id, api_key=api_key, status=agent.approval)

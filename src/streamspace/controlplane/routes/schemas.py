@@ -1,0 +1,147 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamspace.db.models import AgentCommand, Session
+from streamspace.protocol import VncEndpoint
+
+Name = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(_Input):
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserOut(BaseModel):
+    username: str
+    role: str
+
+
+class LoginOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    user: UserOut
+
+
+class TemplateIn(_Input):
+    name: str = Name
+    display_name: str = Field(min_length=1, max_length=255)
+    description: str = Field(default="", max_length=4000)
+    image: str = Field(default="", max_length=512)
+    command: list[str] = Field(default_factory=list, max_length=64)
+    vnc_port: int = Field(default=5900, ge=1, le=65535)
+    resources: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    platform: str | None = Field(default=None, pattern=r"^(local|docker|kubernetes)$")
+    persistent_home: bool = False
+
+
+class TemplateOut(TemplateIn):
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+
+class SessionIn(_Input):
+    template: str = Field(min_length=1, max_length=128)
+
+
+class SessionOut(BaseModel):
+    id: str
+    owner: str
+    template: str
+    agent_id: str | None
+    state: str
+    vnc: VncEndpoint | None
+    persistent_home: bool
+    termination_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_activity: datetime | None
+
+    @classmethod
+    def of(cls, session: Session) -> SessionOut:
+        vnc = None
+        if session.state == "running" and session.vnc_host and session.vnc_port:
+            vnc = VncEndpoint(host=session.vnc_host, port=session.vnc_port)
+        return cls(
+            id=session.id,
+            owner=session.owner.username,
+            template=session.template_name,
+            agent_id=session.agent_id,
+            state=session.state,
+            vnc=vnc,
+            persistent_home=session.persistent_home,
+            termination_reason=session.termination_reason,
+            created_at=session.created_at,
+            updated_at=session.updated_at,
+            last_activity=session.last_activity,
+        )
+
+
+class SessionEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    from_state: str | None
+    to_state: str
+    detail: str | None
+    created_at: datetime
+
+
+class AgentRegisterIn(_Input):
+    agent_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    platform: str = Field(pattern=r"^(local|docker|kubernetes)$")
+    capacity: int = Field(default=10, ge=0, le=100_000)
+
+
+class AgentKeyOut(BaseModel):
+    agent_id: str
+    api_key: str
+    status: str
+    """Approval status: ``approved`` or ``pending``."""
+
+
+class AgentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    agent_id: str
+    platform: str
+    status: str
+    approval: str
+    capacity: int
+    active_sessions: int
+    version: str | None
+    replica: str | None
+    last_heartbeat: datetime | None
+    created_at: datetime
+
+
+class CommandOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    command_id: str
+    agent_id: str | None
+    session_id: str | None
+    action: str
+    status: str
+    attempts: int
+    payload: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error_message: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    acknowledged_at: datetime | None
+    completed_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, command: AgentCommand) -> CommandOut:
+        return cls.model_validate(command)

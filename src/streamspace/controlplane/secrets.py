@@ -1,0 +1,52 @@
+"""Password hashing (argon2) and random secrets stored as SHA-256 (API keys, login tokens).
+
+High-entropy secrets need no slow hash: SHA-256 of 256 random bits cannot be brute-forced,
+and it keeps per-request authentication cheap. Passwords are low-entropy, hence argon2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+
+
+def new_secret(prefix: str) -> str:
+    """A fresh random secret, e.g. ``ssa_…`` for agent keys, ``sst_…`` for login tokens."""
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def digest(secret: str) -> str:
+    """The SHA-256 hex digest stored in place of a secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def matches(secret: str, stored_digest: str) -> bool:
+    """Constant-time comparison of a presented secret with a stored digest."""
+    return hmac.compare_digest(digest(secret), stored_digest)
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    """Check a password off the event loop (argon2 is deliberately slow)."""
+    return await asyncio.to_thread(_verify, password_hash, password)
+
+
+DUMMY_HASH = _hasher.hash("timing-equaliser")
+"""Verified against when the user does not exist, so both cases take as long."""

@@ -1,0 +1,106 @@
+"""What a command's outcome does to its session, in the caller's transaction.
+
+Every path that ends a command (the agent's ``complete``/``failed``, the reconciler's
+deadlines) goes through :func:`apply_outcome`, so the command row and the session always
+change together.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamspace.db.models import AgentCommand, Session
+from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import sessions as session_repo
+from streamspace.protocol import Action, VncEndpoint
+from streamspace.states import (
+    FINAL_SESSION_STATES,
+    STATE_AFTER,
+    STATE_DURING,
+    CommandStatus,
+    SessionState,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def apply_outcome(
+    db: AsyncSession,
+    command: AgentCommand,
+    *,
+    status: CommandStatus,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    already_recorded: bool = False,
+) -> bool:
+    """Record a command outcome and move its session; ``False`` for a duplicate report.
+
+    ``already_recorded`` is for outcomes the repository wrote in bulk (deadline sweeps).
+    """
+    if not already_recorded and not await command_repo.finish(
+        db, command, status=status, result=result, error=error
+    ):
+        return False
+    if command.session_id is None:
+        return True
+    session = await session_repo.get(db, command.session_id, for_update=True)
+    if session is None:
+        return True
+    action = Action(command.action)
+    if status is CommandStatus.COMPLETED:
+        _apply_success(db, session, action, result or {})
+    elif session.state not in FINAL_SESSION_STATES:
+        reason = f"{action.value} failed: {error}" if error else f"{action.value} failed"
+        session_repo.transition(db, session, SessionState.FAILED, detail=reason)
+    return True
+
+
+def _apply_success(
+    db: AsyncSession, session: Session, action: Action, result: dict[str, Any]
+) -> None:
+    state = result.get("state")
+    if isinstance(state, dict):
+        session.platform_state = state
+    if session.state in FINAL_SESSION_STATES:
+        if action in (Action.START_SESSION, Action.WAKE_SESSION):
+            # Finished after the session was given up on: don't leak what the agent started.
+            _queue_cleanup(db, session)
+        return
+    if session.state != STATE_DURING[action]:
+        # The user asked for something else meanwhile (e.g. stop during start); that
+        # newer command decides the final state. Keep the platform state it will need.
+        return
+    fields: dict[str, Any] = {}
+    if action in (Action.START_SESSION, Action.WAKE_SESSION):
+        try:
+            vnc = VncEndpoint.model_validate(result.get("vnc"))
+        except ValidationError:
+            session_repo.transition(
+                db,
+                session,
+                SessionState.FAILED,
+                detail=f"{action.value} reported no valid VNC endpoint",
+            )
+            return
+        fields = {"vnc_host": vnc.host, "vnc_port": vnc.port}
+    elif action is Action.HIBERNATE_SESSION:
+        fields = {"vnc_host": None, "vnc_port": None}
+    detail = "stopped" if action is Action.STOP_SESSION else None
+    session_repo.transition(db, session, STATE_AFTER[action], detail=detail, **fields)
+
+
+def _queue_cleanup(db: AsyncSession, session: Session) -> None:
+    if session.agent_id is None:
+        return
+    log.warning("session %s finished starting after it was given up; stopping it", session.id)
+    command_repo.create(
+        db,
+        agent_id=session.agent_id,
+        session_id=session.id,
+        action=Action.STOP_SESSION,
+        payload={"state": session.platform_state, "keep_home": False},
+    )

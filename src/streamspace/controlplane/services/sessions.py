@@ -1,0 +1,170 @@
+"""Session lifecycle requests: each writes the session change and its command in ONE transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamspace.config import ApiSettings
+from streamspace.controlplane.services.errors import Conflict, NotFound, Unavailable
+from streamspace.db.engine import SessionFactory
+from streamspace.db.models import Session, Template, User, utcnow
+from streamspace.db.repo import agents as agent_repo
+from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import sessions as session_repo
+from streamspace.db.repo import templates as template_repo
+from streamspace.protocol import Action, SessionSpec
+from streamspace.states import (
+    ACTIVE_SESSION_STATES,
+    FINAL_SESSION_STATES,
+    STATE_DURING,
+    SessionState,
+)
+
+Doorbell = Callable[[str], Awaitable[object]]
+"""Tells the replica holding an agent that it has a command waiting."""
+
+
+class SessionService:
+    """Create, stop, hibernate and wake sessions on behalf of users."""
+
+    def __init__(self, *, db: SessionFactory, settings: ApiSettings, ring: Doorbell) -> None:
+        self._db = db
+        self._settings = settings
+        self._ring = ring
+
+    async def get(self, user: User, session_id: str) -> Session:
+        async with self._db() as db:
+            return self._visible(user, await session_repo.get(db, session_id))
+
+    async def list(self, user: User) -> list[Session]:
+        owner = None if user.role == "admin" else user.id
+        async with self._db() as db:
+            return list(await session_repo.list_sessions(db, owner_id=owner))
+
+    async def create(self, user: User, template_name: str) -> Session:
+        """Pick an agent and queue ``start_session``; nothing is written if none is available."""
+        async with self._db() as db, db.begin():
+            template = await template_repo.get(db, template_name)
+            if template is None:
+                raise NotFound(f"template {template_name!r} not found")
+            fresh = utcnow() - timedelta(seconds=3 * self._settings.heartbeat_interval)
+            agent_id = await agent_repo.select_for_session(
+                db, platform=template.platform, heartbeat_after=fresh
+            )
+            if agent_id is None:
+                wanted = f" for platform {template.platform!r}" if template.platform else ""
+                raise Unavailable(
+                    f"no agent available{wanted}: none is online with free capacity; "
+                    "try again later or ask an administrator"
+                )
+            session = session_repo.create(
+                db, owner=user, template=template, agent_id=agent_id, idle_timeout=None
+            )
+            command_repo.create(
+                db,
+                agent_id=agent_id,
+                session_id=session.id,
+                action=Action.START_SESSION,
+                payload={"spec": _spec(session, template, user).model_dump()},
+            )
+        await self._ring(agent_id)
+        return session
+
+    async def stop(self, user: User, session_id: str) -> Session:
+        """Stop for good (idempotent); a session whose start was not sent yet ends at once."""
+        async with self._db() as db, db.begin():
+            session = self._visible(user, await session_repo.get(db, session_id, for_update=True))
+            if session.state in FINAL_SESSION_STATES or session.state == SessionState.STOPPING:
+                return session
+            if session.state == SessionState.PENDING and await command_repo.cancel_open(
+                db, session_id=session.id, action=Action.START_SESSION
+            ):
+                session_repo.transition(
+                    db, session, SessionState.TERMINATED, detail="stopped before it started"
+                )
+                return session
+            _queue(
+                db,
+                session,
+                Action.STOP_SESSION,
+                {"state": session.platform_state, "keep_home": False},
+            )
+        await self._ring_agent(session)
+        return session
+
+    async def hibernate(self, user: User, session_id: str) -> Session:
+        async with self._db() as db, db.begin():
+            session = self._visible(user, await session_repo.get(db, session_id, for_update=True))
+            _require(session, SessionState.RUNNING, "hibernated")
+            _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
+        await self._ring_agent(session)
+        return session
+
+    async def wake(self, user: User, session_id: str) -> Session:
+        """Start a hibernated session again, on the agent that keeps its home."""
+        async with self._db() as db, db.begin():
+            session = self._visible(user, await session_repo.get(db, session_id, for_update=True))
+            _require(session, SessionState.HIBERNATED, "woken")
+            template = await template_repo.get(db, session.template_name)
+            if template is None:
+                raise Conflict(f"template {session.template_name!r} no longer exists")
+            spec = _spec(session, template, session.owner)
+            payload = {"spec": spec.model_dump(), "state": session.platform_state}
+            _queue(db, session, Action.WAKE_SESSION, payload)
+        await self._ring_agent(session)
+        return session
+
+    async def _ring_agent(self, session: Session) -> None:
+        if session.agent_id is not None:
+            await self._ring(session.agent_id)
+
+    @staticmethod
+    def _visible(user: User, session: Session | None) -> Session:
+        """Users see their own sessions; admins see all. Others' look exactly like missing."""
+        if session is None or (user.role != "admin" and session.owner_id != user.id):
+            raise NotFound("session not found")
+        return session
+
+
+def _queue(db: AsyncSession, session: Session, action: Action, payload: dict[str, Any]) -> None:
+    """Move the session to the action's in-between state and add the command for its agent."""
+    if session.agent_id is None:
+        raise Conflict("session has no agent")
+    session_repo.transition(db, session, STATE_DURING[action])
+    command_repo.create(
+        db, agent_id=session.agent_id, session_id=session.id, action=action, payload=payload
+    )
+
+
+def _require(session: Session, state: SessionState, verb: str) -> None:
+    if session.state != state:
+        raise Conflict(f"session is {session.state}; only a {state.value} session can be {verb}")
+
+
+def _spec(session: Session, template: Template, user: User) -> SessionSpec:
+    return SessionSpec(
+        session_id=session.id,
+        user=user.username,
+        template=template.name,
+        image=template.image,
+        command=list(template.command),
+        env=dict(template.env),
+        vnc_port=template.vnc_port,
+        resources=dict(template.resources),
+        persistent_home=session.persistent_home,
+    )
+
+
+async def terminate_agent_sessions(db: SessionFactory, agent_id: str, *, reason: str) -> int:
+    """End an agent's active sessions and their open commands (the agent is going away for
+    good, e.g. ``streamspace up`` shutting down). Hibernated sessions keep their homes."""
+    async with db() as session, session.begin():
+        active = await session_repo.list_for_agent(session, agent_id, ACTIVE_SESSION_STATES)
+        for item in active:
+            await command_repo.cancel_all_open(session, session_id=item.id)
+            session_repo.transition(session, item, SessionState.TERMINATED, detail=reason)
+        return len(active)

@@ -1,0 +1,25 @@
+"""The objects one replica wires together at start, shared by routes through ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from streamspace.config import ApiSettings
+from streamspace.controlplane.dispatcher import CommandDispatcher
+from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.services.sessions import SessionService
+from streamspace.db.engine import SessionFactory
+
+
+@dataclass
+class Replica:
+    settings: ApiSettings
+    engine: AsyncEngine
+    db: SessionFactory
+    hub: AgentHub
+    dispatcher: CommandDispatcher
+    sessions: SessionService
+    generated_admin_password: str | None = None
+    """Set when this replica created the first admin with a generated password."""

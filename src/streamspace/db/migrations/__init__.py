@@ -1,0 +1,1 @@
+"""Alembic migrations and the one runner that applies them."""

@@ -1,0 +1,111 @@
+"""Queries on ``agents``: registration, approval, presence and selection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamspace.db.models import Agent, Session, utcnow
+from streamspace.states import ACTIVE_SESSION_STATES
+
+
+async def get(db: AsyncSession, agent_id: str) -> Agent | None:
+    return await db.get(Agent, agent_id)
+
+
+async def list_agents(db: AsyncSession) -> Sequence[Agent]:
+    return (await db.scalars(select(Agent).order_by(Agent.agent_id))).all()
+
+
+def create(
+    db: AsyncSession,
+    *,
+    agent_id: str,
+    platform: str,
+    approval: str,
+    api_key_hash: str,
+    capacity: int,
+) -> Agent:
+    agent = Agent(
+        agent_id=agent_id,
+        platform=platform,
+        status="offline",
+        approval=approval,
+        api_key_hash=api_key_hash,
+        capacity=capacity,
+        active_sessions=0,
+        created_at=utcnow(),
+    )
+    db.add(agent)
+    return agent
+
+
+async def mark_online(
+    db: AsyncSession, agent: Agent, *, replica: str, platform: str, capacity: int, version: str
+) -> None:
+    agent.status = "online"
+    agent.replica = replica
+    agent.platform = platform
+    agent.capacity = capacity
+    agent.version = version
+    agent.last_heartbeat = utcnow()
+
+
+async def mark_offline(db: AsyncSession, agent_id: str, *, replica: str) -> None:
+    """Offline, unless the agent has meanwhile connected to another replica."""
+    await db.execute(
+        update(Agent)
+        .where(Agent.agent_id == agent_id, Agent.replica == replica)
+        .values(status="offline")
+    )
+
+
+async def record_heartbeat(
+    db: AsyncSession, agent_id: str, *, active_sessions: int, capacity: int
+) -> None:
+    await db.execute(
+        update(Agent)
+        .where(Agent.agent_id == agent_id)
+        .values(last_heartbeat=utcnow(), active_sessions=active_sessions, capacity=capacity)
+    )
+
+
+async def mark_silent_offline(db: AsyncSession, *, heartbeat_before: datetime) -> int:
+    """Agents still marked online whose heartbeats stopped (their replica died): offline."""
+    result = await db.execute(
+        update(Agent)
+        .where(Agent.status == "online", Agent.last_heartbeat < heartbeat_before)
+        .values(status="offline")
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def select_for_session(
+    db: AsyncSession, *, platform: str | None, heartbeat_after: datetime
+) -> str | None:
+    """The least loaded approved, online agent with a fresh heartbeat and free capacity."""
+    load = (
+        select(Session.agent_id, func.count().label("used"))
+        .where(Session.state.in_(ACTIVE_SESSION_STATES))
+        .group_by(Session.agent_id)
+        .subquery()
+    )
+    used = func.coalesce(load.c.used, 0)
+    query = (
+        select(Agent.agent_id)
+        .outerjoin(load, load.c.agent_id == Agent.agent_id)
+        .where(
+            Agent.approval == "approved",
+            Agent.status == "online",
+            Agent.last_heartbeat >= heartbeat_after,
+            used < Agent.capacity,
+        )
+        .order_by(used, Agent.agent_id)
+        .limit(1)
+    )
+    if platform is not None:
+        query = query.where(Agent.platform == platform)
+    return await db.scalar(query)

@@ -1,0 +1,245 @@
+"""Queries on ``agent_commands``: the durable command queue and its lifecycle."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamspace.db.models import AgentCommand, utcnow
+from streamspace.protocol import Action
+from streamspace.states import OPEN_COMMAND_STATUSES, CommandStatus
+
+IN_FLIGHT = (CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)
+
+
+def create(
+    db: AsyncSession, *, agent_id: str, session_id: str, action: Action, payload: dict[str, Any]
+) -> AgentCommand:
+    """Add a pending command to the caller's transaction."""
+    command = AgentCommand(
+        id=uuid.uuid4(),
+        command_id=f"cmd-{uuid.uuid4().hex}",
+        agent_id=agent_id,
+        session_id=session_id,
+        action=action.value,
+        payload=payload,
+        status=CommandStatus.PENDING.value,
+        attempts=0,
+        created_at=utcnow(),
+    )
+    db.add(command)
+    return command
+
+
+async def get(db: AsyncSession, command_id: str) -> AgentCommand | None:
+    return await db.scalar(select(AgentCommand).where(AgentCommand.command_id == command_id))
+
+
+async def get_for_agent(db: AsyncSession, *, agent_id: str, command_id: str) -> AgentCommand | None:
+    """The command, only if it was addressed to this agent."""
+    return await db.scalar(
+        select(AgentCommand).where(
+            AgentCommand.command_id == command_id, AgentCommand.agent_id == agent_id
+        )
+    )
+
+
+async def list_commands(
+    db: AsyncSession, *, session_id: str | None = None, status: str | None = None, limit: int = 100
+) -> Sequence[AgentCommand]:
+    query = select(AgentCommand).order_by(AgentCommand.created_at.desc()).limit(limit)
+    if session_id is not None:
+        query = query.where(AgentCommand.session_id == session_id)
+    if status is not None:
+        query = query.where(AgentCommand.status == status)
+    return (await db.scalars(query)).all()
+
+
+async def claim_pending(db: AsyncSession, agent_id: str, *, limit: int = 100) -> list[AgentCommand]:
+    """Mark up to ``limit`` pending commands of one agent ``sent`` and return them, oldest first.
+
+    ``SKIP LOCKED`` (PostgreSQL) lets replicas claim concurrently without waiting on or
+    double-claiming each other's rows.
+    """
+    oldest = (
+        select(AgentCommand.id)
+        .where(AgentCommand.agent_id == agent_id, AgentCommand.status == CommandStatus.PENDING)
+        .order_by(AgentCommand.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = await db.scalars(
+        update(AgentCommand)
+        .where(AgentCommand.id.in_(oldest))
+        .values(status=CommandStatus.SENT, sent_at=utcnow(), attempts=AgentCommand.attempts + 1)
+        .returning(AgentCommand)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(claimed.all(), key=lambda command: command.created_at)
+
+
+async def release(db: AsyncSession, command_ids: Collection[uuid.UUID]) -> None:
+    """Put claimed commands back to ``pending`` (they could not be sent)."""
+    await db.execute(
+        update(AgentCommand)
+        .where(AgentCommand.id.in_(command_ids), AgentCommand.status == CommandStatus.SENT)
+        .values(status=CommandStatus.PENDING)
+    )
+
+
+async def acknowledge(db: AsyncSession, command: AgentCommand) -> bool:
+    """Mark a command acknowledged; ``False`` if it was no longer waiting for an ack."""
+    result = await db.execute(
+        update(AgentCommand)
+        .where(
+            AgentCommand.id == command.id,
+            AgentCommand.status.in_((CommandStatus.PENDING, CommandStatus.SENT)),
+        )
+        .values(status=CommandStatus.ACKNOWLEDGED, acknowledged_at=utcnow())
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def finish(
+    db: AsyncSession,
+    command: AgentCommand,
+    *,
+    status: CommandStatus,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """Record an outcome; ``False`` if the command already had one (a duplicate report)."""
+    outcome = await db.execute(
+        update(AgentCommand)
+        .where(AgentCommand.id == command.id, AgentCommand.status.in_(OPEN_COMMAND_STATUSES))
+        .values(status=status, result=result, error_message=error, completed_at=utcnow())
+    )
+    return bool(getattr(outcome, "rowcount", 0))
+
+
+async def retry(db: AsyncSession, command: AgentCommand, *, error: str) -> bool:
+    """Put a command that failed retryably back to ``pending``; ``False`` if it had ended."""
+    result = await db.execute(
+        update(AgentCommand)
+        .where(AgentCommand.id == command.id, AgentCommand.status.in_(OPEN_COMMAND_STATUSES))
+        .values(status=CommandStatus.PENDING, error_message=error)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def requeue_in_flight(db: AsyncSession, agent_id: str) -> int:
+    """Send again everything an agent had not finished (it reconnected; it dedupes by id)."""
+    result = await db.execute(
+        update(AgentCommand)
+        .where(AgentCommand.agent_id == agent_id, AgentCommand.status.in_(IN_FLIGHT))
+        .values(status=CommandStatus.PENDING)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def requeue_unacknowledged(
+    db: AsyncSession, *, sent_before: datetime, max_attempts: int
+) -> tuple[set[str], list[AgentCommand]]:
+    """Sent but never acknowledged: back to pending, or failed once attempts run out.
+
+    Returns the agents that have commands to send again, and the commands that failed.
+    """
+    stale = (AgentCommand.status == CommandStatus.SENT, AgentCommand.updated_at < sent_before)
+    requeued = await db.scalars(
+        update(AgentCommand)
+        .where(*stale, AgentCommand.attempts < max_attempts)
+        .values(status=CommandStatus.PENDING)
+        .returning(AgentCommand.agent_id)
+    )
+    agents = {agent for agent in requeued.all() if agent is not None}
+    failed = await _finish_where(
+        db,
+        *stale,
+        AgentCommand.attempts >= max_attempts,
+        status=CommandStatus.FAILED,
+        error=f"not acknowledged by the agent after {max_attempts} attempts",
+    )
+    return agents, failed
+
+
+async def fail_overdue(db: AsyncSession, *, acknowledged_before: datetime) -> list[AgentCommand]:
+    """Acknowledged but not finished within the deadline: failed."""
+    return await _finish_where(
+        db,
+        AgentCommand.status == CommandStatus.ACKNOWLEDGED,
+        AgentCommand.acknowledged_at < acknowledged_before,
+        status=CommandStatus.FAILED,
+        error="deadline exceeded: the agent did not finish the command in time",
+    )
+
+
+async def expire_pending(db: AsyncSession, *, created_before: datetime) -> list[AgentCommand]:
+    """Never delivered within the pending timeout: expired."""
+    return await _finish_where(
+        db,
+        AgentCommand.status == CommandStatus.PENDING,
+        AgentCommand.created_at < created_before,
+        status=CommandStatus.EXPIRED,
+        error="expired: no agent took the command in time",
+    )
+
+
+async def cancel_open(db: AsyncSession, *, session_id: str, action: Action) -> bool:
+    """Cancel a session's not-yet-sent command of one action; ``True`` if one was cancelled."""
+    result = await db.execute(
+        update(AgentCommand)
+        .where(
+            AgentCommand.session_id == session_id,
+            AgentCommand.action == action,
+            AgentCommand.status == CommandStatus.PENDING,
+        )
+        .values(status=CommandStatus.CANCELLED, completed_at=utcnow())
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def cancel_all_open(db: AsyncSession, *, session_id: str) -> int:
+    """Cancel every unfinished command of a session (its agent is gone for good)."""
+    result = await db.execute(
+        update(AgentCommand)
+        .where(
+            AgentCommand.session_id == session_id, AgentCommand.status.in_(OPEN_COMMAND_STATUSES)
+        )
+        .values(status=CommandStatus.CANCELLED, completed_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def agents_with_pending(db: AsyncSession, agent_ids: Collection[str]) -> set[str]:
+    """Which of these agents have pending commands."""
+    if not agent_ids:
+        return set()
+    rows = await db.scalars(
+        select(AgentCommand.agent_id)
+        .where(AgentCommand.agent_id.in_(agent_ids), AgentCommand.status == CommandStatus.PENDING)
+        .distinct()
+    )
+    return {agent for agent in rows.all() if agent is not None}
+
+
+async def count_by_status(db: AsyncSession) -> dict[str, int]:
+    rows = await db.execute(select(AgentCommand.status, func.count()).group_by(AgentCommand.status))
+    return {status: count for status, count in rows.tuples().all()}
+
+
+async def _finish_where(
+    db: AsyncSession, *conditions: Any, status: CommandStatus, error: str
+) -> list[AgentCommand]:
+    finished = await db.scalars(
+        update(AgentCommand)
+        .where(*conditions)
+        .values(status=status, error_message=error, completed_at=utcnow())
+        .returning(AgentCommand)
+        .execution_options(synchronize_session=False)
+    )
+    return list(finished.all())

@@ -1,0 +1,100 @@
+"""Queries on ``sessions``; every state change also writes a ``session_events`` row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamspace.db.models import Session, SessionEvent, Template, User, new_id, utcnow
+from streamspace.states import FINAL_SESSION_STATES, SessionState
+
+
+def create(
+    db: AsyncSession, *, owner: User, template: Template, agent_id: str, idle_timeout: int | None
+) -> Session:
+    """Add a pending session (and its first event) to the caller's transaction."""
+    now = utcnow()
+    session = Session(
+        id=new_id(),
+        owner_id=owner.id,
+        owner=owner,
+        template_name=template.name,
+        agent_id=agent_id,
+        state=SessionState.PENDING.value,
+        platform_state={},
+        persistent_home=template.persistent_home,
+        idle_timeout=idle_timeout,
+        created_at=now,
+        updated_at=now,
+        last_activity=now,
+    )
+    db.add(session)
+    db.add(SessionEvent(session_id=session.id, to_state=session.state, detail="created"))
+    return session
+
+
+async def get(db: AsyncSession, session_id: str, *, for_update: bool = False) -> Session | None:
+    query = select(Session).where(Session.id == session_id)
+    if for_update:
+        query = query.with_for_update(of=Session)
+    return await db.scalar(query)
+
+
+async def list_sessions(
+    db: AsyncSession, *, owner_id: str | None, limit: int = 500
+) -> Sequence[Session]:
+    """Sessions of one owner (``None``: everybody's), newest first."""
+    query = select(Session).order_by(Session.created_at.desc()).limit(limit)
+    if owner_id is not None:
+        query = query.where(Session.owner_id == owner_id)
+    return (await db.scalars(query)).all()
+
+
+async def list_for_agent(
+    db: AsyncSession, agent_id: str, states: frozenset[SessionState]
+) -> Sequence[Session]:
+    return (
+        await db.scalars(
+            select(Session).where(Session.agent_id == agent_id, Session.state.in_(states))
+        )
+    ).all()
+
+
+def transition(
+    db: AsyncSession,
+    session: Session,
+    to: SessionState,
+    *,
+    detail: str | None = None,
+    **fields: Any,
+) -> None:
+    """Move a (loaded) session to a new state, recording why."""
+    db.add(
+        SessionEvent(session_id=session.id, from_state=session.state, to_state=to, detail=detail)
+    )
+    session.state = to.value
+    for name, value in fields.items():
+        setattr(session, name, value)
+    if to in FINAL_SESSION_STATES:
+        session.terminated_at = utcnow()
+        session.termination_reason = detail
+        session.vnc_host = None
+        session.vnc_port = None
+
+
+async def events(db: AsyncSession, session_id: str) -> Sequence[SessionEvent]:
+    return (
+        await db.scalars(
+            select(SessionEvent)
+            .where(SessionEvent.session_id == session_id)
+            .order_by(SessionEvent.id)
+        )
+    ).all()
+
+
+async def count_by_state(db: AsyncSession) -> dict[str, int]:
+    rows = await db.execute(select(Session.state, func.count()).group_by(Session.state))
+    return {state: count for state, count in rows.tuples().all()}

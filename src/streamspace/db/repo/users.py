@@ -1,0 +1,46 @@
+"""Queries on ``users`` and ``auth_tokens``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamspace.db.models import AuthToken, User, utcnow
+
+
+async def get_by_username(db: AsyncSession, username: str) -> User | None:
+    return await db.scalar(select(User).where(User.username == username))
+
+
+async def list_users(db: AsyncSession) -> Sequence[User]:
+    return (await db.scalars(select(User).order_by(User.username))).all()
+
+
+def create(db: AsyncSession, *, username: str, password_hash: str, role: str) -> User:
+    user = User(username=username, password_hash=password_hash, role=role, created_at=utcnow())
+    db.add(user)
+    return user
+
+
+async def count_admins(db: AsyncSession) -> int:
+    return int(await db.scalar(select(func.count()).where(User.role == "admin")) or 0)
+
+
+def add_token(db: AsyncSession, *, user: User, token_hash: str, expires_at: datetime) -> None:
+    db.add(AuthToken(token_hash=token_hash, user_id=user.id, expires_at=expires_at))
+
+
+async def user_for_token(db: AsyncSession, token_hash: str) -> User | None:
+    """The user a live (unexpired) token belongs to."""
+    return await db.scalar(
+        select(User)
+        .join(AuthToken, AuthToken.user_id == User.id)
+        .where(AuthToken.token_hash == token_hash, AuthToken.expires_at > utcnow())
+    )
+
+
+async def delete_token(db: AsyncSession, token_hash: str) -> None:
+    await db.execute(delete(AuthToken).where(AuthToken.token_hash == token_hash))

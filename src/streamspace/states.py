@@ -1,0 +1,63 @@
+"""Session states, command statuses, and which command moves a session where."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from streamspace.protocol import Action
+
+
+class SessionState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    HIBERNATING = "hibernating"
+    HIBERNATED = "hibernated"
+    WAKING = "waking"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+
+
+class CommandStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    ACKNOWLEDGED = "acknowledged"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_SESSION_STATES = frozenset(
+    {
+        SessionState.PENDING,
+        SessionState.RUNNING,
+        SessionState.STOPPING,
+        SessionState.HIBERNATING,
+        SessionState.WAKING,
+    }
+)
+"""States in which a session occupies a slot of its agent's capacity."""
+
+FINAL_SESSION_STATES = frozenset({SessionState.TERMINATED, SessionState.FAILED})
+
+OPEN_COMMAND_STATUSES = frozenset(
+    {CommandStatus.PENDING, CommandStatus.SENT, CommandStatus.ACKNOWLEDGED}
+)
+"""Statuses of a command that has not reached an outcome yet."""
+
+STATE_DURING = {
+    Action.START_SESSION: SessionState.PENDING,
+    Action.STOP_SESSION: SessionState.STOPPING,
+    Action.HIBERNATE_SESSION: SessionState.HIBERNATING,
+    Action.WAKE_SESSION: SessionState.WAKING,
+}
+"""The session's state while a command of this action is open."""
+
+STATE_AFTER = {
+    Action.START_SESSION: SessionState.RUNNING,
+    Action.STOP_SESSION: SessionState.TERMINATED,
+    Action.HIBERNATE_SESSION: SessionState.HIBERNATED,
+    Action.WAKE_SESSION: SessionState.RUNNING,
+}
+"""The session's state once a command of this action completed."""

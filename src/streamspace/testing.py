@@ -1,0 +1,234 @@
+"""Test doubles shipped with the package: fake platforms and a fake agent process.
+
+``NoopPlatform`` does nothing instantly; ``SlowPlatform``, ``NeverPlatform`` and
+``BadPlatform`` are its named failure variants, ``GatedPlatform`` holds every call until the
+test releases it. All record every call in ``calls`` and, when
+given ``log_path``, append one JSON line per execution, so a test or benchmark can prove that
+no command ran twice even across agent processes.
+
+Run a fake agent against a control plane::
+
+    python -m streamspace.testing fake-agent --behaviour slow --delay 2 --log calls.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from streamspace.agent.platforms.base import Exited, Platform, PlatformError, PlatformState, Started
+from streamspace.protocol import Action, RunningSession, SessionSpec, VncEndpoint
+
+
+class NoopPlatform(Platform):
+    """Sessions that exist only in memory; every operation succeeds at once."""
+
+    def __init__(
+        self,
+        log_path: Path | str | None = None,
+        *,
+        name: str = "local",
+        vnc: VncEndpoint | None = None,
+    ) -> None:
+        self.name = name
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.vnc = vnc or VncEndpoint(host="127.0.0.1", port=5900)
+        self.calls: list[tuple[str, str]] = []
+        """Every call as ``(action, session_id)``, in order (``poll`` excluded)."""
+        self.sessions: dict[str, PlatformState] = {}
+        """Running sessions by id; tests may seed it to fake sessions from an earlier run."""
+        self.exit_reasons: dict[str, str] = {}
+
+    def _record(self, action: Action, session_id: str) -> None:
+        self.calls.append((action.value, session_id))
+        if self.log_path is not None:
+            line = {"action": action.value, "session_id": session_id, "ts": time.time()}
+            line["pid"] = os.getpid()
+            with self.log_path.open("a") as handle:
+                handle.write(json.dumps(line) + "\n")
+
+    def mark_exited(self, session_id: str, reason: str = "process exited") -> None:
+        """Make the session look like it died by itself (``poll`` reports it)."""
+        self.sessions.pop(session_id, None)
+        self.exit_reasons[session_id] = reason
+
+    def _up(self, session_id: str, extra: PlatformState | None = None) -> Started:
+        state: PlatformState = {"session_id": session_id, "fake": True, **(extra or {})}
+        self.sessions[session_id] = state
+        self.exit_reasons.pop(session_id, None)
+        return Started(vnc=self.vnc, state=state)
+
+    async def _act(self, action: Action, session_id: str) -> None:
+        """Hook run before each operation takes effect (the variants slow it or fail it)."""
+        self._record(action, session_id)
+
+    async def start(self, spec: SessionSpec) -> Started:
+        await self._act(Action.START_SESSION, spec.session_id)
+        return self._up(spec.session_id)
+
+    async def stop(self, state: PlatformState, *, keep_home: bool = False) -> None:
+        session_id = str(state.get("session_id", ""))
+        await self._act(Action.STOP_SESSION, session_id)
+        self.sessions.pop(session_id, None)
+
+    async def hibernate(self, state: PlatformState) -> PlatformState:
+        session_id = str(state.get("session_id", ""))
+        await self._act(Action.HIBERNATE_SESSION, session_id)
+        self.sessions.pop(session_id, None)
+        return {**state, "hibernated": True}
+
+    async def wake(self, spec: SessionSpec, state: PlatformState) -> Started:
+        await self._act(Action.WAKE_SESSION, spec.session_id)
+        return self._up(spec.session_id, {"woken": True})
+
+    async def poll(self, state: PlatformState) -> Exited | None:
+        session_id = str(state.get("session_id", ""))
+        if session_id in self.sessions:
+            return None
+        return Exited(self.exit_reasons.get(session_id, "not running"))
+
+    async def list_running(self) -> list[RunningSession]:
+        return [
+            RunningSession(session_id=sid, vnc=self.vnc, state=state)
+            for sid, state in self.sessions.items()
+        ]
+
+
+class SlowPlatform(NoopPlatform):
+    """Every operation takes ``delay`` seconds."""
+
+    def __init__(
+        self,
+        delay: float,
+        log_path: Path | str | None = None,
+        *,
+        name: str = "local",
+        vnc: VncEndpoint | None = None,
+    ) -> None:
+        super().__init__(log_path, name=name, vnc=vnc)
+        self.delay = delay
+
+    async def _act(self, action: Action, session_id: str) -> None:
+        self._record(action, session_id)
+        await asyncio.sleep(self.delay)
+
+
+class GatedPlatform(NoopPlatform):
+    """Every operation waits until :meth:`release`: holds a command in flight for a test."""
+
+    def __init__(self, log_path: Path | str | None = None, *, name: str = "local") -> None:
+        super().__init__(log_path, name=name)
+        self.entered = asyncio.Event()
+        """Set once an operation is waiting at the gate."""
+        self.gate = asyncio.Event()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    async def _act(self, action: Action, session_id: str) -> None:
+        self._record(action, session_id)
+        self.entered.set()
+        await self.gate.wait()
+
+
+class NeverPlatform(NoopPlatform):
+    """``start`` and ``wake`` never return until cancelled (the agent's deadline fires)."""
+
+    async def _act(self, action: Action, session_id: str) -> None:
+        self._record(action, session_id)
+        if action in (Action.START_SESSION, Action.WAKE_SESSION):
+            await asyncio.Future()  # never completes
+
+
+class BadPlatform(NoopPlatform):
+    """Every operation fails with a non-retryable :class:`PlatformError`."""
+
+    async def _act(self, action: Action, session_id: str) -> None:
+        self._record(action, session_id)
+        raise PlatformError(f"bad platform refuses {action.value}", retryable=False)
+
+
+def make_platform(
+    behaviour: str, *, delay: float = 1.0, log_path: Path | None = None, name: str = "local"
+) -> NoopPlatform:
+    """The fake platform called ``behaviour`` (noop, slow, never, bad)."""
+    if behaviour == "noop":
+        return NoopPlatform(log_path, name=name)
+    if behaviour == "slow":
+        return SlowPlatform(delay, log_path, name=name)
+    if behaviour == "never":
+        return NeverPlatform(log_path, name=name)
+    if behaviour == "bad":
+        return BadPlatform(log_path, name=name)
+    raise ValueError(f"unknown behaviour {behaviour!r}")
+
+
+async def run_fake_agent(args: argparse.Namespace) -> None:
+    """Run an :class:`AgentRuntime` on a fake platform until SIGTERM or SIGINT."""
+    from streamspace.agent.credentials import obtain_api_key
+    from streamspace.agent.executed import ExecutedCommands
+    from streamspace.agent.runtime import AgentRuntime
+    from streamspace.config import AgentSettings
+
+    overrides = {"agent_capacity": args.capacity} if args.capacity is not None else {}
+    settings = AgentSettings(**overrides)
+    platform = make_platform(
+        args.behaviour, delay=args.delay, log_path=args.log, name=args.platform
+    )
+    executed = ExecutedCommands.in_data_dir(settings.agent_data_dir)
+    api_key = await obtain_api_key(settings, platform.name)
+    timeouts = {action: args.timeout for action in Action} if args.timeout else None
+    runtime = AgentRuntime(
+        settings,
+        platform,
+        executed,
+        api_key,
+        command_timeouts=timeouts,
+        poll_interval=args.poll_interval,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runtime.run(stop)
+    finally:
+        executed.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m streamspace.testing")
+    commands = parser.add_subparsers(dest="command", required=True)
+    agent = commands.add_parser("fake-agent", help="run an agent with a fake platform")
+    agent.add_argument("--behaviour", choices=["noop", "slow", "never", "bad"], default="noop")
+    agent.add_argument("--delay", type=float, default=1.0, help="seconds per call (slow)")
+    agent.add_argument("--log", type=Path, default=None, help="append a JSON line per call")
+    agent.add_argument("--capacity", type=int, default=None, help="overrides AGENT_CAPACITY")
+    agent.add_argument("--platform", choices=["local", "docker", "kubernetes"], default="local")
+    agent.add_argument("--timeout", type=float, default=None, help="deadline for every action")
+    agent.add_argument("--poll-interval", type=float, default=2.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m streamspace.testing``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from streamspace.agent.credentials import AgentConfigError
+
+    try:
+        asyncio.run(run_fake_agent(args))
+    except AgentConfigError as exc:
+        raise SystemExit(f"fake-agent: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

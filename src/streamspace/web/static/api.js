@@ -1,0 +1,63 @@
+// Thin client for the StreamSpace JSON API. Authentication rides on the httpOnly
+// `streamspace_token` cookie (credentials: "same-origin"); the token is never stored in JS.
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+  }
+}
+
+/** Turn an error body (`{"detail": ...}`) into words a person can read. */
+export function errorMessage(status, body) {
+  const detail = body && typeof body === "object" ? body.detail : undefined;
+  if (typeof detail === "string" && detail) return detail;
+  if (Array.isArray(detail)) {
+    // FastAPI 422: a list of pydantic errors; their `msg`s are the human part.
+    const msgs = detail.map((e) => (e && e.msg ? String(e.msg) : JSON.stringify(e)));
+    if (msgs.length) return msgs.join("; ");
+  }
+  if (detail) return JSON.stringify(detail);
+  return `The request failed (HTTP ${status}).`;
+}
+
+async function request(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(`/api/v1${path}`, init);
+  } catch {
+    throw new ApiError(0, "Cannot reach the StreamSpace server. Check your connection.");
+  }
+  const text = resp.status === 204 ? "" : await resp.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!resp.ok) throw new ApiError(resp.status, errorMessage(resp.status, data));
+  return data;
+}
+
+const sessionPath = (id, action = "") =>
+  `/sessions/${encodeURIComponent(id)}${action ? `/${action}` : ""}`;
+
+export const api = {
+  me: () => request("GET", "/auth/me"),
+  login: (username, password) => request("POST", "/auth/login", { username, password }),
+  logout: () => request("POST", "/auth/logout"),
+  templates: () => request("GET", "/templates"),
+  sessions: () => request("GET", "/sessions"),
+  launch: (template) => request("POST", "/sessions", { template }),
+  stop: (id) => request("DELETE", sessionPath(id)),
+  hibernate: (id) => request("POST", sessionPath(id, "hibernate")),
+  wake: (id) => request("POST", sessionPath(id, "wake")),
+};

@@ -1,0 +1,83 @@
+"""Shared pytest fixtures.
+
+Servers (session-scoped, started once, killed at the end; see tests/services.py):
+  postgres_server  -> PostgresServer: throwaway PostgreSQL cluster on a free port
+  redis_server     -> RedisServer: throwaway Redis on a free port
+
+Per-test URLs (function-scoped):
+  pg_url      fresh PostgreSQL database, ``postgresql://postgres@127.0.0.1:PORT/test_N``
+  sqlite_url  ``sqlite:///<tmp_path>/test.db``
+  db_url      parametrized: runs the test once with sqlite_url and once with pg_url
+  redis_url   ``redis://127.0.0.1:PORT/1`` with DB 1 flushed
+
+A test may kill()/stop()/restart() the session servers; it should restart them before it
+ends (the per-test fixtures restart a server they find down, as a safety net).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import PostgresServer, RedisServer, make_postgres_dir
+
+_db_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    # Not under tmp_path_factory: pytest's temp root is mode 0700 (root only) and PostgreSQL
+    # runs as the `postgres` OS user; make_postgres_dir() gives a dir that user owns.
+    base_dir = make_postgres_dir()
+    server = PostgresServer(base_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session PostgreSQL server; dropped afterwards."""
+    name = f"test_{next(_db_counter)}"
+    postgres_server.start()  # no-op unless an earlier test left it down
+    yield postgres_server.create_database(name)
+    postgres_server.start()
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/test.db"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Runs the test against SQLite and against PostgreSQL (ids: [sqlite], [postgres])."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of DB 1 on the session Redis server, flushed before the test."""
+    redis_server.start()  # no-op unless an earlier test left it down
+    redis_server.flushall()
+    return redis_server.url(1)

@@ -1,0 +1,255 @@
+"""LocalPlatform against real processes: TigerVNC Xvnc and xterm."""
+
+# Tiny filesystem checks (exists, is_dir) are fine on the test's event loop.
+# ruff: noqa: ASYNC240
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from streamspace.agent.platforms import local
+from streamspace.agent.platforms.base import Exited, PlatformError, PlatformState, Started
+from streamspace.agent.platforms.local import LocalPlatform
+from streamspace.agent.platforms.local_procs import marked_pids
+from streamspace.agent.platforms.vnc_probe import read_rfb_banner
+from streamspace.protocol import SessionSpec
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("Xvnc") and shutil.which("xterm")), reason="needs Xvnc and xterm"
+)
+
+RFB = b"RFB 003.008\n"
+DEADLINE = 10.0  # seconds a condition may take to come true
+
+
+def make_spec(*, command: list[str] | None = None, persistent: bool = False) -> SessionSpec:
+    return SessionSpec(
+        session_id=f"s-{uuid.uuid4().hex[:12]}",
+        user="alice",
+        template="xterm",
+        command=command or ["xterm"],
+        persistent_home=persistent,
+    )
+
+
+def group_members(pgid: int) -> list[int]:
+    """Every process (zombies too) whose process group is ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
+async def until(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Await ``condition`` becoming true, checking every 50 ms, failing after ``DEADLINE``."""
+    async with asyncio.timeout(DEADLINE):
+        # Process state lives in /proc: there is no event to await, so poll it.
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def assert_gone(state: PlatformState) -> None:
+    """No process of the session remains: not in its group, not carrying its marker."""
+
+    async def gone() -> bool:
+        return not group_members(state["pgid"]) and not marked_pids(state["session_id"])
+
+    await until(gone)
+    assert x_lock_owner(state["display"]) != state["pids"]["xvnc"]
+
+
+def x_lock_owner(display: int) -> int | None:
+    """The pid in the display's lock file (another test run may own the display by now)."""
+    try:
+        return int(Path(f"/tmp/.X{display}-lock").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class Harness:
+    """Creates platforms on one data dir and stops every session at the end."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.platforms: list[LocalPlatform] = []
+        self.states: list[PlatformState] = []
+
+    def platform(self, *, start_timeout: float = 20.0) -> LocalPlatform:
+        platform = LocalPlatform(data_dir=self.data_dir, start_timeout=start_timeout)
+        self.platforms.append(platform)
+        return platform
+
+    async def start(self, platform: LocalPlatform, spec: SessionSpec) -> Started:
+        started = await platform.start(spec)
+        self.states.append(started.state)
+        return started
+
+    async def cleanup(self) -> None:
+        # Every platform, since only the one that started a process can reap it.
+        for platform in self.platforms:
+            for state in self.states:
+                await platform.stop(state)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        await h.cleanup()
+
+
+async def test_start_serves_rfb_and_stop_leaves_nothing(harness: Harness) -> None:
+    platform = harness.platform()
+    started = await harness.start(platform, make_spec())
+    state = started.state
+    assert await read_rfb_banner(started.vnc.host, started.vnc.port, 5.0) == RFB
+    assert {"session_id", "pgid", "display", "port", "home", "persistent_home"} <= state.keys()
+    home = Path(state["home"])
+    assert home.is_dir() and home.is_relative_to(harness.data_dir / "sessions")
+    assert await platform.poll(state) is None
+
+    await platform.stop(state)
+
+    await assert_gone(state)
+    assert not home.exists()
+    assert not (harness.data_dir / "sessions" / state["session_id"]).exists()
+    await platform.stop(state)  # idempotent
+
+
+async def test_concurrent_sessions_get_their_own_display_and_port(harness: Harness) -> None:
+    platform = harness.platform()
+    first, second = await asyncio.gather(
+        harness.start(platform, make_spec()), harness.start(platform, make_spec())
+    )
+    assert first.state["display"] != second.state["display"]
+    assert first.vnc.port != second.vnc.port
+    for started in (first, second):
+        assert await read_rfb_banner(started.vnc.host, started.vnc.port, 5.0) == RFB
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+async def test_hibernate_keeps_home_and_wake_serves_it(harness: Harness, persistent: bool) -> None:
+    platform = harness.platform()
+    spec = make_spec(persistent=persistent)
+    started = await harness.start(platform, spec)
+    home = Path(started.state["home"])
+    (home / "notes.txt").write_text("keep me")
+
+    hibernated = await platform.hibernate(started.state)
+    await assert_gone(started.state)
+    assert (home / "notes.txt").read_text() == "keep me"
+    assert await platform.list_running() == []
+    assert await platform.poll(hibernated) is not None
+
+    woken = await platform.wake(spec, hibernated)
+    harness.states.append(woken.state)
+    assert await read_rfb_banner(woken.vnc.host, woken.vnc.port, 5.0) == RFB
+    assert Path(woken.state["home"]) == home
+    assert (home / "notes.txt").read_text() == "keep me"
+
+    await platform.stop(woken.state)
+    await assert_gone(woken.state)
+    assert home.exists() == persistent
+
+
+async def test_poll_reports_the_application_exit(harness: Harness) -> None:
+    platform = harness.platform()
+    state = (await harness.start(platform, make_spec())).state
+    os.kill(state["pids"]["app"], signal.SIGKILL)
+
+    exited: list[Exited] = []
+
+    async def reported() -> bool:
+        result = await platform.poll(state)
+        exited.extend([result] if result else [])
+        return result is not None
+
+    await until(reported)
+    assert exited[0].reason == "application exited with signal 9 (SIGKILL)"
+
+
+async def test_killed_vnc_server_is_reported_and_its_lock_removed(harness: Harness) -> None:
+    platform = harness.platform()
+    state = (await harness.start(platform, make_spec())).state
+    os.kill(state["pids"]["xvnc"], signal.SIGKILL)
+
+    async def reported() -> bool:
+        result = await platform.poll(state)
+        return result is not None and result.reason.startswith("VNC server exited with signal 9")
+
+    await until(reported)
+    await platform.stop(state)
+    await assert_gone(state)  # also: Xvnc's lock file, left by SIGKILL, is removed
+
+
+async def test_display_taken_meanwhile_is_retried(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform = harness.platform()
+    first = await harness.start(platform, make_spec())
+    taken = first.state["display"]
+    # Hide the first server's lock file, as if it appeared just after the check.
+    really_taken = local.display_taken
+    monkeypatch.setattr(
+        local, "display_taken", lambda d: d < taken or (d != taken and really_taken(d))
+    )
+
+    second = await harness.start(platform, make_spec())
+
+    assert second.state["display"] > taken
+    log = harness.data_dir / "sessions" / second.state["session_id"] / "session.log"
+    assert "already active for display" in log.read_text()  # the first attempt failed
+    for started in (first, second):
+        assert await read_rfb_banner(started.vnc.host, started.vnc.port, 5.0) == RFB
+
+
+async def test_restarted_agent_adopts_and_stops_sessions(harness: Harness) -> None:
+    before = harness.platform()
+    started = await harness.start(before, make_spec())
+
+    after = harness.platform()  # a new agent process on the same data dir
+    running = await after.list_running()
+    assert [r.session_id for r in running] == [started.state["session_id"]]
+    assert running[0].vnc == started.vnc
+    adopted = running[0].state
+    assert await after.poll(adopted) is None
+
+    await after.stop(adopted)
+    await assert_gone(adopted)
+    assert await after.list_running() == []
+    assert not (harness.data_dir / "sessions" / adopted["session_id"]).exists()
+
+
+async def test_unknown_command_leaves_nothing_behind(harness: Harness) -> None:
+    platform = harness.platform()
+    spec = make_spec(command=["no-such-command-xyz"])
+    with pytest.raises(PlatformError, match="command not found: no-such-command-xyz"):
+        await platform.start(spec)
+    assert not (harness.data_dir / "sessions" / spec.session_id).exists()
+    assert marked_pids(spec.session_id) == []
+
+
+async def test_start_timeout_cleans_up(harness: Harness) -> None:
+    platform = harness.platform(start_timeout=0.001)
+    spec = make_spec()
+    with pytest.raises(PlatformError, match="VNC server did not start") as caught:
+        await platform.start(spec)
+    assert caught.value.retryable
+    assert not (harness.data_dir / "sessions" / spec.session_id).exists()
+    assert marked_pids(spec.session_id) == []
