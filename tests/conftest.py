@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import itertools
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.helpers import login
+from tests.processes import ApiProcess
 from tests.services import PostgresServer, RedisServer, make_postgres_dir
 
 _db_counter = itertools.count(1)
@@ -81,3 +84,34 @@ def redis_url(redis_server: RedisServer) -> str:
     redis_server.start()  # no-op unless an earlier test left it down
     redis_server.flushall()
     return redis_server.url(1)
+
+
+# --- StreamSpace processes ------------------------------------------------------------
+
+
+@pytest.fixture
+def processes() -> Iterator[None]:
+    """Kills every API/agent process a test started, even when it fails."""
+    from tests.processes import kill_all
+
+    yield
+    kill_all()
+
+
+@pytest.fixture
+def api(processes: None, tmp_path: Path, pg_url: str) -> Iterator[ApiProcess]:
+    """One ``streamspace api`` replica on a fresh PostgreSQL database, auto-approving agents."""
+    server = ApiProcess(tmp_path / "api", database_url=pg_url, env={"AGENT_AUTO_APPROVE": "true"})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def admin(api: ApiProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for ``api`` logged in as the administrator."""
+    client = await login(api.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()

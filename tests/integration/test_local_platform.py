@@ -1,7 +1,6 @@
 """LocalPlatform against real processes: TigerVNC Xvnc and xterm."""
 
 # Tiny filesystem checks (exists, is_dir) are fine on the test's event loop.
-# ruff: noqa: ASYNC240
 
 from __future__ import annotations
 
@@ -58,7 +57,7 @@ async def until(condition: Callable[[], Awaitable[bool]]) -> None:
     """Await ``condition`` becoming true, checking every 50 ms, failing after ``DEADLINE``."""
     async with asyncio.timeout(DEADLINE):
         # Process state lives in /proc: there is no event to await, so poll it.
-        while not await condition():  # noqa: ASYNC110
+        while not await condition():
             await asyncio.sleep(0.05)
 
 

@@ -150,7 +150,7 @@ StartAgent = Callable[..., Awaitable[Agent]]
 @pytest.fixture
 async def cp() -> AsyncIterator[FakeControlPlane]:
     plane = FakeControlPlane()
-    async with serve(plane.handler, "127.0.0.1", 0) as server:
+    async with serve(plane.handler, "127.0.0.1", 0, logger=logging.getLogger("tests.cp")) as server:
         plane.port = server.sockets[0].getsockname()[1]
         yield plane
 
@@ -214,6 +214,16 @@ async def test_hello_welcome_and_headers(cp: FakeControlPlane, start_agent: Star
     assert cp.headers[0]["X-Agent-ID"] == "agent-1"
     assert agent.runtime.welcome is not None
     assert agent.runtime.welcome.replica == "replica-a"
+
+
+async def test_api_key_never_logged(
+    cp: FakeControlPlane, start_agent: StartAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await start_agent()
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("streamspace")]
+    assert any("Authorization: <redacted>" in message for message in ours)
+    assert not any(API_KEY in message for message in ours)
 
 
 async def test_hello_lists_running_sessions(

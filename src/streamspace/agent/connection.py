@@ -41,6 +41,21 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+
+class _RedactAuthorization(logging.Filter):
+    """websockets logs handshake headers at DEBUG; the API key must never reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() == "authorization":
+            record.args = (args[0], "<redacted>")
+        return True
+
+
+websocket_log = logging.getLogger("streamspace.agent.websocket")
+"""Logger handed to the websockets client, with the Authorization header redacted."""
+websocket_log.addFilter(_RedactAuthorization())
+
 CONNECT_PATH = "/api/v1/agents/connect"
 REGISTER_PATH = "/api/v1/agents/register"
 

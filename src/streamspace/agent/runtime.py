@@ -32,6 +32,7 @@ from streamspace.agent.connection import (
     supervise,
     unless_stopped,
     wait_or_stop,
+    websocket_log,
     ws_url,
 )
 from streamspace.agent.executed import ExecutedCommands
@@ -164,7 +165,11 @@ class AgentRuntime:
     async def _dial(self, url: str) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self._api_key}", "X-Agent-ID": self.settings.agent_id}
         return await connect(
-            url, additional_headers=headers, max_size=MAX_FRAME_BYTES, open_timeout=10
+            url,
+            additional_headers=headers,
+            max_size=MAX_FRAME_BYTES,
+            open_timeout=10,
+            logger=websocket_log,
         )
 
     async def _serve(self, conn: AgentConnection, stop: asyncio.Event) -> Ended:

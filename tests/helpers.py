@@ -1,0 +1,78 @@
+"""Small helpers for tests: awaiting conditions, an authenticated API client, the database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{message} not reached within {timeout} s (last: {last!r})")
+
+
+async def login(
+    base_url: str, username: str = "admin", password: str = "admin-password"
+) -> httpx.AsyncClient:
+    """An httpx client for ``base_url`` carrying the user's bearer token."""
+    client = httpx.AsyncClient(base_url=base_url, timeout=10)
+    response = await client.post(
+        "/api/v1/auth/login", json={"username": username, "password": password}
+    )
+    response.raise_for_status()
+    client.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+    return client
+
+
+async def session_state(client: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/sessions/{session_id}")
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_for_state(
+    client: httpx.AsyncClient, session_id: str, state: str, *, timeout: float = 20.0
+) -> dict[str, Any]:
+    """Poll the session until it reaches ``state``."""
+
+    async def reached() -> dict[str, Any] | None:
+        body = await session_state(client, session_id)
+        return body if body["state"] == state else None
+
+    return await eventually(reached, timeout=timeout, message=f"session {session_id} {state}")
+
+
+async def wait_for_agent(
+    client: httpx.AsyncClient, agent_id: str, *, timeout: float = 20.0
+) -> dict[str, Any]:
+    """Poll the admin agent list until ``agent_id`` is online."""
+
+    async def online() -> dict[str, Any] | None:
+        response = await client.get("/api/v1/agents")
+        response.raise_for_status()
+        for agent in response.json():
+            if agent["agent_id"] == agent_id and agent["status"] == "online":
+                return dict(agent)
+        return None
+
+    return await eventually(online, timeout=timeout, message=f"agent {agent_id} online")
