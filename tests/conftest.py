@@ -24,7 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.database import Database
 from tests.helpers import login
+from tests.manual_agent import ManualAgent
 from tests.processes import ApiProcess
 from tests.services import PostgresServer, RedisServer, make_postgres_dir
 
@@ -115,3 +117,20 @@ async def admin(api: ApiProcess) -> AsyncIterator[httpx.AsyncClient]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def database(pg_url: str) -> AsyncIterator[Database]:
+    """Read access to the same PostgreSQL database the ``api`` fixture uses."""
+    db = Database(pg_url)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+@pytest.fixture(autouse=True)
+async def _close_manual_agents() -> AsyncIterator[None]:
+    """Close every hand-driven agent socket a test opened."""
+    yield
+    await ManualAgent.close_all()

@@ -118,13 +118,14 @@ class ApiProcess(_Process):
         ]
         self._spawn(argv, self.env)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running():
-                raise RuntimeError(f"API exited during start:\n{self.output()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.05)
+        with httpx.Client(base_url=self.url, timeout=1) as client:
+            while time.monotonic() < deadline:
+                if not self.running():
+                    raise RuntimeError(f"API exited during start:\n{self.output()[-3000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get("/readyz").status_code == 200:
+                        return
+                time.sleep(0.05)
         raise TimeoutError(f"API not ready in {timeout} s:\n{self.output()[-3000:]}")
 
 
