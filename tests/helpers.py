@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
@@ -28,6 +29,18 @@ async def eventually(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"{message} not reached within {timeout} s (last: {last!r})")
+
+
+@asynccontextmanager
+async def logged_in(
+    base_url: str, username: str = "admin", password: str = "admin-password"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """``async with logged_in(url) as client``: a logged-in client, closed afterwards."""
+    client = await login(base_url, username, password)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def login(

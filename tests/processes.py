@@ -8,6 +8,7 @@ file in their directory; ``output()`` returns it for assertions and failure mess
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -172,11 +173,12 @@ class AgentProcess(_Process):
     def start(self) -> None:
         self._spawn(self.argv, self.env)
 
-    def executions(self) -> list[str]:
-        """Lines of the fake platform's execution log (one per operation run)."""
+    def executions(self, session_id: str | None = None) -> list[str]:
+        """Actions the fake platform ran (one per operation), optionally for one session."""
         if not self.execution_log.exists():
             return []
-        return self.execution_log.read_text().splitlines()
+        lines = [json.loads(line) for line in self.execution_log.read_text().splitlines()]
+        return [line["action"] for line in lines if session_id in (None, line["session_id"])]
 
 
 def kill_all() -> None:

@@ -49,7 +49,7 @@ async def run_embedded(*, host: str, port: int, data_dir: Path) -> None:
         agent_bootstrap_key=bootstrap_key,
         agent_auto_approve=True,
     )
-    app = create_app(settings)
+    app = create_app(settings, announce_password=False)
     server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -193,7 +193,8 @@ async def test_sessions_survive_an_agent_restart(cluster: Cluster) -> None:
 
     cluster.agent.kill()  # SIGKILL: no chance to clean up
     assert not cluster.agent.running()
-    assert session_processes(sid) == before, "session processes died with the agent"
+    # Compare as a subset: xterm may start its shell after ``before`` was taken.
+    assert before.items() <= session_processes(sid).items(), "session died with the agent"
     await assert_rfb(running)
 
     connections = cluster.agent.output().count("connected to")
@@ -212,7 +213,7 @@ async def test_sessions_survive_an_agent_restart(cluster: Cluster) -> None:
     after = await cluster.state(sid, "running")
     assert after["vnc"] == running["vnc"]
     await assert_rfb(after)
-    assert session_processes(sid) == before
+    assert before.items() <= session_processes(sid).items()
     assert all(e["to_state"] != "failed" for e in await cluster.events(sid))
 
     await cluster.action(sid, "stop")

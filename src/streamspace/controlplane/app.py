@@ -38,8 +38,12 @@ from streamspace.web.pages import mount_web
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
-    """Build one control-plane replica. Migrations run at start (under a lock on PostgreSQL)."""
+def create_app(settings: ApiSettings | None = None, *, announce_password: bool = True) -> FastAPI:
+    """Build one control-plane replica. Migrations run at start (under a lock on PostgreSQL).
+
+    A generated first admin password is printed once unless ``announce_password`` is off
+    (``streamspace up`` shows it in its own banner).
+    """
     settings = settings or ApiSettings()
 
     @asynccontextmanager
@@ -62,6 +66,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         generated = await ensure_admin(db, password=settings.streamspace_admin_password)
         if generated:
             replica.generated_admin_password = generated
+        if generated and announce_password:
             print(f"Created administrator 'admin' with password: {generated}", flush=True)
         await ensure_default_templates(db)
         stop = asyncio.Event()

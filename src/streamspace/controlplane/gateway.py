@@ -19,7 +19,7 @@ from streamspace.controlplane import metrics
 from streamspace.controlplane.hub.connection import AgentConnection
 from streamspace.controlplane.presence import agent_connected, agent_disconnected
 from streamspace.controlplane.secrets import matches
-from streamspace.controlplane.services.outcomes import apply_outcome
+from streamspace.controlplane.services.outcomes import apply_outcome, fail_and_clean_up
 from streamspace.controlplane.state import Replica
 from streamspace.db.models import Agent
 from streamspace.db.repo import agents as agent_repo
@@ -218,9 +218,7 @@ class AgentGateway:
                 )
                 return
             if session.state in (SessionState.RUNNING, SessionState.WAKING):
-                session_repo.transition(
-                    db, session, SessionState.FAILED, detail=f"session exited: {report.reason}"
-                )
+                fail_and_clean_up(db, session, reason=f"session exited: {report.reason}")
 
 
 async def _receive(websocket: WebSocket) -> AgentMessage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from streamspace.controlplane.services.outcomes import fail_and_clean_up
 from streamspace.controlplane.state import Replica
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
@@ -45,12 +46,7 @@ async def agent_connected(replica: Replica, hello: Hello) -> None:
         )
         for session in running:
             if session.id not in reported:
-                session_repo.transition(
-                    db,
-                    session,
-                    SessionState.FAILED,
-                    detail="session lost: the agent no longer runs it (agent restarted?)",
-                )
+                fail_and_clean_up(db, session, reason="session lost: the agent no longer runs it")
         for session_id, report in reported.items():
             known = await session_repo.get(db, session_id)
             if known is None or known.state in FINAL_SESSION_STATES:

@@ -68,6 +68,7 @@ def _apply_success(
     if session.state in FINAL_SESSION_STATES:
         if action in (Action.START_SESSION, Action.WAKE_SESSION):
             # Finished after the session was given up on: don't leak what the agent started.
+            log.warning("session %s started after it was given up; stopping it", session.id)
             _queue_cleanup(db, session)
         return
     if session.state != STATE_DURING[action]:
@@ -93,10 +94,16 @@ def _apply_success(
     session_repo.transition(db, session, STATE_AFTER[action], detail=detail, **fields)
 
 
+def fail_and_clean_up(db: AsyncSession, session: Session, *, reason: str) -> None:
+    """Fail a session that ended on its own, and have its agent remove what is left of it
+    (e.g. the VNC server of an application that exited)."""
+    session_repo.transition(db, session, SessionState.FAILED, detail=reason)
+    _queue_cleanup(db, session)
+
+
 def _queue_cleanup(db: AsyncSession, session: Session) -> None:
     if session.agent_id is None:
         return
-    log.warning("session %s finished starting after it was given up; stopping it", session.id)
     command_repo.create(
         db,
         agent_id=session.agent_id,

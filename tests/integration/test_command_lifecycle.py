@@ -1,0 +1,183 @@
+"""The durable command lifecycle against a real API replica and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+
+from tests.database import Database
+from tests.helpers import eventually, logged_in, wait_for_agent, wait_for_state
+from tests.manual_agent import ManualAgent
+from tests.processes import AgentProcess, ApiProcess
+
+
+async def _status(database: Database, session_id: str, action: str) -> str | None:
+    for command in await database.commands(session_id=session_id):
+        if command.action == action:
+            return command.status
+    return None
+
+
+async def test_every_status_transition(
+    api: ApiProcess, admin: httpx.AsyncClient, database: Database
+) -> None:
+    agent = await ManualAgent.registered(api.url, "agent-1")
+    await agent.connect()
+    created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
+    session_id = created.json()["id"]
+    assert created.json()["state"] == "pending"
+
+    command = await agent.receive()
+    command_id = command.payload.command_id  # type: ignore[union-attr]
+    row = await database.command(command_id)
+    assert (row.status, row.attempts, row.action) == ("sent", 1, "start_session")
+    assert row.sent_at is not None and row.updated_at >= row.created_at
+
+    await agent.send("ack", {"command_id": command_id})
+
+    async def acknowledged() -> bool:
+        return await _status(database, session_id, "start_session") == "acknowledged"
+
+    await eventually(acknowledged, message="command acknowledged")
+
+    vnc = {"host": "127.0.0.1", "port": 5999}
+    await agent.send(
+        "complete", {"command_id": command_id, "result": {"vnc": vnc, "state": {"pid": 1}}}
+    )
+    running = await wait_for_state(admin, session_id, "running")
+    assert running["vnc"] == vnc
+    done = await database.command(command_id)
+    assert done.status == "completed" and done.result is not None
+    assert done.acknowledged_at is not None and done.completed_at is not None
+
+    # A duplicate report changes nothing.
+    await agent.send("failed", {"command_id": command_id, "error": "late", "retryable": False})
+    assert (await wait_for_state(admin, session_id, "running"))["vnc"] == vnc
+
+    stopping = await admin.delete(f"/api/v1/sessions/{session_id}")
+    assert stopping.json()["state"] == "stopping"
+    stop = await agent.receive()
+    assert stop.payload.payload["state"] == {"pid": 1}  # type: ignore[union-attr]
+    await agent.send(
+        "failed",
+        {
+            "command_id": stop.payload.command_id,  # type: ignore[union-attr]
+            "error": "boom",
+            "retryable": False,
+        },
+    )
+    failed = await wait_for_state(admin, session_id, "failed")
+    assert failed["termination_reason"] == "stop_session failed: boom"
+    history = await admin.get("/api/v1/commands", params={"session_id": session_id})
+    assert [c["status"] for c in history.json()] == ["failed", "completed"]
+    events = await admin.get(f"/api/v1/sessions/{session_id}/events")
+    assert [e["to_state"] for e in events.json()] == ["pending", "running", "stopping", "failed"]
+
+
+async def test_unacknowledged_command_is_resent_and_runs_once(
+    processes: None, tmp_path: Path, pg_url: str
+) -> None:
+    # Heartbeats are slow here so the frozen agent is not dropped before the re-send.
+    api = ApiProcess(
+        tmp_path / "api",
+        database_url=pg_url,
+        env={"AGENT_AUTO_APPROVE": "true", "HEARTBEAT_INTERVAL": "10", "COMMAND_ACK_TIMEOUT": "1"},
+    )
+    api.start()
+    agent = AgentProcess(tmp_path / "agent", control_plane_url=api.url, agent_id="agent-2")
+    agent.start()
+    database = Database(pg_url)
+    async with logged_in(api.url) as admin:
+        await wait_for_agent(admin, "agent-2")
+        os.kill(agent.pid, signal.SIGSTOP)  # frozen: receives nothing, acks nothing
+        try:
+            created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
+            session_id = created.json()["id"]
+
+            async def resent() -> bool:
+                commands = await database.commands(session_id=session_id)
+                return bool(commands) and commands[0].attempts >= 2
+
+            await eventually(resent, message="command re-sent after the ack timeout")
+        finally:
+            os.kill(agent.pid, signal.SIGCONT)
+        await wait_for_state(admin, session_id, "running")
+    (command,) = await database.commands(session_id=session_id)
+    assert command.status == "completed"
+    assert agent.executions(session_id) == ["start_session"]
+    await database.close()
+
+
+async def test_command_for_offline_agent_waits_and_is_delivered_on_connect(
+    api: ApiProcess, admin: httpx.AsyncClient, database: Database, tmp_path: Path
+) -> None:
+    agent = AgentProcess(tmp_path / "agent", control_plane_url=api.url, agent_id="agent-3")
+    agent.start()
+    await wait_for_agent(admin, "agent-3")
+    created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
+    session_id = created.json()["id"]
+    await wait_for_state(admin, session_id, "running")
+    assert agent.stop() == 0
+
+    stopping = await admin.delete(f"/api/v1/sessions/{session_id}")
+    assert stopping.json()["state"] == "stopping"
+    # Several poll and reconcile rounds pass (0.5 s / 0.2 s here): the row must stay pending.
+    for _ in range(20):
+        assert await _status(database, session_id, "stop_session") == "pending"
+        await wait_for_state(admin, session_id, "stopping")
+
+    restarted = AgentProcess(tmp_path / "agent", control_plane_url=api.url, agent_id="agent-3")
+    restarted.start()
+    await wait_for_state(admin, session_id, "terminated")
+    assert await _status(database, session_id, "stop_session") == "completed"
+    assert restarted.executions(session_id) == ["start_session", "stop_session"]
+
+
+async def test_deadline_fails_command_and_session_with_reason(
+    processes: None, tmp_path: Path, pg_url: str
+) -> None:
+    api = ApiProcess(
+        tmp_path / "api",
+        database_url=pg_url,
+        env={"AGENT_AUTO_APPROVE": "true", "COMMAND_DEADLINE": "2"},
+    )
+    api.start()
+    agent = AgentProcess(
+        tmp_path / "agent", control_plane_url=api.url, agent_id="agent-4", behaviour="never"
+    )
+    agent.start()
+    database = Database(pg_url)
+    async with logged_in(api.url) as admin:
+        await wait_for_agent(admin, "agent-4")
+        created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
+        failed = await wait_for_state(admin, created.json()["id"], "failed")
+    assert failed["termination_reason"] == (
+        "start_session failed: deadline exceeded: the agent did not finish the command in time"
+    )
+    (command,) = await database.commands(session_id=created.json()["id"])
+    assert command.status == "failed" and command.acknowledged_at is not None
+    await database.close()
+
+
+async def test_undelivered_command_expires(processes: None, tmp_path: Path, pg_url: str) -> None:
+    api = ApiProcess(
+        tmp_path / "api",
+        database_url=pg_url,
+        env={"AGENT_AUTO_APPROVE": "true", "COMMAND_PENDING_TIMEOUT": "1"},
+    )
+    api.start()
+    agent = AgentProcess(tmp_path / "agent", control_plane_url=api.url, agent_id="agent-5")
+    agent.start()
+    async with logged_in(api.url) as admin:
+        await wait_for_agent(admin, "agent-5")
+        created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
+        await wait_for_state(admin, created.json()["id"], "running")
+        agent.stop()
+        await admin.post(f"/api/v1/sessions/{created.json()['id']}/hibernate")
+        failed = await wait_for_state(admin, created.json()["id"], "failed")
+    assert failed["termination_reason"] == (
+        "hibernate_session failed: expired: no agent took the command in time"
+    )
