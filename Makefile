@@ -44,7 +44,7 @@ format: deps dirs
 	$(VENV)/bin/ruff format $(LINT_PATHS)
 
 bench: deps
-	$(VENV)/bin/python bench/commands.py
+	$(VENV)/bin/python -m bench.commands
 
 clean:
 	rm -rf test-output build dist .mypy_cache .ruff_cache .pytest_cache

@@ -390,12 +390,17 @@ async def test_outcome_finished_while_disconnected_is_resent(
 
 
 async def test_bad_platform_fails(cp: FakeControlPlane, start_agent: StartAgent) -> None:
-    await start_agent(BadPlatform())
+    agent = await start_agent(BadPlatform())
     await cp.command("c1", Action.START_SESSION, spec=spec())
     await cp.expect("ack")
     failed = await cp.expect("failed")
     assert failed.error == "bad platform refuses start_session"
     assert failed.retryable is False
+    # A final failure is recorded: a re-delivery is answered without running again.
+    await cp.command("c1", Action.START_SESSION, spec=spec())
+    await cp.expect("ack")
+    assert (await cp.expect("failed")).error == "bad platform refuses start_session"
+    assert agent.platform.calls == [("start_session", "s1")]
 
 
 async def test_never_platform_times_out(cp: FakeControlPlane, start_agent: StartAgent) -> None:
@@ -405,11 +410,12 @@ async def test_never_platform_times_out(cp: FakeControlPlane, start_agent: Start
     failed = await cp.expect("failed")
     assert failed.error == "timed out after 0.2 s"
     assert agent.runtime.running_commands == frozenset()
-    # The stored failure answers a re-delivery.
+    assert failed.retryable is True
+    # A retryable failure is not final: a re-delivery really runs the command again.
     await cp.command("c1", Action.START_SESSION, spec=spec())
     await cp.expect("ack")
     assert (await cp.expect("failed")).error == "timed out after 0.2 s"
-    assert agent.platform.calls == [("start_session", "s1")]
+    assert agent.platform.calls == [("start_session", "s1"), ("start_session", "s1")]
 
 
 async def test_invalid_payloads_fail_without_retry(

@@ -271,10 +271,13 @@ class AgentRuntime:
             async with self._session_locks.hold(command.session_id):
                 timeout = self.command_timeouts[command.action]
                 outcome = await execute(self.platform, self._book, command, seconds=timeout)
-            try:
-                await asyncio.to_thread(self.executed.record, cid, outcome)
-            except Exception:
-                log.exception("could not store the outcome of command %s; sending it anyway", cid)
+            # A retryable failure is not final: the control plane sends the command again
+            # and it must then really run again, not be answered from the record.
+            if not outcome.retryable:
+                try:
+                    await asyncio.to_thread(self.executed.record, cid, outcome)
+                except Exception:
+                    log.exception("could not store the outcome of %s; sending it anyway", cid)
         finally:
             # Only after recording: a duplicate arriving now is answered from the store.
             self._tasks.pop(cid, None)

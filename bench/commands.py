@@ -1,0 +1,161 @@
+"""Benchmark: commands created through REST and completed by a no-op agent (one replica).
+
+Runs a throwaway PostgreSQL, one ``streamspace api`` replica and one no-op fake agent, all
+as real processes on this machine. A command's latency is measured from just before the
+client sends ``POST /api/v1/sessions`` to the ``completed_at`` the control plane writes
+when the agent's ``complete`` arrives (same clock, same machine).
+
+    .venv/bin/python -m bench.commands [--sequential 300] [--concurrent 3000] [--clients 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import time
+from pathlib import Path
+from tempfile import mkdtemp
+
+import httpx
+from sqlalchemy import select
+from tests.helpers import login, wait_for_agent
+from tests.processes import AgentProcess, ApiProcess, kill_all
+from tests.services import PostgresServer, make_postgres_dir
+
+from bench.report import append_results, percentile
+from streamspace.db.engine import create_engine, create_session_factory
+from streamspace.db.models import AgentCommand
+
+
+async def _post(client: httpx.AsyncClient) -> tuple[str, float]:
+    started = time.time()
+    response = await client.post("/api/v1/sessions", json={"template": "xterm"})
+    response.raise_for_status()
+    return response.json()["id"], started
+
+
+async def _completion_times(url: str, expected: int) -> dict[str, float]:
+    """session id -> completed_at (epoch seconds), once all ``expected`` commands completed."""
+    engine = create_engine(url, pool_size=1)
+    factory = create_session_factory(engine)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            async with factory() as db:
+                rows = (
+                    await db.execute(
+                        select(AgentCommand.session_id, AgentCommand.completed_at).where(
+                            AgentCommand.status == "completed"
+                        )
+                    )
+                ).all()
+            if len(rows) >= expected or time.monotonic() > deadline:
+                return {sid: done.timestamp() for sid, done in rows if sid and done}
+            await asyncio.sleep(0.2)
+    finally:
+        await engine.dispose()
+
+
+async def sequential(client: httpx.AsyncClient, count: int) -> dict[str, float]:
+    """One client, commands paced 20 ms apart so they do not overlap (unloaded latency)."""
+    sent: dict[str, float] = {}
+    for _ in range(count):
+        session_id, started = await _post(client)
+        sent[session_id] = started
+        await asyncio.sleep(0.02)  # pacing, so commands do not overlap: this is not a wait
+    return sent
+
+
+async def concurrent(client: httpx.AsyncClient, count: int, clients: int) -> dict[str, float]:
+    """``clients`` workers posting back to back until ``count`` commands were created."""
+    sent: dict[str, float] = {}
+    remaining = iter(range(count))
+
+    async def worker() -> None:
+        for _ in remaining:
+            session_id, started = await _post(client)
+            sent[session_id] = started
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return sent
+
+
+def _summary(name: str, sent: dict[str, float], done: dict[str, float]) -> dict[str, str]:
+    latencies = sorted((done[sid] - t0) * 1000 for sid, t0 in sent.items() if sid in done)
+    span = max(done[sid] for sid in sent if sid in done) - min(sent.values())
+    return {
+        "run": name,
+        "commands": f"{len(latencies)}/{len(sent)}",
+        "p50 ms": f"{statistics.median(latencies):.2f}",
+        "p99 ms": f"{percentile(latencies, 99):.2f}",
+        "max ms": f"{latencies[-1]:.2f}",
+        "completed/s": f"{len(latencies) / span:.0f}",
+    }
+
+
+async def main(args: argparse.Namespace) -> list[dict[str, str]]:
+    work = Path(mkdtemp(prefix="streamspace-bench-"))
+    pg_dir = make_postgres_dir()
+    postgres = PostgresServer(pg_dir)
+    try:
+        postgres.start()
+        url = postgres.create_database("bench")
+        api = ApiProcess(
+            work / "api",
+            database_url=url,
+            env={
+                "AGENT_AUTO_APPROVE": "true",
+                "LOG_LEVEL": "WARNING",
+                "HEARTBEAT_INTERVAL": "10",
+                "COMMAND_ACK_TIMEOUT": "10",
+                "RECONCILE_INTERVAL": "2",
+                "COMMAND_POLL_INTERVAL": "2",
+            },
+        )
+        api.start()
+        agent = AgentProcess(
+            work / "agent",
+            control_plane_url=api.url,
+            agent_id="noop",
+            extra_args=["--capacity", "100000"],
+            env={"LOG_LEVEL": "WARNING"},
+        )
+        agent.start()
+        client = await login(api.url)
+        limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+        client = httpx.AsyncClient(
+            base_url=api.url, headers=client.headers, limits=limits, timeout=30
+        )
+        await wait_for_agent(client, "noop")
+        await sequential(client, 20)  # warm-up
+        seq = await sequential(client, args.sequential)
+        done = await _completion_times(url, 20 + args.sequential)
+        rows = [_summary("sequential, 1 client", seq, done)]
+        conc = await concurrent(client, args.concurrent, args.clients)
+        done = await _completion_times(url, 20 + args.sequential + args.concurrent)
+        rows.append(_summary(f"concurrent, {args.clients} clients", conc, done))
+        await client.aclose()
+        return rows
+    finally:
+        kill_all()
+        postgres.stop()
+        shutil.rmtree(pg_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequential", type=int, default=300)
+    parser.add_argument("--concurrent", type=int, default=3000)
+    parser.add_argument("--clients", type=int, default=50)
+    options = parser.parse_args()
+    results = asyncio.run(main(options))
+    append_results(
+        "Commands through REST, completed by a no-op agent (1 replica, PostgreSQL)",
+        results,
+        command="make bench  # .venv/bin/python -m bench.commands "
+        f"--sequential {options.sequential} --concurrent {options.concurrent} "
+        f"--clients {options.clients}",
+    )
