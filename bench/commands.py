@@ -32,7 +32,8 @@ from streamspace.db.models import AgentCommand
 async def _post(client: httpx.AsyncClient) -> tuple[str, float]:
     started = time.time()
     response = await client.post("/api/v1/sessions", json={"template": "xterm"})
-    response.raise_for_status()
+    if response.status_code != 201:
+        raise RuntimeError(f"POST /api/v1/sessions: {response.status_code} {response.text}")
     return response.json()["id"], started
 
 
@@ -107,7 +108,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, str]]:
             database_url=url,
             env={
                 "AGENT_AUTO_APPROVE": "true",
-                "LOG_LEVEL": "WARNING",
+                "LOG_LEVEL": "INFO",
                 "HEARTBEAT_INTERVAL": "10",
                 "COMMAND_ACK_TIMEOUT": "10",
                 "RECONCILE_INTERVAL": "2",
@@ -138,6 +139,10 @@ async def main(args: argparse.Namespace) -> list[dict[str, str]]:
         rows.append(_summary(f"concurrent, {args.clients} clients", conc, done))
         await client.aclose()
         return rows
+    except Exception:
+        print(f"--- API log (tail; running={api.running()}) ---\n{api.output()[-4000:]}")
+        print(f"--- agent log (tail) ---\n{agent.output()[-2000:]}")
+        raise
     finally:
         kill_all()
         postgres.stop()

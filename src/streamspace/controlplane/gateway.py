@@ -18,35 +18,30 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from streamspace.controlplane import metrics
 from streamspace.controlplane.hub.connection import AgentConnection
 from streamspace.controlplane.presence import agent_connected, agent_disconnected
+from streamspace.controlplane.reports import Report, apply_reports
 from streamspace.controlplane.secrets import matches
-from streamspace.controlplane.services.outcomes import apply_outcome, fail_and_clean_up
 from streamspace.controlplane.state import Replica
 from streamspace.db.models import Agent
 from streamspace.db.repo import agents as agent_repo
-from streamspace.db.repo import commands as command_repo
-from streamspace.db.repo import sessions as session_repo
 from streamspace.protocol import (
     PROTOCOL_VERSION,
-    Ack,
     AgentMessage,
     CloseCode,
-    Complete,
     Error,
     ErrorPayload,
-    Failed,
-    Heartbeat,
     Hello,
     ProtocolError,
-    Status,
     Welcome,
     WelcomePayload,
     parse_agent_message,
 )
-from streamspace.states import CommandStatus, SessionState
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
+INBOX_SIZE = 1000
+"""Frames read but not yet applied; beyond this the reader waits (back-pressure)."""
+BURST_SIZE = 200
 
 
 class _Rejected(Exception):
@@ -148,77 +143,48 @@ class AgentGateway:
         return message
 
     async def _read_loop(self, connection: AgentConnection) -> None:
-        while not connection.closed.is_set():
-            message = await _receive(connection.websocket)
-            connection.touch()
-            await self._handle(connection, message)
+        """A reader keeps the socket drained; a processor applies what it read in bursts.
 
-    async def _handle(self, connection: AgentConnection, message: AgentMessage) -> None:
-        match message:
-            case Heartbeat(payload=beat):
-                async with self._replica.db() as db, db.begin():
-                    await agent_repo.record_heartbeat(
-                        db,
-                        connection.agent_id,
-                        active_sessions=beat.active_sessions,
-                        capacity=beat.capacity,
-                    )
-            case Ack() | Complete() | Failed():
-                await self._on_command_report(connection, message)
-            case Status():
-                await self._on_status(connection, message)
-            case Hello():
-                raise _Rejected(CloseCode.BAD_MESSAGE, "duplicate hello")
+        Frames are applied in arrival order; a bad frame or a disconnect is acted on only
+        after everything received before it was applied.
+        """
+        inbox: asyncio.Queue[Report | BaseException] = asyncio.Queue(maxsize=INBOX_SIZE)
 
-    async def _on_command_report(
-        self, connection: AgentConnection, message: Ack | Complete | Failed
-    ) -> None:
-        command_id = message.payload.command_id
-        wake = False
+        async def read() -> None:
+            while True:
+                try:
+                    message = await _receive(connection.websocket)
+                    connection.touch()
+                    if isinstance(message, Hello):
+                        raise _Rejected(CloseCode.BAD_MESSAGE, "duplicate hello")
+                except (_Rejected, WebSocketDisconnect) as ended:
+                    await inbox.put(ended)
+                    return
+                await inbox.put(message)
+
+        reader = asyncio.create_task(read(), name=f"agent-reader-{connection.agent_id}")
+        try:
+            while True:
+                burst = [await inbox.get()]
+                while not inbox.empty() and len(burst) < BURST_SIZE:
+                    burst.append(inbox.get_nowait())
+                reports = [item for item in burst if not isinstance(item, BaseException)]
+                if reports:
+                    await self._apply(connection, reports)
+                ended = next((item for item in burst if isinstance(item, BaseException)), None)
+                if ended is not None:
+                    raise ended
+        finally:
+            reader.cancel()
+
+    async def _apply(self, connection: AgentConnection, reports: list[Report]) -> None:
         async with self._replica.db() as db, db.begin():
-            command = await command_repo.get_for_agent(
-                db, agent_id=connection.agent_id, command_id=command_id
-            )
-            if command is None:
-                await _answer_error(
-                    connection,
-                    message,
-                    "unknown_command",
-                    f"command {command_id!r} is not addressed to agent {connection.agent_id!r}",
-                )
-                return
-            if isinstance(message, Ack):
-                await command_repo.acknowledge(db, command)
-            elif isinstance(message, Complete):
-                await apply_outcome(
-                    db, command, status=CommandStatus.COMPLETED, result=message.payload.result
-                )
-            elif (
-                message.payload.retryable
-                and command.attempts < self._replica.settings.command_max_attempts
-            ):
-                wake = await command_repo.retry(db, command, error=message.payload.error)
-            else:
-                await apply_outcome(
-                    db, command, status=CommandStatus.FAILED, error=message.payload.error
-                )
-        if wake:
+            applied = await apply_reports(db, self._replica.settings, connection.agent_id, reports)
+        for error in applied.errors:
+            log.warning("agent %s: %s", connection.agent_id, error.payload.message)
+            await connection.send(error)
+        if applied.wake:
             self._replica.dispatcher.wake(connection.agent_id)
-
-    async def _on_status(self, connection: AgentConnection, message: Status) -> None:
-        report = message.payload
-        async with self._replica.db() as db, db.begin():
-            session = await session_repo.get(db, report.session_id, for_update=True)
-            if session is None or session.agent_id != connection.agent_id:
-                await _answer_error(
-                    connection,
-                    message,
-                    "unknown_session",
-                    f"session {report.session_id!r} does not run on agent {connection.agent_id!r}",
-                )
-                return
-            if session.state in (SessionState.RUNNING, SessionState.WAKING):
-                fail_and_clean_up(db, session, reason=f"session exited: {report.reason}")
 
 
 async def _receive(websocket: WebSocket) -> AgentMessage:
@@ -233,13 +199,6 @@ async def _receive(websocket: WebSocket) -> AgentMessage:
         return parse_agent_message(text)
     except ProtocolError as exc:
         raise _Rejected(exc.close_code, str(exc)) from None
-
-
-async def _answer_error(
-    connection: AgentConnection, message: AgentMessage, code: str, text: str
-) -> None:
-    log.warning("agent %s: %s", connection.agent_id, text)
-    await connection.send(Error(payload=ErrorPayload(code=code, message=text, ref=message.id)))
 
 
 async def _reject(

@@ -1,0 +1,106 @@
+"""Applying what an agent reports (heartbeat, ack, complete, failed, status) to the database.
+
+Reports arrive in bursts under load; a burst is applied in ONE transaction, in arrival
+order, so an agent's stream costs one commit per burst instead of one per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from streamspace.config import ApiSettings
+from streamspace.controlplane.services.outcomes import apply_outcome, fail_and_clean_up
+from streamspace.db.repo import agents as agent_repo
+from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import sessions as session_repo
+from streamspace.protocol import (
+    Ack,
+    Complete,
+    Error,
+    ErrorPayload,
+    Failed,
+    Heartbeat,
+    Status,
+)
+from streamspace.states import CommandStatus, SessionState
+
+Report = Heartbeat | Ack | Complete | Failed | Status
+
+
+@dataclass
+class Applied:
+    """What the caller does after the commit: answer errors, wake the dispatcher."""
+
+    errors: list[Error] = field(default_factory=list)
+    wake: bool = False
+
+
+async def apply_reports(
+    db: AsyncSession, settings: ApiSettings, agent_id: str, reports: Sequence[Report]
+) -> Applied:
+    """Apply reports of one agent in order, in the caller's transaction."""
+    applied = Applied()
+    beats = [report for report in reports if isinstance(report, Heartbeat)]
+    if beats:  # only the newest heartbeat of a burst matters
+        await agent_repo.record_heartbeat(
+            db,
+            agent_id,
+            active_sessions=beats[-1].payload.active_sessions,
+            capacity=beats[-1].payload.capacity,
+        )
+    for report in reports:
+        if isinstance(report, Ack | Complete | Failed):
+            await _command_report(db, settings, agent_id, report, applied)
+        elif isinstance(report, Status):
+            await _status_report(db, agent_id, report, applied)
+    return applied
+
+
+async def _command_report(
+    db: AsyncSession,
+    settings: ApiSettings,
+    agent_id: str,
+    report: Ack | Complete | Failed,
+    applied: Applied,
+) -> None:
+    command_id = report.payload.command_id
+    command = await command_repo.get_for_agent(db, agent_id=agent_id, command_id=command_id)
+    if command is None:
+        _error(
+            applied,
+            report,
+            "unknown_command",
+            f"command {command_id!r} is not addressed to agent {agent_id!r}",
+        )
+    elif isinstance(report, Ack):
+        await command_repo.acknowledge(db, command)
+    elif isinstance(report, Complete):
+        await apply_outcome(
+            db, command, status=CommandStatus.COMPLETED, result=report.payload.result
+        )
+    elif report.payload.retryable and command.attempts < settings.command_max_attempts:
+        applied.wake |= await command_repo.retry(db, command, error=report.payload.error)
+    else:
+        await apply_outcome(db, command, status=CommandStatus.FAILED, error=report.payload.error)
+
+
+async def _status_report(db: AsyncSession, agent_id: str, report: Status, applied: Applied) -> None:
+    """A session ended by itself: fail it with the agent's reason and clean up after it."""
+    status = report.payload
+    session = await session_repo.get(db, status.session_id, for_update=True)
+    if session is None or session.agent_id != agent_id:
+        _error(
+            applied,
+            report,
+            "unknown_session",
+            f"session {status.session_id!r} does not run on agent {agent_id!r}",
+        )
+    elif session.state in (SessionState.RUNNING, SessionState.WAKING):
+        fail_and_clean_up(db, session, reason=f"session exited: {status.reason}")
+
+
+def _error(applied: Applied, report: Report, code: str, text: str) -> None:
+    applied.errors.append(Error(payload=ErrorPayload(code=code, message=text, ref=report.id)))
