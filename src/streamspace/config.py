@@ -50,6 +50,10 @@ class ApiSettings(BaseSettings):
     command_pending_timeout: float = Field(default=900.0, gt=0)
     """A command still undelivered after this many seconds expires."""
     reconcile_interval: float = Field(default=2.0, gt=0)
+    session_request_concurrency: int = Field(default=4, ge=1, le=1000)
+    """Session changes processed at once per replica; more wait their turn, so a burst of
+    requests cannot starve the processing of agents' reports (which would look like dead
+    agents)."""
     session_token_ttl: float = Field(default=12 * 3600.0, gt=0)
     """Lifetime in seconds of a login token."""
     cookie_secure: bool = False

@@ -16,7 +16,7 @@ COOKIE_NAME = "streamspace_token"
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_replica(request: Request) -> Replica:
+async def get_replica(request: Request) -> Replica:
     replica: Replica = request.app.state.replica
     return replica
 
@@ -24,7 +24,7 @@ def get_replica(request: Request) -> Replica:
 ReplicaDep = Annotated[Replica, Depends(get_replica)]
 
 
-def presented_token(
+async def presented_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str | None:
@@ -43,8 +43,13 @@ async def current_user(
             "not authenticated: log in first",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    async with replica.db() as db:
-        user = await user_repo.user_for_token(db, digest(token))
+    token_digest = digest(token)
+    user = replica.tokens.get(token_digest)
+    if user is None:
+        async with replica.db() as db:
+            user = await user_repo.user_for_token(db, token_digest)
+        if user is not None:
+            replica.tokens.put(token_digest, user)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

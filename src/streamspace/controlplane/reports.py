@@ -51,40 +51,77 @@ async def apply_reports(
             active_sessions=beats[-1].payload.active_sessions,
             capacity=beats[-1].payload.capacity,
         )
+    acks = [report for report in reports if isinstance(report, Ack)]
+    if acks:  # acknowledgements commute with everything else: one statement for all
+        await _acknowledge(db, agent_id, acks, applied)
     for report in reports:
-        if isinstance(report, Ack | Complete | Failed):
+        if isinstance(report, Complete | Failed):
             await _command_report(db, settings, agent_id, report, applied)
         elif isinstance(report, Status):
             await _status_report(db, agent_id, report, applied)
     return applied
 
 
+async def _acknowledge(db: AsyncSession, agent_id: str, acks: list[Ack], applied: Applied) -> None:
+    ids = {ack.payload.command_id for ack in acks}
+    unexpected = ids - await command_repo.acknowledge(db, agent_id=agent_id, command_ids=ids)
+    if unexpected:
+        strangers = unexpected - await command_repo.known_to_agent(
+            db, agent_id=agent_id, command_ids=unexpected
+        )
+        for ack in acks:
+            if ack.payload.command_id in strangers:
+                _unknown_command(applied, ack, agent_id)
+
+
 async def _command_report(
     db: AsyncSession,
     settings: ApiSettings,
     agent_id: str,
-    report: Ack | Complete | Failed,
+    report: Complete | Failed,
     applied: Applied,
 ) -> None:
+    """The common case costs one UPDATE; only surprises (duplicates, strangers) look further."""
     command_id = report.payload.command_id
-    command = await command_repo.get_for_agent(db, agent_id=agent_id, command_id=command_id)
-    if command is None:
-        _error(
-            applied,
-            report,
-            "unknown_command",
-            f"command {command_id!r} is not addressed to agent {agent_id!r}",
+    if isinstance(report, Complete):
+        finished = await command_repo.finish_for_agent(
+            db,
+            agent_id=agent_id,
+            command_id=command_id,
+            status=CommandStatus.COMPLETED,
+            result=report.payload.result,
         )
-    elif isinstance(report, Ack):
-        await command_repo.acknowledge(db, command)
-    elif isinstance(report, Complete):
-        await apply_outcome(
-            db, command, status=CommandStatus.COMPLETED, result=report.payload.result
-        )
-    elif report.payload.retryable and command.attempts < settings.command_max_attempts:
-        applied.wake |= await command_repo.retry(db, command, error=report.payload.error)
+        if finished is not None:
+            await apply_outcome(
+                db,
+                finished,
+                status=CommandStatus.COMPLETED,
+                result=report.payload.result,
+                already_recorded=True,
+            )
+            return
     else:
-        await apply_outcome(db, command, status=CommandStatus.FAILED, error=report.payload.error)
+        command = await command_repo.get_for_agent(db, agent_id=agent_id, command_id=command_id)
+        if command is not None:
+            if report.payload.retryable and command.attempts < settings.command_max_attempts:
+                applied.wake |= await command_repo.retry(db, command, error=report.payload.error)
+            else:
+                await apply_outcome(
+                    db, command, status=CommandStatus.FAILED, error=report.payload.error
+                )
+            return
+    if await command_repo.get_for_agent(db, agent_id=agent_id, command_id=command_id) is None:
+        _unknown_command(applied, report, agent_id)
+
+
+def _unknown_command(applied: Applied, report: Report, agent_id: str) -> None:
+    command_id = getattr(report.payload, "command_id", "")
+    _error(
+        applied,
+        report,
+        "unknown_command",
+        f"command {command_id!r} is not addressed to agent {agent_id!r}",
+    )
 
 
 async def _status_report(db: AsyncSession, agent_id: str, report: Status, applied: Applied) -> None:

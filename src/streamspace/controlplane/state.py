@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -10,6 +10,7 @@ from streamspace.config import ApiSettings
 from streamspace.controlplane.dispatcher import CommandDispatcher
 from streamspace.controlplane.hub.base import AgentHub
 from streamspace.controlplane.services.sessions import SessionService
+from streamspace.controlplane.token_cache import TokenCache
 from streamspace.db.engine import SessionFactory
 
 
@@ -21,5 +22,6 @@ class Replica:
     hub: AgentHub
     dispatcher: CommandDispatcher
     sessions: SessionService
+    tokens: TokenCache = field(default_factory=TokenCache)
     generated_admin_password: str | None = None
     """Set when this replica created the first admin with a generated password."""

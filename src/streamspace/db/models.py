@@ -127,7 +127,8 @@ class Session(Base):
     terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     termination_reason: Mapped[str | None] = mapped_column(Text)
 
-    owner: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+    owner: Mapped[User] = relationship(lazy="raise", innerjoin=True)
+    """Loaded by the queries that show sessions (``sessions.get(with_owner=True)``)."""
 
 
 class AgentCommand(Base):

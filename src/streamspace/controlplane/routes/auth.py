@@ -48,6 +48,7 @@ async def logout(
     token: Annotated[str | None, Depends(presented_token)],
 ) -> None:
     if token:
+        replica.tokens.forget(digest(token))
         async with replica.db() as db, db.begin():
             await user_repo.delete_token(db, digest(token))
     response.delete_cookie(COOKIE_NAME)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -27,6 +29,19 @@ from streamspace.states import (
 Doorbell = Callable[[str], Awaitable[object]]
 """Tells the replica holding an agent that it has a command waiting."""
 
+_Method = Callable[["SessionService", User, str], Awaitable[Session]]
+
+
+def _admitted(method: _Method) -> _Method:
+    """Run a session change only when the service's admission semaphore allows it."""
+
+    @functools.wraps(method)
+    async def admitted(self: SessionService, user: User, argument: str) -> Session:
+        async with self._admission:
+            return await method(self, user, argument)
+
+    return admitted
+
 
 class SessionService:
     """Create, stop, hibernate and wake sessions on behalf of users."""
@@ -35,16 +50,18 @@ class SessionService:
         self._db = db
         self._settings = settings
         self._ring = ring
+        self._admission = asyncio.Semaphore(settings.session_request_concurrency)
 
     async def get(self, user: User, session_id: str) -> Session:
         async with self._db() as db:
-            return self._visible(user, await session_repo.get(db, session_id))
+            return self._visible(user, await session_repo.get(db, session_id, with_owner=True))
 
     async def list(self, user: User) -> list[Session]:
         owner = None if user.role == "admin" else user.id
         async with self._db() as db:
             return list(await session_repo.list_sessions(db, owner_id=owner))
 
+    @_admitted
     async def create(self, user: User, template_name: str) -> Session:
         """Pick an agent and queue ``start_session``; nothing is written if none is available."""
         async with self._db() as db, db.begin():
@@ -74,10 +91,13 @@ class SessionService:
         await self._ring(agent_id)
         return session
 
+    @_admitted
     async def stop(self, user: User, session_id: str) -> Session:
         """Stop for good (idempotent); a session whose start was not sent yet ends at once."""
         async with self._db() as db, db.begin():
-            session = self._visible(user, await session_repo.get(db, session_id, for_update=True))
+            session = self._visible(
+                user, await session_repo.get(db, session_id, for_update=True, with_owner=True)
+            )
             if session.state in FINAL_SESSION_STATES or session.state == SessionState.STOPPING:
                 return session
             if session.state == SessionState.PENDING and await command_repo.cancel_open(
@@ -96,18 +116,24 @@ class SessionService:
         await self._ring_agent(session)
         return session
 
+    @_admitted
     async def hibernate(self, user: User, session_id: str) -> Session:
         async with self._db() as db, db.begin():
-            session = self._visible(user, await session_repo.get(db, session_id, for_update=True))
+            session = self._visible(
+                user, await session_repo.get(db, session_id, for_update=True, with_owner=True)
+            )
             _require(session, SessionState.RUNNING, "hibernated")
             _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
         await self._ring_agent(session)
         return session
 
+    @_admitted
     async def wake(self, user: User, session_id: str) -> Session:
         """Start a hibernated session again, on the agent that keeps its home."""
         async with self._db() as db, db.begin():
-            session = self._visible(user, await session_repo.get(db, session_id, for_update=True))
+            session = self._visible(
+                user, await session_repo.get(db, session_id, for_update=True, with_owner=True)
+            )
             _require(session, SessionState.HIBERNATED, "woken")
             template = await template_repo.get(db, session.template_name)
             if template is None:

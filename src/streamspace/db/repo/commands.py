@@ -92,17 +92,60 @@ async def release(db: AsyncSession, command_ids: Collection[uuid.UUID]) -> None:
     )
 
 
-async def acknowledge(db: AsyncSession, command: AgentCommand) -> bool:
-    """Mark a command acknowledged; ``False`` if it was no longer waiting for an ack."""
-    result = await db.execute(
+async def acknowledge(db: AsyncSession, *, agent_id: str, command_ids: Collection[str]) -> set[str]:
+    """Mark an agent's commands acknowledged (one statement for a whole burst of acks).
+
+    Returns the ids that were waiting for an ack; the others were acknowledged or
+    finished already, or are not this agent's.
+    """
+    acknowledged = await db.scalars(
         update(AgentCommand)
         .where(
-            AgentCommand.id == command.id,
+            AgentCommand.command_id.in_(command_ids),
+            AgentCommand.agent_id == agent_id,
             AgentCommand.status.in_((CommandStatus.PENDING, CommandStatus.SENT)),
         )
         .values(status=CommandStatus.ACKNOWLEDGED, acknowledged_at=utcnow())
+        .returning(AgentCommand.command_id)
     )
-    return bool(getattr(result, "rowcount", 0))
+    return set(acknowledged.all())
+
+
+async def known_to_agent(
+    db: AsyncSession, *, agent_id: str, command_ids: Collection[str]
+) -> set[str]:
+    """Which of these command ids were addressed to this agent."""
+    known = await db.scalars(
+        select(AgentCommand.command_id).where(
+            AgentCommand.command_id.in_(command_ids), AgentCommand.agent_id == agent_id
+        )
+    )
+    return set(known.all())
+
+
+async def finish_for_agent(
+    db: AsyncSession,
+    *,
+    agent_id: str,
+    command_id: str,
+    status: CommandStatus,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> AgentCommand | None:
+    """Record the outcome an agent reported; ``None`` if the command had one already (a
+    duplicate report) or is not this agent's."""
+    finished = await db.scalars(
+        update(AgentCommand)
+        .where(
+            AgentCommand.command_id == command_id,
+            AgentCommand.agent_id == agent_id,
+            AgentCommand.status.in_(OPEN_COMMAND_STATUSES),
+        )
+        .values(status=status, result=result, error_message=error, completed_at=utcnow())
+        .returning(AgentCommand)
+        .execution_options(synchronize_session=False)
+    )
+    return finished.one_or_none()
 
 
 async def finish(

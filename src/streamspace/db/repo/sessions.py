@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from streamspace.db.models import Session, SessionEvent, Template, User, new_id, utcnow
 from streamspace.states import FINAL_SESSION_STATES, SessionState
@@ -36,8 +37,13 @@ def create(
     return session
 
 
-async def get(db: AsyncSession, session_id: str, *, for_update: bool = False) -> Session | None:
+async def get(
+    db: AsyncSession, session_id: str, *, for_update: bool = False, with_owner: bool = False
+) -> Session | None:
+    """A session; ``with_owner`` also loads its owner (to show it), ``for_update`` locks it."""
     query = select(Session).where(Session.id == session_id)
+    if with_owner:
+        query = query.options(joinedload(Session.owner))
     if for_update:
         query = query.with_for_update(of=Session)
     return await db.scalar(query)
@@ -47,7 +53,12 @@ async def list_sessions(
     db: AsyncSession, *, owner_id: str | None, limit: int = 500
 ) -> Sequence[Session]:
     """Sessions of one owner (``None``: everybody's), newest first."""
-    query = select(Session).order_by(Session.created_at.desc()).limit(limit)
+    query = (
+        select(Session)
+        .options(joinedload(Session.owner))
+        .order_by(Session.created_at.desc())
+        .limit(limit)
+    )
     if owner_id is not None:
         query = query.where(Session.owner_id == owner_id)
     return (await db.scalars(query)).all()
