@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Self
 
+import redis
+
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 POLL_INTERVAL = 0.05
@@ -581,3 +583,209 @@ class RedisServer(_Server):
 
     def _is_ready(self) -> bool:
         return self.ping()
+
+
+# --- Redis Sentinel ----------------------------------------------------------------------
+
+Address = tuple[str, int]
+
+
+def _redis_client(address: Address) -> redis.Redis:
+    """A sync client with short timeouts (close it, e.g. ``with _redis_client(a) as c:``)."""
+    host, port = address
+    return redis.Redis(host, port, socket_timeout=1, socket_connect_timeout=1)
+
+
+class RedisSentinel(RedisServer):
+    """One Sentinel process monitoring ``master_name`` at ``127.0.0.1:master_port``.
+
+    Its config file lives in its own ``base_dir`` (Sentinel rewrites it). The file is written
+    fresh until the first successful start; after that restart() keeps Sentinel's own state.
+    """
+
+    name = "sentinel"
+
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        master_name: str,
+        master_port: int,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        super().__init__(base_dir, start_timeout=start_timeout)
+        self.master_name = master_name
+        self.master_port = master_port
+        self.config_path = self.base_dir / "sentinel.conf"
+        self.redis_sentinel = shutil.which("redis-sentinel")
+
+    def _command(self) -> list[str]:
+        if not self._port_fixed or not self.config_path.exists():
+            name = self.master_name
+            self.config_path.write_text(
+                f"port {self.port}\n"
+                "bind 127.0.0.1\n"
+                f"dir {self.base_dir}\n"
+                "daemonize no\n"
+                f"sentinel monitor {name} 127.0.0.1 {self.master_port} 2\n"
+                f"sentinel down-after-milliseconds {name} 1000\n"
+                f"sentinel failover-timeout {name} 5000\n"
+                f"sentinel parallel-syncs {name} 1\n"
+            )
+        if self.redis_sentinel:
+            return [self.redis_sentinel, str(self.config_path)]
+        return [self.redis_server, str(self.config_path), "--sentinel"]
+
+
+class RedisSentinelGroup:
+    """A Redis master, one replica and ``sentinels`` Sentinels (quorum 2) watching them.
+
+    Each process has a directory of its own under ``base_dir``. ``kill_master()`` crashes
+    the current master; ``wait_for_failover()`` waits until the replica has taken over.
+    """
+
+    def __init__(
+        self, base_dir: Path, *, master_name: str = "streamspace", sentinels: int = 3
+    ) -> None:
+        self.base_dir = Path(base_dir).resolve()
+        self.master_name = master_name
+        self.sentinel_count = sentinels
+        self.master = RedisServer(self.base_dir / "master")
+        self.replica: RedisServer | None = None
+        self.sentinels: list[RedisSentinel] = []
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        """The data servers: the initial master, then the replica (if created)."""
+        return [self.master, *([self.replica] if self.replica else [])]
+
+    @property
+    def sentinel_addresses(self) -> list[Address]:
+        return [("127.0.0.1", s.port) for s in self.sentinels]
+
+    @property
+    def sentinels_env(self) -> str:
+        """E.g. ``"127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381"``."""
+        return ",".join(f"{host}:{port}" for host, port in self.sentinel_addresses)
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start everything; wait until replication is up and all Sentinels agree."""
+        try:
+            self.master.start()
+            if self.replica is None:
+                self.replica = RedisServer(
+                    self.base_dir / "replica",
+                    extra_args=["--replicaof", "127.0.0.1", str(self.master.port)],
+                )
+            self.replica.start()
+            if not _wait_for(self._replication_up, timeout):
+                raise ServerError("the Redis replica did not connect to the master")
+            if not self.sentinels:
+                self.sentinels = [
+                    RedisSentinel(
+                        self.base_dir / f"sentinel{i}",
+                        master_name=self.master_name,
+                        master_port=self.master.port,
+                    )
+                    for i in range(self.sentinel_count)
+                ]
+            for sentinel in self.sentinels:
+                sentinel.start()
+            if not _wait_for(self._sentinels_ready, timeout):
+                raise ServerError(f"Sentinels did not converge (logs under {self.base_dir})")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the Sentinels first (so they don't fail over), then the data servers."""
+        for server in [*self.sentinels, *reversed(self.servers)]:
+            with contextlib.suppress(Exception):
+                server.stop()
+
+    def master_address(self) -> Address:
+        """The master's address according to the first Sentinel that answers."""
+        for address in self.sentinel_addresses:
+            if (found := self._reported_master(address)) is not None:
+                return found
+        raise ServerError("no Sentinel reports a master")
+
+    def kill_master(self) -> Address:
+        """SIGKILL the current master process; return its address."""
+        address = self.master_address()
+        for server in self.servers:
+            if server.running and server.port == address[1]:
+                server.kill()
+                return address
+        raise ServerError(f"the master {address} is not one of our running servers")
+
+    def wait_for_failover(self, old: Address, timeout: float = 30.0) -> Address:
+        """Wait until every Sentinel reports the same new master, and it is a master."""
+        new: list[Address] = []
+
+        def failed_over() -> bool:
+            reported = {self._reported_master(a) for a in self.sentinel_addresses}
+            if len(reported) != 1 or (found := reported.pop()) in (None, old):
+                return False
+            assert found is not None
+            try:
+                with _redis_client(found) as client:
+                    role = client.execute_command("ROLE")
+                    if not client.ping() or role[0] not in (b"master", "master"):
+                        return False
+            except redis.RedisError:
+                return False
+            new.append(found)
+            return True
+
+        if not _wait_for(failed_over, timeout):
+            raise ServerError(f"no failover away from {old} within {timeout}s")
+        return new[-1]
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- internals -----------------------------------------------------------------------
+    def _reported_master(self, sentinel: Address) -> Address | None:
+        try:
+            with _redis_client(sentinel) as client:
+                found = client.sentinel_get_master_addr_by_name(self.master_name)
+        except redis.RedisError:
+            return None
+        if not found:
+            return None
+        host, port = found
+        return (host.decode() if isinstance(host, bytes) else host, int(port))
+
+    def _replication_up(self) -> bool:
+        assert self.replica is not None
+        try:
+            with _redis_client(("127.0.0.1", self.master.port)) as client:
+                master_info = client.info("replication")
+            with _redis_client(("127.0.0.1", self.replica.port)) as client:
+                replica_info = client.info("replication")
+        except redis.RedisError:
+            return False
+        return (
+            master_info.get("connected_slaves") == 1
+            and replica_info.get("master_link_status") == "up"
+        )
+
+    def _sentinels_ready(self) -> bool:
+        expected = ("127.0.0.1", self.master.port)
+        for address in self.sentinel_addresses:
+            if self._reported_master(address) != expected:
+                return False
+            try:
+                with _redis_client(address) as client:
+                    peers = client.sentinel_sentinels(self.master_name)
+                    replicas = client.sentinel_slaves(self.master_name)
+            except redis.RedisError:
+                return False
+            if len(peers) != self.sentinel_count - 1 or len(replicas) != 1:
+                return False
+        return True

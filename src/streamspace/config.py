@@ -37,6 +37,20 @@ class ApiSettings(BaseSettings):
     streamspace_admin_password: str | None = None
     pod_name: str = Field(default_factory=socket.gethostname)
 
+    agenthub_redis_enabled: bool = False
+    """Share the AgentHub between replicas through Redis (multi-pod mode)."""
+    redis_host: str = "localhost"
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_password: str | None = None
+    redis_db: int = Field(default=1, ge=0)
+    redis_url: str | None = None
+    """Overrides host, port, password and db when set."""
+    redis_sentinels: str | None = None
+    """Comma-separated ``host:port`` list of Redis Sentinels (overrides the above)."""
+    redis_sentinel_master: str = "mymaster"
+    replica_alive_ttl: float = Field(default=10.0, gt=0)
+    """Seconds a replica's liveness key outlives its last renewal (renewed every third)."""
+
     heartbeat_interval: float = Field(default=10.0, gt=0)
     """Seconds between agent heartbeats; an agent missing three is dropped."""
     dispatcher_workers: int = Field(default=10, ge=1, le=1000)

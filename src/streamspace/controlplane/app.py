@@ -14,7 +14,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from streamspace import __version__
 from streamspace.config import ApiSettings
 from streamspace.controlplane.dispatcher import CommandDispatcher
+from streamspace.controlplane.hub.base import AgentHub
 from streamspace.controlplane.hub.local import LocalAgentHub
+from streamspace.controlplane.hub.redis import RedisAgentHub
+from streamspace.controlplane.hub.redis_client import create_redis
+from streamspace.controlplane.hub.redis_client import describe as describe_redis
 from streamspace.controlplane.reconciler import Reconciler
 from streamspace.controlplane.routes import (
     agent_ws,
@@ -38,6 +42,21 @@ from streamspace.web.pages import mount_web
 log = logging.getLogger(__name__)
 
 
+def create_hub(settings: ApiSettings) -> AgentHub:
+    """The Redis hub when ``AGENTHUB_REDIS_ENABLED``, else the in-memory one."""
+    if not settings.agenthub_redis_enabled:
+        log.info("AgentHub initialized in memory (single-replica mode)")
+        return LocalAgentHub(replica=settings.pod_name)
+    log.info("AgentHub initialized with Redis (multi-pod mode)")
+    return RedisAgentHub(
+        replica=settings.pod_name,
+        redis=create_redis(settings),
+        key_ttl=3 * settings.heartbeat_interval,
+        alive_ttl=settings.replica_alive_ttl,
+        where=describe_redis(settings),
+    )
+
+
 def create_app(settings: ApiSettings | None = None, *, announce_password: bool = True) -> FastAPI:
     """Build one control-plane replica. Migrations run at start (under a lock on PostgreSQL).
 
@@ -51,7 +70,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         await upgrade_async(settings.database_url)
         engine = create_engine(settings.database_url)
         db = create_session_factory(engine)
-        hub = LocalAgentHub(replica=settings.pod_name)
+        hub = create_hub(settings)
         await hub.start()
         dispatcher = CommandDispatcher(db=db, hub=hub, settings=settings)
         replica = Replica(

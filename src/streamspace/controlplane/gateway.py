@@ -29,6 +29,7 @@ from streamspace.protocol import (
     CloseCode,
     Error,
     ErrorPayload,
+    Heartbeat,
     Hello,
     ProtocolError,
     Welcome,
@@ -180,6 +181,10 @@ class AgentGateway:
     async def _apply(self, connection: AgentConnection, reports: list[Report]) -> None:
         async with self._replica.db() as db, db.begin():
             applied = await apply_reports(db, self._replica.settings, connection.agent_id, reports)
+        if any(isinstance(report, Heartbeat) for report in reports) and not (
+            await self._replica.hub.refresh(connection)
+        ):
+            await connection.close(CloseCode.REPLACED, "replaced by a newer connection")
         for error in applied.errors:
             log.warning("agent %s: %s", connection.agent_id, error.payload.message)
             await connection.send(error)

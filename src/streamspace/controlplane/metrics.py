@@ -23,3 +23,11 @@ COMMANDS_TIMED_OUT = Counter(
     "Commands ended by a deadline",
     ["status"],
 )
+REDIS_UP = Gauge(
+    "streamspace_redis_up", "1 while this replica reaches the hub's Redis", ["replica"]
+)
+DOORBELLS = Counter(
+    "streamspace_doorbells_total",
+    "Cross-replica doorbells by outcome (delivered, lost = no subscriber, no_owner, error)",
+    ["result"],
+)

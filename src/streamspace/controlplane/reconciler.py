@@ -46,6 +46,7 @@ class Reconciler:
             self.check_deadlines,
             self.check_expired,
             self.check_silent_agents,
+            self.check_dead_replicas,
         ]
         while not stop.is_set():
             for check in checks:
@@ -99,6 +100,19 @@ class Reconciler:
         cutoff = utcnow() - timedelta(seconds=MISSED_HEARTBEATS * self._settings.heartbeat_interval)
         async with self._db() as db, db.begin():
             await agent_repo.mark_silent_offline(db, heartbeat_before=cutoff)
+
+    async def check_dead_replicas(self) -> None:
+        """Agents marked online at a replica whose liveness key is gone: offline now,
+        without waiting for their heartbeats to age (they reconnect to a survivor)."""
+        async with self._db() as db:
+            online = await agent_repo.online_by_replica(db)
+        dead = [name for name in online if await self._hub.replica_alive(name) is False]
+        if not dead:
+            return
+        async with self._db() as db, db.begin():
+            for name in dead:
+                count = await agent_repo.mark_replica_offline(db, name)
+                log.warning("replica %s is gone; %d agent(s) marked offline", name, count)
 
     @staticmethod
     async def _settle(db: AsyncSession, ended: list[AgentCommand]) -> None:

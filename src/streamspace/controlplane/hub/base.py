@@ -58,6 +58,20 @@ class AgentHub(abc.ABC):
     async def ring(self, agent_id: str) -> bool:
         """Tell the replica holding ``agent_id`` that it has commands; ``True`` if one heard."""
 
+    async def refresh(self, connection: AgentConnection) -> bool:
+        """Renew the registration on a heartbeat; ``False`` if a newer connection of the
+        agent (on any replica) has taken over, so this one must close."""
+        return self._local.get(connection.agent_id) is connection
+
+    async def replica_alive(self, replica: str) -> bool | None:
+        """Whether a replica is running; ``None`` when this hub cannot tell."""
+        return True if replica == self.replica else None
+
+    @property
+    def shared_state_up(self) -> bool | None:
+        """Whether the shared registry (Redis) is reachable; ``None`` without one."""
+        return None
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to shared infrastructure, if any."""
 

@@ -30,6 +30,10 @@ async def readyz(replica: ReplicaDep, response: Response) -> dict[str, str]:
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    redis_up = replica.hub.shared_state_up
+    if redis_up is not None:
+        # Still ready without Redis: commands then reach agents by database polling.
+        checks["redis"] = "ok" if redis_up else "unavailable (degraded: database polling)"
     return {"status": "ok" if response.status_code != 503 else "unavailable", **checks}
 
 

@@ -109,3 +109,21 @@ async def select_for_session(
     if platform is not None:
         query = query.where(Agent.platform == platform)
     return await db.scalar(query)
+
+
+async def online_by_replica(db: AsyncSession) -> set[str]:
+    """Replicas that have agents marked online."""
+    rows = await db.scalars(
+        select(Agent.replica).where(Agent.status == "online", Agent.replica.is_not(None)).distinct()
+    )
+    return {replica for replica in rows.all() if replica is not None}
+
+
+async def mark_replica_offline(db: AsyncSession, replica: str) -> int:
+    """Every agent still marked online at a replica that is gone: offline."""
+    result = await db.execute(
+        update(Agent)
+        .where(Agent.status == "online", Agent.replica == replica)
+        .values(status="offline")
+    )
+    return int(getattr(result, "rowcount", 0))

@@ -1,0 +1,211 @@
+"""The Redis-backed AgentHub: many replicas, one registry, a doorbell channel per replica.
+
+Keys (Redis DB 1 by default, names in :mod:`streamspace.names`): ``agent:<id>:pod`` holds
+the POD_NAME of the agent's replica and ``agent:<id>:connected`` the id of its current
+connection; both expire unless heartbeats renew them, and are re-created if Redis lost
+them. Removal is compare-and-delete, so a replica never removes a mapping that now points
+to a newer connection elsewhere. ``pod:<POD_NAME>:alive`` tells others this replica lives.
+
+Redis is only ever a doorbell: while it is unreachable the hub keeps working locally and
+commands still reach agents through the dispatcher's database poll (degraded, logged,
+shown in ``/readyz`` and ``streamspace_redis_up``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from streamspace import names
+from streamspace.controlplane import metrics
+from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.hub.connection import AgentConnection
+from streamspace.protocol import CloseCode
+
+log = logging.getLogger(__name__)
+
+# Renew (or re-create) the registration only while it is still ours.
+_RENEW = """
+local current = redis.call('GET', KEYS[2])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+# Delete the registration only if it is still this connection's.
+_RELEASE = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+return 0
+"""
+RECONNECT_DELAY = 1.0
+
+
+class RedisAgentHub(AgentHub):
+    """AgentHub for several replicas sharing one Redis (``AGENTHUB_REDIS_ENABLED=true``)."""
+
+    def __init__(
+        self, *, replica: str, redis: Redis, key_ttl: float, alive_ttl: float, where: str
+    ) -> None:
+        super().__init__(replica=replica)
+        self._redis = redis
+        self._key_ttl = max(1, round(key_ttl))
+        self._alive_ttl = max(1, round(alive_ttl))
+        self._where = where
+        self._channel = names.pod_commands_channel(replica)
+        self._up = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    @property
+    def shared_state_up(self) -> bool:
+        return self._up
+
+    async def start(self) -> None:
+        log.info("Initializing Redis for AgentHub multi-pod support... (%s)", self._where)
+        try:
+            await self._redis.ping()
+            self._set_up(True)
+            log.info("AgentHub Redis connected - multi-pod support enabled")
+        except (RedisError, OSError) as exc:
+            self._set_up(False, exc)
+        log.info("[AgentHub] Redis enabled for pod: %s", self.replica)
+        self._tasks = [
+            asyncio.create_task(self._subscribe_forever(), name="agenthub-subscriber"),
+            asyncio.create_task(self._keep_alive_forever(), name="agenthub-keepalive"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.delete(names.pod_alive_key(self.replica))
+        await self._redis.aclose()
+
+    async def register(self, connection: AgentConnection) -> AgentConnection | None:
+        replaced = await super().register(connection)
+        agent_id = connection.agent_id
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(names.agent_pod_key(agent_id), self.replica, ex=self._key_ttl)
+                pipe.set(
+                    names.agent_connected_key(agent_id),
+                    connection.connection_id,
+                    ex=self._key_ttl,
+                )
+                await pipe.execute()
+            log.info("[AgentHub] Stored agent %s → pod %s mapping in Redis", agent_id, self.replica)
+        except (RedisError, OSError) as exc:
+            self._set_up(False, exc)
+        return replaced
+
+    async def unregister(self, connection: AgentConnection) -> bool:
+        current = await super().unregister(connection)
+        try:
+            await self._release(
+                keys=self._keys(connection.agent_id), args=[connection.connection_id]
+            )
+        except (RedisError, OSError) as exc:
+            self._set_up(False, exc)
+        return current
+
+    async def refresh(self, connection: AgentConnection) -> bool:
+        if not await super().refresh(connection):
+            return False
+        try:
+            renewed = await self._renew(
+                keys=self._keys(connection.agent_id),
+                args=[connection.connection_id, self.replica, self._key_ttl],
+            )
+        except (RedisError, OSError) as exc:
+            self._set_up(False, exc)
+            return True  # cannot tell; the registration is re-created once Redis is back
+        return bool(renewed)
+
+    async def ring(self, agent_id: str) -> bool:
+        if self._ring_local(agent_id):
+            return True
+        try:
+            pod = await self._redis.get(names.agent_pod_key(agent_id))
+            if pod is None:
+                metrics.DOORBELLS.labels("no_owner").inc()
+                return False
+            pod_name = pod.decode() if isinstance(pod, bytes) else str(pod)
+            heard = await self._redis.publish(names.pod_commands_channel(pod_name), agent_id)
+        except (RedisError, OSError) as exc:
+            self._set_up(False, exc)
+            metrics.DOORBELLS.labels("error").inc()
+            return False
+        # Nobody listening is NOT delivery: the row stays pending for the poll to find.
+        metrics.DOORBELLS.labels("delivered" if heard else "lost").inc()
+        return bool(heard)
+
+    async def replica_alive(self, replica: str) -> bool | None:
+        if replica == self.replica:
+            return True
+        try:
+            return bool(await self._redis.exists(names.pod_alive_key(replica)))
+        except (RedisError, OSError) as exc:
+            self._set_up(False, exc)
+            return None
+
+    def _keys(self, agent_id: str) -> list[str]:
+        return [names.agent_pod_key(agent_id), names.agent_connected_key(agent_id)]
+
+    def _set_up(self, up: bool, error: BaseException | None = None) -> None:
+        if self._up and not up:
+            log.warning(
+                "AgentHub Redis unavailable (%s); degraded: commands reach agents by "
+                "database polling until it is back",
+                error,
+            )
+        elif up and not self._up:
+            log.info("AgentHub Redis available")
+        self._up = up
+        metrics.REDIS_UP.labels(self.replica).set(1 if up else 0)
+
+    async def _subscribe_forever(self) -> None:
+        """Listen on this replica's doorbell channel; resubscribe after any Redis failure."""
+        while True:
+            try:
+                async with self._redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    log.info(
+                        "[AgentHub] Successfully subscribed to Redis channel: %s", self._channel
+                    )
+                    self._set_up(True)
+                    await self._renew_all()  # Redis may have lost our keys (restart)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            data = message["data"]
+                            self._ring_local(data.decode() if isinstance(data, bytes) else data)
+            except (RedisError, OSError) as exc:
+                self._set_up(False, exc)
+            await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _keep_alive_forever(self) -> None:
+        """Renew the liveness key and every local registration (the reconcile loop of the
+        registry: what should be is computed from this replica's live connections)."""
+        while True:
+            try:
+                await self._redis.set(names.pod_alive_key(self.replica), "1", ex=self._alive_ttl)
+                await self._renew_all()
+            except (RedisError, OSError) as exc:
+                self._set_up(False, exc)
+            await asyncio.sleep(self._alive_ttl / 3)
+
+    async def _renew_all(self) -> None:
+        for connection in self.local_connections():
+            if not await self.refresh(connection):
+                log.info("agent %s connected elsewhere since; closing here", connection.agent_id)
+                await connection.close(CloseCode.REPLACED, "replaced by a newer connection")

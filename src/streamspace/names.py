@@ -1,0 +1,23 @@
+"""Redis key names and pub/sub channels, defined once (operators type these; keep the seed's)."""
+
+from __future__ import annotations
+
+
+def agent_pod_key(agent_id: str) -> str:
+    """``agent:<id>:pod``: the POD_NAME of the replica the agent is connected to."""
+    return f"agent:{agent_id}:pod"
+
+
+def agent_connected_key(agent_id: str) -> str:
+    """``agent:<id>:connected``: the id of the agent's current connection."""
+    return f"agent:{agent_id}:connected"
+
+
+def pod_commands_channel(pod: str) -> str:
+    """``pod:<POD_NAME>:commands``: the doorbell channel of one replica."""
+    return f"pod:{pod}:commands"
+
+
+def pod_alive_key(pod: str) -> str:
+    """``pod:<POD_NAME>:alive``: present while the replica is running."""
+    return f"pod:{pod}:alive"
