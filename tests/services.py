@@ -588,6 +588,8 @@ class RedisServer(_Server):
 # --- Redis Sentinel ----------------------------------------------------------------------
 
 Address = tuple[str, int]
+# Full resyncs start at once (the default waits 5 s for more replicas to join).
+_NO_SYNC_DELAY = ("--repl-diskless-sync-delay", "0")
 
 
 def _redis_client(address: Address) -> redis.Redis:
@@ -650,7 +652,7 @@ class RedisSentinelGroup:
         self.base_dir = Path(base_dir).resolve()
         self.master_name = master_name
         self.sentinel_count = sentinels
-        self.master = RedisServer(self.base_dir / "master")
+        self.master = RedisServer(self.base_dir / "master", extra_args=_NO_SYNC_DELAY)
         self.replica: RedisServer | None = None
         self.sentinels: list[RedisSentinel] = []
 
@@ -675,7 +677,10 @@ class RedisSentinelGroup:
             if self.replica is None:
                 self.replica = RedisServer(
                     self.base_dir / "replica",
-                    extra_args=["--replicaof", "127.0.0.1", str(self.master.port)],
+                    extra_args=[
+                        *_NO_SYNC_DELAY,
+                        *("--replicaof", "127.0.0.1", str(self.master.port)),
+                    ],
                 )
             self.replica.start()
             if not _wait_for(self._replication_up, timeout):
@@ -770,7 +775,7 @@ class RedisSentinelGroup:
                 replica_info = client.info("replication")
         except redis.RedisError:
             return False
-        return (
+        return bool(
             master_info.get("connected_slaves") == 1
             and replica_info.get("master_link_status") == "up"
         )

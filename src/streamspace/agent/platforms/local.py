@@ -136,7 +136,7 @@ class LocalPlatform(Platform):
         if shutil.which(XVNC) is None:
             raise PlatformError("Xvnc not found: install tigervnc-standalone-server")
         session_dir = self._session_dir(sid)
-        await asyncio.to_thread(_make_dirs, session_dir, home)
+        await asyncio.to_thread(_make_dirs, session_dir, home, Path(env["TMPDIR"]))
         state: PlatformState = {"session_id": sid, "pids": {}}
         try:
             xvnc, display, port = await self._start_xvnc(sid, session_dir)
@@ -306,7 +306,9 @@ class LocalPlatform(Platform):
         env.setdefault("LANG", "C.UTF-8")
         env["USER"] = env["LOGNAME"] = os.environ.get("USER") or getpass.getuser()
         env.update(spec.env)
-        env.update({"HOME": str(home), MARKER: spec.session_id})  # not the template's to change
+        # Applications' temporary files live (and die) with the session, not in /tmp.
+        tmp = self._session_dir(spec.session_id) / "tmp"
+        env.update({"HOME": str(home), "TMPDIR": str(tmp), MARKER: spec.session_id})
         return env
 
 
