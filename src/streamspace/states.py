@@ -39,6 +39,16 @@ ACTIVE_SESSION_STATES = frozenset(
 )
 """States in which a session occupies a slot of its agent's capacity."""
 
+TRANSITIONAL_SESSION_STATES = frozenset(
+    {
+        SessionState.PENDING,
+        SessionState.STOPPING,
+        SessionState.HIBERNATING,
+        SessionState.WAKING,
+    }
+)
+"""States that only an open command moves on; without one a session is stuck."""
+
 FINAL_SESSION_STATES = frozenset({SessionState.TERMINATED, SessionState.FAILED})
 
 OPEN_COMMAND_STATUSES = frozenset(

@@ -22,8 +22,9 @@ from streamspace.db.engine import SessionFactory
 from streamspace.db.models import AgentCommand, utcnow
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import sessions as session_repo
 from streamspace.protocol import CloseCode
-from streamspace.states import CommandStatus
+from streamspace.states import CommandStatus, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Reconciler:
             self.check_expired,
             self.check_silent_agents,
             self.check_dead_replicas,
+            self.check_stuck_sessions,
         ]
         while not stop.is_set():
             for check in checks:
@@ -100,6 +102,20 @@ class Reconciler:
         cutoff = utcnow() - timedelta(seconds=MISSED_HEARTBEATS * self._settings.heartbeat_interval)
         async with self._db() as db, db.begin():
             await agent_repo.mark_silent_offline(db, heartbeat_before=cutoff)
+
+    async def check_stuck_sessions(self) -> None:
+        """A session in a transitional state with no open command would wait forever:
+        fail it with the reason (e.g. its command was cancelled by hand)."""
+        cutoff = utcnow() - timedelta(seconds=self._settings.command_ack_timeout)
+        async with self._db() as db, db.begin():
+            for session in await session_repo.stuck(db, unchanged_since=cutoff):
+                log.warning("session %s stuck in %s; failing it", session.id, session.state)
+                session_repo.transition(
+                    db,
+                    session,
+                    SessionState.FAILED,
+                    detail=f"stuck in {session.state}: no command in progress",
+                )
 
     async def check_dead_replicas(self) -> None:
         """Agents marked online at a replica whose liveness key is gone: offline now,

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
-from streamspace.db.models import Session, SessionEvent, Template, User, new_id, utcnow
-from streamspace.states import FINAL_SESSION_STATES, SessionState
+from streamspace.db.models import (
+    AgentCommand,
+    Session,
+    SessionEvent,
+    Template,
+    User,
+    new_id,
+    utcnow,
+)
+from streamspace.states import (
+    FINAL_SESSION_STATES,
+    OPEN_COMMAND_STATUSES,
+    TRANSITIONAL_SESSION_STATES,
+    SessionState,
+)
 
 
 def create(
@@ -109,3 +123,26 @@ async def events(db: AsyncSession, session_id: str) -> Sequence[SessionEvent]:
 async def count_by_state(db: AsyncSession) -> dict[str, int]:
     rows = await db.execute(select(Session.state, func.count()).group_by(Session.state))
     return {state: count for state, count in rows.tuples().all()}
+
+
+async def stuck(db: AsyncSession, *, unchanged_since: datetime) -> Sequence[Session]:
+    """Sessions in a transitional state with no open command to move them on (locked)."""
+    moving = (
+        select(AgentCommand.id)
+        .where(
+            AgentCommand.session_id == Session.id,
+            AgentCommand.status.in_(OPEN_COMMAND_STATUSES),
+        )
+        .exists()
+    )
+    return (
+        await db.scalars(
+            select(Session)
+            .where(
+                Session.state.in_(TRANSITIONAL_SESSION_STATES),
+                Session.updated_at < unchanged_since,
+                ~moving,
+            )
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
