@@ -6,6 +6,13 @@ test releases it. All record every call in ``calls`` and, when
 given ``log_path``, append one JSON line per execution, so a test or benchmark can prove that
 no command ran twice even across agent processes.
 
+A log line is ``{"action", "session_id", "ts", "pid"}``. The platforms whose operations take
+time (``SlowPlatform``, ``GatedPlatform``) add ``"phase": "started"`` to it and append a second
+line with ``"phase": "done"`` once the operation finished, so an execution interrupted by a
+crash (a ``started`` line without its ``done``) can be told from one that finished; see
+:func:`finished_executions`. Lines without a phase are instantaneous operations: they finish
+in the same step that logs them.
+
 Run a fake agent against a control plane::
 
     python -m streamspace.testing fake-agent --behaviour slow --delay 2 --log calls.jsonl
@@ -24,6 +31,23 @@ from pathlib import Path
 
 from streamspace.agent.platforms.base import Exited, Platform, PlatformError, PlatformState, Started
 from streamspace.protocol import Action, RunningSession, SessionSpec, VncEndpoint
+
+PHASE_STARTED = "started"
+PHASE_DONE = "done"
+
+
+def finished_executions(log_path: Path | str) -> list[dict[str, object]]:
+    """The lines of an execution log that stand for a finished operation, in order.
+
+    An instantaneous line (no phase) counts as finished; a ``started`` line counts only
+    through its ``done`` line (the one returned), so an operation cut short by a crash or a
+    cancellation does not count.
+    """
+    path = Path(log_path)
+    if not path.exists():
+        return []
+    lines = [json.loads(text) for text in path.read_text().splitlines() if text.strip()]
+    return [line for line in lines if line.get("phase") in (None, PHASE_DONE)]
 
 
 class NoopPlatform(Platform):
@@ -45,11 +69,24 @@ class NoopPlatform(Platform):
         """Running sessions by id; tests may seed it to fake sessions from an earlier run."""
         self.exit_reasons: dict[str, str] = {}
 
-    def _record(self, action: Action, session_id: str) -> None:
+    def _record(self, action: Action, session_id: str, *, phase: str | None = None) -> None:
         self.calls.append((action.value, session_id))
+        self._log(action, session_id, phase)
+
+    def _record_done(self, action: Action, session_id: str) -> None:
+        """Log that an operation logged with ``phase="started"`` finished (not in ``calls``)."""
+        self._log(action, session_id, PHASE_DONE)
+
+    def _log(self, action: Action, session_id: str, phase: str | None) -> None:
         if self.log_path is not None:
-            line = {"action": action.value, "session_id": session_id, "ts": time.time()}
-            line["pid"] = os.getpid()
+            line: dict[str, object] = {
+                "action": action.value,
+                "session_id": session_id,
+                "ts": time.time(),
+                "pid": os.getpid(),
+            }
+            if phase is not None:
+                line["phase"] = phase
             with self.log_path.open("a") as handle:
                 handle.write(json.dumps(line) + "\n")
 
@@ -115,8 +152,9 @@ class SlowPlatform(NoopPlatform):
         self.delay = delay
 
     async def _act(self, action: Action, session_id: str) -> None:
-        self._record(action, session_id)
+        self._record(action, session_id, phase=PHASE_STARTED)
         await asyncio.sleep(self.delay)
+        self._record_done(action, session_id)
 
 
 class GatedPlatform(NoopPlatform):
@@ -132,9 +170,10 @@ class GatedPlatform(NoopPlatform):
         self.gate.set()
 
     async def _act(self, action: Action, session_id: str) -> None:
-        self._record(action, session_id)
+        self._record(action, session_id, phase=PHASE_STARTED)
         self.entered.set()
         await self.gate.wait()
+        self._record_done(action, session_id)
 
 
 class NeverPlatform(NoopPlatform):

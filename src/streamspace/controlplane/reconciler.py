@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -39,6 +40,8 @@ class Reconciler:
         self._db = db
         self._hub = hub
         self._settings = settings
+        self._missing_since: dict[str, float] = {}
+        """Replicas whose liveness key was found missing, and since when (monotonic)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         checks: list[Callable[[], Awaitable[None]]] = [
@@ -119,16 +122,30 @@ class Reconciler:
 
     async def check_dead_replicas(self) -> None:
         """Agents marked online at a replica whose liveness key is gone: offline now,
-        without waiting for their heartbeats to age (they reconnect to a survivor)."""
+        without waiting for their heartbeats to age (they reconnect to a survivor).
+
+        A key missing once may just have been lost with Redis (restart, failover); a live
+        replica re-creates it within a third of its TTL, so only a key still missing a full
+        TTL later means the replica is dead.
+        """
         async with self._db() as db:
             online = await agent_repo.online_by_replica(db)
-        dead = [name for name in online if await self._hub.replica_alive(name) is False]
+        now = time.monotonic()
+        dead = []
+        for name in online:
+            if await self._hub.replica_alive(name) is not False:
+                self._missing_since.pop(name, None)
+            elif (
+                now - self._missing_since.setdefault(name, now) >= self._settings.replica_alive_ttl
+            ):
+                dead.append(name)
         if not dead:
             return
         async with self._db() as db, db.begin():
             for name in dead:
                 count = await agent_repo.mark_replica_offline(db, name)
                 log.warning("replica %s is gone; %d agent(s) marked offline", name, count)
+                self._missing_since.pop(name, None)
 
     @staticmethod
     async def _settle(db: AsyncSession, ended: list[AgentCommand]) -> None:

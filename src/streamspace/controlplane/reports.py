@@ -41,6 +41,7 @@ class Applied:
 async def apply_reports(
     db: AsyncSession, settings: ApiSettings, agent_id: str, reports: Sequence[Report]
 ) -> Applied:
+    """Apply reports of one agent connected to this replica (``settings.pod_name``)."""
     """Apply reports of one agent in order, in the caller's transaction."""
     applied = Applied()
     beats = [report for report in reports if isinstance(report, Heartbeat)]
@@ -48,6 +49,7 @@ async def apply_reports(
         await agent_repo.record_heartbeat(
             db,
             agent_id,
+            replica=settings.pod_name,
             active_sessions=beats[-1].payload.active_sessions,
             capacity=beats[-1].payload.capacity,
         )

@@ -64,12 +64,20 @@ async def mark_offline(db: AsyncSession, agent_id: str, *, replica: str) -> None
 
 
 async def record_heartbeat(
-    db: AsyncSession, agent_id: str, *, active_sessions: int, capacity: int
+    db: AsyncSession, agent_id: str, *, replica: str, active_sessions: int, capacity: int
 ) -> None:
+    """A heartbeat also re-asserts presence: an agent wrongly marked offline (e.g. its
+    replica's liveness key was lost with Redis) is online again at its next heartbeat."""
     await db.execute(
         update(Agent)
         .where(Agent.agent_id == agent_id)
-        .values(last_heartbeat=utcnow(), active_sessions=active_sessions, capacity=capacity)
+        .values(
+            status="online",
+            replica=replica,
+            last_heartbeat=utcnow(),
+            active_sessions=active_sessions,
+            capacity=capacity,
+        )
     )
 
 
@@ -87,16 +95,15 @@ async def select_for_session(
     db: AsyncSession, *, platform: str | None, heartbeat_after: datetime
 ) -> str | None:
     """The least loaded approved, online agent with a fresh heartbeat and free capacity."""
-    load = (
-        select(Session.agent_id, func.count().label("used"))
-        .where(Session.state.in_(ACTIVE_SESSION_STATES))
-        .group_by(Session.agent_id)
-        .subquery()
+    # Counted per candidate through the (agent_id, state) index, not over every session.
+    used = (
+        select(func.count())
+        .where(Session.agent_id == Agent.agent_id, Session.state.in_(ACTIVE_SESSION_STATES))
+        .correlate(Agent)
+        .scalar_subquery()
     )
-    used = func.coalesce(load.c.used, 0)
     query = (
         select(Agent.agent_id)
-        .outerjoin(load, load.c.agent_id == Agent.agent_id)
         .where(
             Agent.approval == "approved",
             Agent.status == "online",
