@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import os
-import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -63,7 +61,7 @@ def agent(
     ),
 ) -> None:
     """One agent: dials out to CONTROL_PLANE_URL and runs the sessions it is sent."""
-    from streamspace.agent.main import run_agent
+    from streamspace.agent.main import run_agent, until_signal
     from streamspace.agent.platforms.local import LocalPlatform
 
     logs.configure()
@@ -71,7 +69,7 @@ def agent(
     if platform is not PlatformName.LOCAL:
         raise typer.BadParameter(f"the {platform.value} platform is not available yet")
     local = LocalPlatform(data_dir=settings.agent_data_dir, vnc_host=settings.local_vnc_host)
-    asyncio.run(_until_signal(lambda stop: run_agent(settings, local, stop)))
+    asyncio.run(until_signal(lambda stop: run_agent(settings, local, stop)))
 
 
 @app.command()
@@ -130,12 +128,3 @@ def users_create(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"created {role} {username!r}")
-
-
-async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``run(stop)``; SIGINT/SIGTERM set ``stop`` so it can finish cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await run(stop)

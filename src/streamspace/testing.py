@@ -25,7 +25,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -209,10 +208,8 @@ def make_platform(
 
 
 async def run_fake_agent(args: argparse.Namespace) -> None:
-    """Run an :class:`AgentRuntime` on a fake platform until SIGTERM or SIGINT."""
-    from streamspace.agent.credentials import obtain_api_key
-    from streamspace.agent.executed import ExecutedCommands
-    from streamspace.agent.runtime import AgentRuntime
+    """Run an agent on a fake platform until SIGTERM or SIGINT."""
+    from streamspace.agent.main import run_agent, until_signal
     from streamspace.config import AgentSettings
 
     overrides = {"agent_capacity": args.capacity} if args.capacity is not None else {}
@@ -220,25 +217,16 @@ async def run_fake_agent(args: argparse.Namespace) -> None:
     platform = make_platform(
         args.behaviour, delay=args.delay, log_path=args.log, name=args.platform
     )
-    executed = ExecutedCommands.in_data_dir(settings.agent_data_dir)
-    api_key = await obtain_api_key(settings, platform.name)
     timeouts = {action: args.timeout for action in Action} if args.timeout else None
-    runtime = AgentRuntime(
-        settings,
-        platform,
-        executed,
-        api_key,
-        command_timeouts=timeouts,
-        poll_interval=args.poll_interval,
+    await until_signal(
+        lambda stop: run_agent(
+            settings,
+            platform,
+            stop,
+            command_timeouts=timeouts,
+            poll_interval=args.poll_interval,
+        )
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await runtime.run(stop)
-    finally:
-        executed.close()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streamspace.agent.credentials import obtain_api_key
@@ -24,3 +26,12 @@ async def run_agent(
     finally:
         executed.close()
         await platform.close()
+
+
+async def until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``run(stop)``; SIGINT/SIGTERM set ``stop`` so it can finish cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await run(stop)

@@ -95,9 +95,7 @@ class SessionService:
     async def stop(self, user: User, session_id: str) -> Session:
         """Stop for good (idempotent); a session whose start was not sent yet ends at once."""
         async with self._db() as db, db.begin():
-            session = self._visible(
-                user, await session_repo.get(db, session_id, for_update=True, with_owner=True)
-            )
+            session = await self._locked(db, user, session_id)
             if session.state in FINAL_SESSION_STATES or session.state == SessionState.STOPPING:
                 return session
             if session.state == SessionState.PENDING and await command_repo.cancel_open(
@@ -119,9 +117,7 @@ class SessionService:
     @_admitted
     async def hibernate(self, user: User, session_id: str) -> Session:
         async with self._db() as db, db.begin():
-            session = self._visible(
-                user, await session_repo.get(db, session_id, for_update=True, with_owner=True)
-            )
+            session = await self._locked(db, user, session_id)
             _require(session, SessionState.RUNNING, "hibernated")
             _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
         await self._ring_agent(session)
@@ -131,9 +127,7 @@ class SessionService:
     async def wake(self, user: User, session_id: str) -> Session:
         """Start a hibernated session again, on the agent that keeps its home."""
         async with self._db() as db, db.begin():
-            session = self._visible(
-                user, await session_repo.get(db, session_id, for_update=True, with_owner=True)
-            )
+            session = await self._locked(db, user, session_id)
             _require(session, SessionState.HIBERNATED, "woken")
             template = await template_repo.get(db, session.template_name)
             if template is None:
@@ -147,6 +141,11 @@ class SessionService:
     async def _ring_agent(self, session: Session) -> None:
         if session.agent_id is not None:
             await self._ring(session.agent_id)
+
+    async def _locked(self, db: AsyncSession, user: User, session_id: str) -> Session:
+        """The user's session, locked for this transaction (404 if it is not theirs)."""
+        found = await session_repo.get(db, session_id, for_update=True, with_owner=True)
+        return self._visible(user, found)
 
     @staticmethod
     def _visible(user: User, session: Session | None) -> Session:
