@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import resource
 import shutil
 import signal
@@ -38,7 +39,7 @@ import aiohttp
 from sqlalchemy import func, insert, select
 from tests.processes import ApiProcess, kill_all
 from tests.services import PostgresServer, make_postgres_dir
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bench.report import append_results, percentile
@@ -68,6 +69,8 @@ PRODUCTION_ENV = {
     "COMMAND_DEADLINE": "120",
 }
 HEARTBEAT_INTERVAL = 10.0
+IDLE_WINDOW = 5.0
+"""Seconds the replica's CPU is measured with no agent connected (its own timers)."""
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -91,64 +94,42 @@ class SimState:
     total: int
     started: float = field(default_factory=time.monotonic)
     attempted: int = 0
+    """Agents whose first connection attempt has started."""
+    attempts: int = 0
+    """Connection attempts, retries included."""
     connected: set[int] = field(default_factory=set)
-    ever_connected: int = 0
+    ever: set[int] = field(default_factory=set)
+    """Agents that received a ``welcome`` at least once."""
     dropped: dict[int, str] = field(default_factory=dict)
-    """Agent index -> why its connection ended (after a welcome)."""
+    """Agent index -> why its (last) connection ended after a welcome."""
     failures: dict[str, int] = field(default_factory=dict)
-    """Why connecting failed -> how many."""
+    """Why a connection attempt failed before ``welcome`` -> how many times."""
     handshakes: list[float] = field(default_factory=list)
     """Seconds from starting to connect to receiving ``welcome``."""
     heartbeats: int = 0
     frames_in: int = 0
     ramp_seconds: float | None = None
+    held: set[int] | None = None
+    """Agents connected when the hold window began (SIGUSR1); ``None`` before that."""
+    dropped_in_hold: set[int] = field(default_factory=set)
+
+    def drop(self, index: int, why: str) -> None:
+        self.dropped[index] = why
+        if self.held is not None:
+            self.dropped_in_hold.add(index)
 
 
 def _emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-async def _agent(
-    index: int,
-    agent_id: str,
-    key: str,
-    url: str,
-    state: SimState,
-    gate: asyncio.Semaphore,
-) -> None:
-    """One agent: connect, hello, welcome (holding a ``gate`` slot), then heartbeats."""
-    began = time.monotonic()
-    try:
-        try:
-            ws = await connect(
-                url,
-                additional_headers={"Authorization": f"Bearer {key}", "X-Agent-ID": agent_id},
-                max_size=MAX_FRAME_BYTES,
-                open_timeout=60,
-                close_timeout=1,
-            )
-            hello = HelloPayload(
-                v=PROTOCOL_VERSION,
-                agent_id=agent_id,
-                platform=PlatformName.LOCAL,
-                version="bench-sim",
-                capacity=10,
-            )
-            await ws.send(encode(Hello(payload=hello)))
-            async with asyncio.timeout(60):
-                welcome = parse_server_message(await ws.recv())
-            if not isinstance(welcome, Welcome):
-                raise RuntimeError(f"expected welcome, got {welcome.type}")
-        finally:
-            gate.release()
-    except Exception as exc:  # every failure is counted by kind, none ends the run
-        kind = f"{type(exc).__name__}: {str(exc)[:80]}"
-        state.failures[kind] = state.failures.get(kind, 0) + 1
-        return
-    state.handshakes.append(time.monotonic() - began)
-    state.connected.add(index)
-    state.ever_connected += 1
-    interval = welcome.payload.heartbeat_interval
+def _backoff(attempt: int) -> float:
+    """The real agent's reconnect delays: 0.2 s doubling to 10 s, jittered by ±50 %."""
+    return min(10.0, 0.2 * 2.0 ** min(attempt, 16)) * random.uniform(0.5, 1.5)
+
+
+async def _session(index: int, ws: ClientConnection, interval: float, state: SimState) -> None:
+    """Heartbeats every ``interval`` seconds until the connection ends (a drop is noted)."""
     beat = encode(Heartbeat(payload=HeartbeatPayload(active_sessions=0, capacity=10)))
 
     async def heartbeats() -> None:
@@ -161,14 +142,70 @@ async def _agent(
     try:
         async for _frame in ws:
             state.frames_in += 1
-        state.dropped[index] = f"closed {ws.close_code} {ws.close_reason}"
+        state.drop(index, f"closed {ws.close_code}")
     except ConnectionClosed as exc:
-        state.dropped[index] = f"closed {exc.rcvd.code if exc.rcvd else 'abnormally'}"
+        state.drop(index, f"closed {exc.rcvd.code if exc.rcvd else 'abnormally'}")
     except Exception as exc:
-        state.dropped[index] = f"{type(exc).__name__}: {exc}"
+        state.drop(index, f"{type(exc).__name__}: {exc}")
     finally:
         state.connected.discard(index)
         beating.cancel()
+
+
+async def _agent(
+    index: int, agent_id: str, key: str, url: str, state: SimState, gate: asyncio.Semaphore
+) -> None:
+    """One agent for the whole run: like the real one, it retries (jittered backoff) when
+    connecting fails and reconnects after a drop. The caller holds a ``gate`` slot for the
+    first attempt; every attempt releases its slot once ``welcome`` arrived or it failed."""
+    hello = encode(
+        Hello(
+            payload=HelloPayload(
+                v=PROTOCOL_VERSION,
+                agent_id=agent_id,
+                platform=PlatformName.LOCAL,
+                version="bench-sim",
+                capacity=10,
+            )
+        )
+    )
+    headers = {"Authorization": f"Bearer {key}", "X-Agent-ID": agent_id}
+    failed_attempts = 0
+    holding = True
+    while True:
+        if not holding:
+            await gate.acquire()
+        state.attempts += 1
+        began = time.monotonic()
+        try:
+            try:
+                ws = await connect(
+                    url,
+                    additional_headers=headers,
+                    max_size=MAX_FRAME_BYTES,
+                    open_timeout=60,
+                    close_timeout=1,
+                )
+                await ws.send(hello)
+                async with asyncio.timeout(60):
+                    welcome = parse_server_message(await ws.recv())
+                if not isinstance(welcome, Welcome):
+                    raise RuntimeError(f"expected welcome, got {welcome.type}")
+            finally:
+                gate.release()
+                holding = False
+        except Exception as exc:  # counted by kind; the agent tries again
+            kind = f"{type(exc).__name__}: {str(exc)[:80]}"
+            state.failures[kind] = state.failures.get(kind, 0) + 1
+            await asyncio.sleep(_backoff(failed_attempts))
+            failed_attempts += 1
+            continue
+        failed_attempts = 0
+        state.handshakes.append(time.monotonic() - began)
+        state.connected.add(index)
+        state.ever.add(index)
+        await _session(index, ws, welcome.payload.heartbeat_interval, state)
+        await asyncio.sleep(_backoff(0))
 
 
 async def simulate(args: argparse.Namespace) -> None:
@@ -181,6 +218,12 @@ async def simulate(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+
+    def hold() -> None:
+        state.held = set(state.connected)
+        _emit("holding", connected=len(state.held))
+
+    loop.add_signal_handler(signal.SIGUSR1, hold)
     _emit("start", agents=len(agents), nofile=list(limits), pid=os.getpid())
 
     async def ticker() -> None:
@@ -198,6 +241,7 @@ async def simulate(args: argparse.Namespace) -> None:
 
     tasks: list[asyncio.Task[None]] = []
     tick = asyncio.create_task(ticker())
+    deadline = state.started + args.ramp_timeout
     for index, (agent_id, key) in enumerate(agents):
         if stop.is_set():
             break
@@ -210,8 +254,8 @@ async def simulate(args: argparse.Namespace) -> None:
         await gate.acquire()
         state.attempted += 1
         tasks.append(asyncio.create_task(_agent(index, agent_id, key, args.url, state, gate)))
-    # The ramp is over once every attempt has either connected or failed.
-    while not stop.is_set() and state.ever_connected + sum(state.failures.values()) < len(tasks):
+    # The ramp is over once every agent has been welcomed once (or the deadline passed).
+    while not stop.is_set() and len(state.ever) < len(agents) and time.monotonic() < deadline:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)
     state.ramp_seconds = time.monotonic() - state.started
@@ -219,6 +263,8 @@ async def simulate(args: argparse.Namespace) -> None:
         "ramp_done",
         seconds=round(state.ramp_seconds, 1),
         connected=len(state.connected),
+        welcomed=len(state.ever),
+        dropped=len(state.dropped),
         failures=state.failures,
     )
     await stop.wait()
@@ -228,9 +274,13 @@ async def simulate(args: argparse.Namespace) -> None:
         "summary",
         agents=len(agents),
         attempted=state.attempted,
-        ever_connected=state.ever_connected,
+        attempts=state.attempts,
+        ever_connected=len(state.ever),
         connected_now=len(state.connected),
-        stayed=len(state.connected - set(state.dropped)),
+        never_dropped=len(state.connected - set(state.dropped)),
+        held=len(state.held or ()),
+        stayed=len((state.held or set()) - state.dropped_in_hold),
+        dropped_in_hold=len(state.dropped_in_hold),
         dropped=len(state.dropped),
         drop_reasons=_count(state.dropped.values()),
         failures=state.failures,
@@ -275,15 +325,19 @@ def sample(pid: int) -> Sample:
     return Sample(time.monotonic(), rss, int(fields[11]) + int(fields[12]))
 
 
-def group_cpu_ticks(pgid: int) -> int:
-    """utime+stime of every live process in a process group (e.g. PostgreSQL's backends)."""
+def family_cpu_ticks(pid: int) -> int:
+    """utime+stime of a process, its live children and the children it has reaped
+    (PostgreSQL: postmaster + backends, which have process groups of their own)."""
     total = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError, IndexError):
             fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:
+            if int(entry.name) == pid:
+                # Its own CPU plus that of children it reaped (e.g. closed backends).
+                total += sum(int(f) for f in fields[11:15])
+            elif int(fields[1]) == pid:
                 total += int(fields[11]) + int(fields[12])
     return total
 
@@ -293,6 +347,21 @@ def machine_cpu_ticks() -> tuple[int, int]:
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]
     return sum(values) - idle, sum(values)
+
+
+def log_errors(log_path: Path, top: int = 8) -> list[tuple[int, str]]:
+    """The most frequent WARNING/ERROR lines and exception lines of a log, with counts."""
+    counts: dict[str, int] = {}
+    if not log_path.exists():
+        return []
+    for line in log_path.read_text(errors="replace").splitlines():
+        is_exception = line[:1].isalpha() and ("Error:" in line or "Exception:" in line)
+        if " WARNING " in line or " ERROR " in line or is_exception:
+            # Drop the timestamp and ids so equal messages count together.
+            text = line.split(" ", 2)[-1] if line[:4].isdigit() else line
+            key = " ".join(word for word in text.split() if not any(c.isdigit() for c in word))
+            counts[key[:160]] = counts.get(key[:160], 0) + 1
+    return sorted(((n, key) for key, n in counts.items()), reverse=True)[:top]
 
 
 def open_fds(pid: int) -> int:
@@ -428,6 +497,11 @@ class Simulator:
         assert self.process is not None
         return self.process.pid
 
+    def hold(self) -> None:
+        """The hold window begins: the simulator notes who is connected now."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR1)
+
     async def stop(self) -> dict[str, Any]:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
@@ -448,6 +522,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, str]]:
     pg_dir = make_postgres_dir()
     postgres = PostgresServer(pg_dir)
     simulator: Simulator | None = None
+    keep = False
     try:
         postgres.start()
         url = postgres.create_database("bench")
@@ -467,6 +542,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, str]]:
 
         await asyncio.sleep(2)
         baseline = sample(api.pid)
+        await asyncio.sleep(IDLE_WINDOW)
+        idle_cores = (sample(api.pid).cpu_ticks - baseline.cpu_ticks) / CLOCK_TICKS / IDLE_WINDOW
         simulator = Simulator(
             [
                 sys.executable,
@@ -481,16 +558,18 @@ async def run(args: argparse.Namespace) -> list[dict[str, str]]:
                 str(args.rate),
                 "--in-flight",
                 str(args.in_flight),
+                "--ramp-timeout",
+                str(args.ramp_timeout),
             ],
             work / "simulator.log",
         )
         ramp_began = time.monotonic()
         ramp_first = sample(api.pid)
-        ramp_pg = group_cpu_ticks(postgres.pid or 0)
+        ramp_pg = family_cpu_ticks(postgres.pid or 0)
         await simulator.start()
         start = await simulator.expect("start", 30)
         print(f"simulator: {start}", flush=True)
-        ramp_task = asyncio.create_task(simulator.expect("ramp_done", args.ramp_timeout))
+        ramp_task = asyncio.create_task(simulator.expect("ramp_done", args.ramp_timeout + 30))
         ramp_peak_rss = 0
         while not ramp_task.done():
             await asyncio.wait([ramp_task], timeout=5)
@@ -498,16 +577,18 @@ async def run(args: argparse.Namespace) -> list[dict[str, str]]:
             print(f"ramp: {simulator.last_tick}", flush=True)
         ramp = ramp_task.result()
         ramp_last = sample(api.pid)
-        ramp_pg_cpu = (group_cpu_ticks(postgres.pid or 0) - ramp_pg) / CLOCK_TICKS
+        ramp_pg_cpu = (family_cpu_ticks(postgres.pid or 0) - ramp_pg) / CLOCK_TICKS
         ramp_cpu = (ramp_last.cpu_ticks - ramp_first.cpu_ticks) / CLOCK_TICKS
         ramp_wall = time.monotonic() - ramp_began
         print(f"ramp done: {ramp}", flush=True)
 
         await asyncio.sleep(HEARTBEAT_INTERVAL)  # let the connect burst's backlog settle
         print(f"holding {args.hold} s: {simulator.last_tick}", flush=True)
+        simulator.hold()
         samples = [sample(api.pid)]
+        beats_first = int(simulator.last_tick.get("heartbeats", 0))
         sim_first = sample(simulator.pid)
-        pg_first = group_cpu_ticks(postgres.pid or 0)
+        pg_first = family_cpu_ticks(postgres.pid or 0)
         busy_first, total_first = machine_cpu_ticks()
         next_at = samples[0].at
         per_second: list[float] = []
@@ -518,8 +599,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, str]]:
             a, b = samples[-2], samples[-1]
             per_second.append((b.cpu_ticks - a.cpu_ticks) / CLOCK_TICKS / (b.at - a.at))
         busy_last, total_last = machine_cpu_ticks()
-        pg_cpu = (group_cpu_ticks(postgres.pid or 0) - pg_first) / CLOCK_TICKS
+        pg_cpu = (family_cpu_ticks(postgres.pid or 0) - pg_first) / CLOCK_TICKS
         sim_last = sample(simulator.pid)
+        beats = int(simulator.last_tick.get("heartbeats", 0)) - beats_first
         fds = open_fds(api.pid)
         freshness = await heartbeat_freshness(url)
         summary = await simulator.stop()
@@ -532,10 +614,17 @@ async def run(args: argparse.Namespace) -> list[dict[str, str]]:
         sim_cores = (sim_last.cpu_ticks - sim_first.cpu_ticks) / CLOCK_TICKS / window
         machine_busy = (busy_last - busy_first) / (total_last - total_first) * (os.cpu_count() or 1)
         rss_max = max(s.rss_kib for s in samples) / 1024
+        # The replica's own timers (idle_cores) aside, its CPU goes to heartbeats.
+        beats_per_second = beats / window
+        per_beat_ms = (api_cores - idle_cores) / beats_per_second * 1000 if beats else 0.0
         per_second.sort()
         row = {
             "agents": str(args.agents),
-            "connected (stayed)": f"{summary['stayed']}/{args.agents}",
+            "stayed connected through the hold": f"{summary['stayed']}/{args.agents}",
+            "welcomed / drops / failed attempts": (
+                f"{summary['ever_connected']} / {summary['dropped']} / "
+                f"{sum(summary['failures'].values())}"
+            ),
             "ramp s (connects/s)": (
                 f"{ramp['seconds']:.0f} ({summary['ever_connected'] / ramp['seconds']:.0f})"
             ),
@@ -545,6 +634,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, str]]:
             "API RSS max MiB": f"{rss_max:.0f}",
             "API RSS before MiB": f"{baseline.rss_kib / 1024:.0f}",
             "API CPU cores (avg)": f"{api_cores:.2f}",
+            "API CPU idle cores": f"{idle_cores:.2f}",
             "API CPU cores 1-s p50/p99": (
                 f"{statistics.median(per_second):.2f}/{percentile(per_second, 99):.2f}"
             ),
@@ -552,6 +642,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, str]]:
             "simulator cores": f"{sim_cores:.2f}",
             "machine busy cores": f"{machine_busy:.2f}",
             "fresh heartbeats": f"{freshness['fresh']}/{args.agents}",
+            "online in DB": f"{freshness['online']}/{args.agents}",
+            "heartbeats/s sent": f"{beats_per_second:.0f}",
+            "API CPU ms per heartbeat": f"{per_beat_ms:.1f}",
         }
         print(
             f"ramp: {ramp_wall:.0f} s, API {ramp_cpu / ramp_wall:.2f} cores, "
@@ -560,6 +653,12 @@ async def run(args: argparse.Namespace) -> list[dict[str, str]]:
             flush=True,
         )
         print(json.dumps(row, ensure_ascii=False), flush=True)
+        errors = log_errors(api.log_path)
+        for count, line in errors:
+            print(f"API log: {count:6d} x {line}", flush=True)
+        if summary["stayed"] < args.agents:
+            keep = True
+            print(f"not every agent stayed connected; logs kept in {work}", flush=True)
     except Exception:
         print(f"benchmark failed; logs kept in {work}")
         raise
@@ -569,7 +668,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, str]]:
         kill_all()
         postgres.stop()
         shutil.rmtree(pg_dir, ignore_errors=True)
-    shutil.rmtree(work, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
     return [row]
 
 
@@ -590,6 +690,7 @@ def main() -> None:
     sim.add_argument("--keys", required=True)
     sim.add_argument("--rate", type=float, default=200.0)
     sim.add_argument("--in-flight", type=int, default=100)
+    sim.add_argument("--ramp-timeout", type=float, default=600.0)
     args = parser.parse_args()
     if args.command == "simulate":
         with contextlib.suppress(ImportError):

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import statistics
@@ -36,11 +37,12 @@ from tempfile import mkdtemp
 
 import aiohttp
 import redis.asyncio as aioredis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tests.helpers import login, wait_for_agent
 from tests.processes import AgentProcess, ApiProcess, kill_all
 from tests.services import PostgresServer, RedisServer, make_postgres_dir
 
+from bench.agents_scale import CLOCK_TICKS, family_cpu_ticks, machine_cpu_ticks
 from bench.report import append_results, percentile
 from streamspace.db.engine import create_engine, create_session_factory
 from streamspace.db.models import AgentCommand
@@ -97,23 +99,29 @@ def _client(base_url: str, headers: dict[str, str], limit: int) -> aiohttp.Clien
 async def _command_rows(
     url: str, session_ids: set[str], *, timeout: float
 ) -> dict[str, AgentCommand]:
-    """session id -> its start command, once all of them completed (or ``timeout`` passed)."""
+    """session id -> its start command, once no command is in flight (or ``timeout`` passed).
+
+    The wait polls a cheap count (index on status), so it costs PostgreSQL next to nothing
+    while the CPU of the phase is being measured; the rows are read once at the end.
+    """
     engine = create_engine(url, pool_size=1)
     factory = create_session_factory(engine)
     deadline = time.monotonic() + timeout
+    in_flight = AgentCommand.status.in_(["pending", "sent", "acknowledged"])
     try:
-        while True:
+        while time.monotonic() < deadline:
             async with factory() as db:
-                rows = (
-                    await db.scalars(
-                        select(AgentCommand).where(AgentCommand.action == "start_session")
-                    )
-                ).all()
-            found = {row.session_id: row for row in rows if row.session_id in session_ids}
-            done = sum(1 for row in found.values() if row.status == "completed")
-            if done >= len(session_ids) or time.monotonic() > deadline:
-                return {sid: row for sid, row in found.items() if sid is not None}
+                busy = await db.scalar(
+                    select(func.count()).select_from(AgentCommand).where(in_flight)
+                )
+            if not busy:
+                break
             await asyncio.sleep(0.25)
+        async with factory() as db:
+            rows = (
+                await db.scalars(select(AgentCommand).where(AgentCommand.action == "start_session"))
+            ).all()
+        return {row.session_id: row for row in rows if row.session_id in session_ids}
     finally:
         await engine.dispose()
 
@@ -181,6 +189,12 @@ def _latency_row(name: str, times: list[Times], total: int) -> dict[str, str]:
     }
 
 
+def _busy_cores(since: tuple[int, int]) -> str:
+    """Cores the whole machine kept busy since ``since`` (ours and everybody else's)."""
+    busy, total = machine_cpu_ticks()
+    return f"{(busy - since[0]) / (total - since[1]) * (os.cpu_count() or 1):.2f}"
+
+
 async def _doorbells(base_url: str, headers: dict[str, str]) -> dict[str, float]:
     """This replica's ``streamspace_doorbells_total`` by result."""
     async with (
@@ -243,6 +257,7 @@ async def redis_floor(port: int, count: int) -> list[dict[str, str]]:
                             "created→sent p50 ms": "-",
                             "created→sent p99 ms": "-",
                             "max received ms": f"{values[-1]:.2f}",
+                            "machine busy cores": "-",
                         }
                     )
             finally:
@@ -263,6 +278,7 @@ async def latency(
 ) -> tuple[list[dict[str, str]], dict[str, float]]:
     """Alternate POSTs between pod-1 (same replica) and pod-2 (cross replica)."""
     posted: list[dict[str, float]] = [{}, {}]
+    busy = machine_cpu_ticks()
     async with _client(pods[0].url, headers, 1) as same, _client(pods[1].url, headers, 1) as cross:
         for index in range(WARM_UP + count):
             for which, client in enumerate((same, cross)):
@@ -270,6 +286,7 @@ async def latency(
                 if index >= WARM_UP:
                     posted[which][session_id] = started
                 await asyncio.sleep(PACE)  # pacing, so commands do not overlap: not a wait
+    machine = _busy_cores(busy)
     wanted = set(posted[0]) | set(posted[1])
     rows = await _command_rows(url, wanted, timeout=60)
     await asyncio.sleep(0.5)  # the agent's log line is written before it sends complete
@@ -283,11 +300,24 @@ async def latency(
             "cross replica (POST pod-2, agent on pod-1)", _times(posted[1], rows, received), count
         ),
     ]
+    for row in results:
+        row["machine busy cores"] = machine
     return results, doorbells
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes and their children."""
+    return sum(family_cpu_ticks(pid) for pid in pids) / CLOCK_TICKS
+
+
 async def throughput(
-    pods: list[ApiProcess], url: str, headers: dict[str, str], count: int, clients: int
+    pods: list[ApiProcess],
+    agents: list[AgentProcess],
+    postgres_pid: int,
+    url: str,
+    headers: dict[str, str],
+    count: int,
+    clients: int,
 ) -> dict[str, str]:
     """``clients`` workers, half per replica, posting back to back until ``count`` created."""
     remaining = iter(range(count))
@@ -302,10 +332,19 @@ async def throughput(
         _client(pods[0].url, headers, clients) as one,
         _client(pods[1].url, headers, clients) as two,
     ):
+        busy = machine_cpu_ticks()
+        groups = {
+            "API": [pod.pid for pod in pods],
+            "PostgreSQL": [postgres_pid],
+            "agents": [agent.pid for agent in agents],
+        }
+        cpu_before = {name: _cpu_seconds(pids) for name, pids in groups.items()}
         began = time.time()
         await asyncio.gather(*(worker(one if n % 2 == 0 else two) for n in range(clients)))
         created = time.time()
     rows = await _command_rows(url, set(posted), timeout=max(120.0, count / 10))
+    machine = _busy_cores(busy)
+    cpu = {name: _cpu_seconds(pids) - cpu_before[name] for name, pids in groups.items()}
     done = sorted(row.completed_at.timestamp() for row in rows.values() if row.completed_at)
     latencies = _ms([t.completed - t.posted for t in _times(posted, rows, {}) if t.completed])
     by_agent: dict[str, int] = {}
@@ -322,6 +361,11 @@ async def throughput(
         "completed p50 ms": p50,
         "completed p99 ms": p99,
         "per agent": " / ".join(f"{n}" for _, n in sorted(by_agent.items())),
+        "machine busy cores": machine,
+        **{
+            f"{name} CPU ms/command": f"{seconds / count * 1000:.1f}"
+            for name, seconds in cpu.items()
+        },
     }
 
 
@@ -387,7 +431,9 @@ async def main(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str
         for mover in movers:
             await wait_for_agent(admin, mover.agent_id)
         await admin.aclose()
-        load = await throughput(pods, url, headers, args.commands, args.clients)
+        load = await throughput(
+            pods, movers, postgres.pid or 0, url, headers, args.commands, args.clients
+        )
         print(load, flush=True)
     except Exception:
         print(f"benchmark failed; logs kept in {work}")

@@ -85,6 +85,15 @@ class Cluster:
         await asyncio.to_thread(first.start)
         await asyncio.gather(*(asyncio.to_thread(replica.start) for replica in others))
 
+    def kill(self) -> None:
+        """SIGKILL every agent and replica of the cluster (before its database is dropped)."""
+        for process in [*self.agents, *self.replicas]:
+            process.kill()
+
+    async def forget_database_connections(self) -> None:
+        """Drop the test's pooled connections (after PostgreSQL restarted under them)."""
+        await self.database.engine.dispose()
+
     async def close(self) -> None:
         await self.redis.aclose()
         await self.database.close()
@@ -138,7 +147,7 @@ class Cluster:
         """Until every agent is online with a heartbeat from the last 2 s."""
         wanted = set(self.agent_ids if agent_ids is None else agent_ids)
 
-        async def online() -> dict[str, Agent] | None:
+        async def online() -> dict[str, Agent]:
             rows = await self.agent_rows()
             fresh = utcnow().timestamp() - 2.0
             ready = {
@@ -148,7 +157,7 @@ class Cluster:
                 and row.last_heartbeat is not None
                 and row.last_heartbeat.timestamp() >= fresh
             }
-            return rows if wanted <= ready else None
+            return rows if wanted <= ready else {}
 
         return await eventually(
             online, timeout=timeout, interval=0.2, message=f"agents {sorted(wanted)} online"
@@ -158,7 +167,8 @@ class Cluster:
         """``agent:<id>:pod`` of every agent, from Redis."""
         ids = self.agent_ids
         values = await self.redis.mget([f"agent:{agent_id}:pod" for agent_id in ids])
-        return dict(zip(ids, values, strict=True))
+        pairs = zip(ids, values, strict=True)
+        return {agent_id: None if v is None else str(v) for agent_id, v in pairs}
 
     # --- the REST side -----------------------------------------------------------------
 
@@ -252,16 +262,14 @@ class Cluster:
         assert not not_running, f"{len(not_running)} session(s) not running: {_some(not_running)}"
 
         runs = self.executions()
-        owner = {command.session_id: command.agent_id for command in commands}
+        owner = {str(command.session_id): command.agent_id for command in commands}
         wrong: dict[str, Any] = {}
         for sid, agent_id in owner.items():
             counts = {agent: n[sid] for agent, n in runs.items() if n[sid]}
             if counts != {agent_id: 1}:
-                wrong[str(sid)] = {"assigned": agent_id, "finished runs": counts}
+                wrong[sid] = {"assigned": agent_id, "finished runs": counts}
         assert not wrong, f"{len(wrong)} session(s) not started exactly once: {_some(wrong)}"
-        strays = {
-            agent: sid for agent, n in runs.items() for sid in n if sid not in sessions
-        }
+        strays = {agent: sid for agent, n in runs.items() for sid in n if sid not in sessions}
         assert not strays, f"agents started sessions the database does not know: {strays}"
         return len(sessions)
 

@@ -8,7 +8,6 @@ file in their directory; ``output()`` returns it for assertions and failure mess
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from streamspace.testing import finished_executions
 from tests.services import free_port
 
 VENV_BIN = Path(sys.executable).parent
@@ -174,11 +174,14 @@ class AgentProcess(_Process):
         self._spawn(self.argv, self.env)
 
     def executions(self, session_id: str | None = None) -> list[str]:
-        """Actions the fake platform ran (one per operation), optionally for one session."""
+        """Actions the fake platform ran to completion, optionally for one session."""
         if not self.execution_log.exists():
             return []
-        lines = [json.loads(line) for line in self.execution_log.read_text().splitlines()]
-        return [line["action"] for line in lines if session_id in (None, line["session_id"])]
+        return [
+            line["action"]
+            for line in finished_executions(self.execution_log)
+            if session_id in (None, line["session_id"])
+        ]
 
 
 def kill_all() -> None:

@@ -72,6 +72,19 @@ class ApiSettings(BaseSettings):
     """Lifetime in seconds of a login token."""
     cookie_secure: bool = False
 
+    vnc_token_ttl: float = Field(default=60.0, gt=0)
+    """Seconds a VNC connect token (``POST /sessions/{id}/connect``) stays usable, once."""
+    tunnel_open_timeout: float = Field(default=10.0, gt=0)
+    """Seconds the agent has to dial a tunnel's data socket back."""
+    viewer_activity_interval: float = Field(default=30.0, gt=0)
+    """While VNC bytes flow, the session's ``last_activity`` is refreshed at most this often."""
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    """The port this replica listens on (``streamspace api --port`` sets it)."""
+    internal_url: str | None = None
+    """Base URL other replicas reach this one at (default ``http://127.0.0.1:<API_PORT>``)."""
+    internal_secret: str | None = None
+    """Shared secret of replica-to-replica tunnel relays; without it they are refused."""
+
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
@@ -81,6 +94,11 @@ class ApiSettings(BaseSettings):
     @cached_property
     def async_database_url(self) -> str:
         return to_async_url(self.database_url)
+
+    @property
+    def advertised_url(self) -> str:
+        """This replica's internal base URL, as advertised to the others."""
+        return (self.internal_url or f"http://127.0.0.1:{self.api_port}").rstrip("/")
 
     @property
     def is_sqlite(self) -> bool:

@@ -48,9 +48,18 @@ async def run_embedded(*, host: str, port: int, data_dir: Path) -> None:
         database_url=os.environ.get("DATABASE_URL", f"sqlite:///{data_dir / 'streamspace.db'}"),
         agent_bootstrap_key=bootstrap_key,
         agent_auto_approve=True,
+        api_port=port,
     )
     app = create_app(settings, announce_password=False)
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on"))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        lifespan="on",
+        ws_per_message_deflate=False,  # VNC bytes: see ``streamspace api``
+    )
+    server = _Server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

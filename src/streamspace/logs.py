@@ -4,6 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+
+_TOKEN = re.compile(r"([?&]token=)[^&\s\"']+")
+
+
+class RedactTokens(logging.Filter):
+    """uvicorn logs each WebSocket's path with its query: hide VNC connect tokens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+            isinstance(arg, str) and "token=" in arg for arg in record.args
+        ):
+            record.args = tuple(
+                _TOKEN.sub(r"\1<redacted>", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
 
 
 def configure(level: str | None = None) -> None:
@@ -14,3 +31,4 @@ def configure(level: str | None = None) -> None:
     )
     # One line per HTTP request drowns the lines operators look for.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").addFilter(RedactTokens())

@@ -21,3 +21,8 @@ def pod_commands_channel(pod: str) -> str:
 def pod_alive_key(pod: str) -> str:
     """``pod:<POD_NAME>:alive``: present while the replica is running."""
     return f"pod:{pod}:alive"
+
+
+def pod_address_key(pod: str) -> str:
+    """``pod:<POD_NAME>:address``: the replica's internal base URL (VNC tunnel relays)."""
+    return f"pod:{pod}:address"

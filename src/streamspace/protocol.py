@@ -26,7 +26,12 @@ Identifier = Annotated[
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes used on the agent connection (4xxx = application defined)."""
+    """WebSocket close codes of the agent connection and the VNC tunnels (4xxx = ours).
+
+    On a VNC tunnel: 4400 text frame (binary only), 4401 invalid/expired/reused token (or a
+    bad agent/internal credential on the data sockets), 4404 session (or tunnel) not found,
+    4409 session not running, 4502 agent unreachable or tunnel failed.
+    """
 
     NORMAL = 1000
     GOING_AWAY = 1001
@@ -34,10 +39,13 @@ class CloseCode(IntEnum):
     BAD_MESSAGE = 4400
     UNAUTHORIZED = 4401
     FORBIDDEN = 4403
+    NOT_FOUND = 4404
     HEARTBEAT_TIMEOUT = 4408
     REPLACED = 4409
+    NOT_RUNNING = 4409
     TOO_LARGE = 4413
     UNSUPPORTED_VERSION = 4426
+    TUNNEL_FAILED = 4502
 
 
 class Action(StrEnum):
@@ -143,6 +151,15 @@ class CommandPayload(_Strict):
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
+class TunnelPayload(_Strict):
+    """Open a VNC tunnel: dial ``WS /api/v1/agents/tunnels/<tunnel_id>`` back to the replica
+    that sent this, connect TCP to ``vnc`` and carry bytes both ways until either side ends."""
+
+    tunnel_id: Identifier
+    session_id: Identifier
+    vnc: VncEndpoint
+
+
 class ErrorPayload(_Strict):
     code: str
     message: str
@@ -202,6 +219,11 @@ class Command(_Envelope):
     payload: CommandPayload
 
 
+class Tunnel(_Envelope):
+    type: Literal["tunnel"] = "tunnel"
+    payload: TunnelPayload
+
+
 class Error(_Envelope):
     type: Literal["error"] = "error"
     payload: ErrorPayload
@@ -212,7 +234,7 @@ AgentMessage = Annotated[
 ]
 """Any message an agent may send."""
 
-ServerMessage = Annotated[Welcome | Command | Error, Field(discriminator="type")]
+ServerMessage = Annotated[Welcome | Command | Tunnel | Error, Field(discriminator="type")]
 """Any message the control plane may send."""
 
 _agent_messages: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)

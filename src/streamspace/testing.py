@@ -217,6 +217,8 @@ async def run_fake_agent(args: argparse.Namespace) -> None:
     platform = make_platform(
         args.behaviour, delay=args.delay, log_path=args.log, name=args.platform
     )
+    if args.vnc_port is not None:
+        platform.vnc = VncEndpoint(host="127.0.0.1", port=args.vnc_port)
     timeouts = {action: args.timeout for action in Action} if args.timeout else None
     await until_signal(
         lambda stop: run_agent(
@@ -240,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--platform", choices=["local", "docker", "kubernetes"], default="local")
     agent.add_argument("--timeout", type=float, default=None, help="deadline for every action")
     agent.add_argument("--poll-interval", type=float, default=2.0)
+    agent.add_argument("--vnc-port", type=int, default=None, help="sessions' VNC port")
     return parser
 
 

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,9 @@ def _wait_healthy(proc: subprocess.Popen[bytes], base_url: str) -> None:
     raise AssertionError(f"{base_url}/healthz not healthy within {STARTUP_TIMEOUT_S}s")
 
 
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
+@contextmanager
+def running_platform(tmp_path: Path) -> Iterator[Platform]:
+    """``streamspace up`` on a free port with its data under ``tmp_path``; SIGINT at the end."""
     if not STREAMSPACE.exists():
         pytest.fail(f"{STREAMSPACE} is missing; install the project into the venv")
     port = _free_port()
@@ -111,8 +113,9 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
         print(f"--- streamspace up log ({log_path}) ---\n{platform.log_tail(200)}")
 
 
-@pytest.fixture
-def browser() -> Iterator[Browser]:
+@contextmanager
+def headless_chromium() -> Iterator[Browser]:
+    """Debian's chromium driven by Playwright."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing; run: apt-get install -y chromium")
     with sync_playwright() as pw:
@@ -123,6 +126,28 @@ def browser() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    with running_platform(tmp_path) as started:
+        yield started
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    with headless_chromium() as started:
+        yield started
+
+
+def sign_in(page: Page, base_url: str, username: str = ADMIN_USER) -> None:
+    """Sign in through the form (keyboard: Enter submits) and wait for the catalog."""
+    page.goto(f"{base_url}/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_label("Password").press("Enter")
+    expect(page.get_by_test_id("current-user")).to_contain_text(username)
+    expect(page.get_by_test_id("template-card").first).to_be_visible()
 
 
 def _read_rfb_banner(host: str, port: int) -> bytes:
@@ -176,6 +201,7 @@ def run_ui_flow(page: Page, base_url: str, shots: Path) -> None:
     page.screenshot(path=shots / "04-launched.png")
 
     expect(row).to_have_attribute("data-state", "running", timeout=SESSION_TIMEOUT_MS)
+    expect(row.get_by_test_id("open-button")).to_be_visible()
     endpoint = row.get_by_test_id("vnc-endpoint")
     expect(endpoint).to_be_visible()
     expect(endpoint).to_have_text(re.compile(r"^VNC:\s*\S+:\d+$"))
@@ -191,6 +217,7 @@ def run_ui_flow(page: Page, base_url: str, shots: Path) -> None:
     row.get_by_test_id("stop-button").click()
     expect(row).to_have_attribute("data-state", "terminated", timeout=SESSION_TIMEOUT_MS)
     expect(row.get_by_test_id("stop-button")).to_have_count(0)
+    expect(row.get_by_test_id("open-button")).to_have_count(0)
     expect(row.get_by_test_id("vnc-endpoint")).to_have_count(0)
     page.screenshot(path=shots / "06-terminated.png")
 

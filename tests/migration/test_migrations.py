@@ -33,6 +33,7 @@ TABLES = {
     "sessions",
     "agent_commands",
     "session_events",
+    "vnc_tokens",
 }
 TRIGGER = "agent_commands_updated_at_trigger"
 FUNCTION = "update_agent_commands_updated_at"

@@ -32,6 +32,8 @@ from streamspace.protocol import (
     ServerMessage,
     Status,
     StatusPayload,
+    Tunnel,
+    TunnelPayload,
     Welcome,
     encode,
     parse_server_message,
@@ -125,10 +127,15 @@ class AgentConnection:
 
 
 CommandHandler = Callable[[CommandPayload, AgentConnection], Awaitable[None]]
+TunnelHandler = Callable[[TunnelPayload, AgentConnection], None]
+"""Starts a tunnel in its own task (must not block the read loop)."""
 
 
 async def handle_frame(
-    frame: str | bytes, conn: AgentConnection, on_command: CommandHandler
+    frame: str | bytes,
+    conn: AgentConnection,
+    on_command: CommandHandler,
+    on_tunnel: TunnelHandler | None = None,
 ) -> None:
     """Parse and dispatch one server frame; malformed ones are logged and dropped."""
     try:
@@ -136,15 +143,23 @@ async def handle_frame(
     except ProtocolError as exc:
         log.warning("ignoring malformed frame from %s: %s", conn.url, exc)
         return
-    await dispatch(message, conn, on_command)
+    await dispatch(message, conn, on_command, on_tunnel)
 
 
 async def dispatch(
-    message: ServerMessage, conn: AgentConnection, on_command: CommandHandler
+    message: ServerMessage,
+    conn: AgentConnection,
+    on_command: CommandHandler,
+    on_tunnel: TunnelHandler | None = None,
 ) -> None:
     """Act on one parsed server message."""
     if isinstance(message, Command):
         await on_command(message.payload, conn)
+    elif isinstance(message, Tunnel):
+        if on_tunnel is None:
+            log.warning("tunnel %s requested, but this agent has no tunnels", message.payload)
+        else:
+            on_tunnel(message.payload, conn)
     elif isinstance(message, Error):
         error = message.payload
         log.warning("control plane error %s: %s (ref %s)", error.code, error.message, error.ref)
@@ -152,11 +167,13 @@ async def dispatch(
         log.info("unexpected second welcome from %s ignored", conn.url)
 
 
-async def read_loop(conn: AgentConnection, on_command: CommandHandler) -> None:
+async def read_loop(
+    conn: AgentConnection, on_command: CommandHandler, on_tunnel: TunnelHandler | None = None
+) -> None:
     """Read frames until the socket closes (then ``ConnectionClosed`` propagates)."""
     while True:
         frame = await conn.ws.recv()
-        await handle_frame(frame, conn, on_command)
+        await handle_frame(frame, conn, on_command, on_tunnel)
 
 
 async def heartbeat_loop(

@@ -37,6 +37,7 @@ from streamspace.agent.connection import (
 )
 from streamspace.agent.executed import ExecutedCommands
 from streamspace.agent.platforms.base import Platform
+from streamspace.agent.tunnel import Tunnels
 from streamspace.config import AgentSettings
 from streamspace.protocol import (
     MAX_FRAME_BYTES,
@@ -52,6 +53,7 @@ from streamspace.protocol import (
     HelloPayload,
     PlatformName,
     ProtocolError,
+    TunnelPayload,
     Welcome,
     WelcomePayload,
     parse_server_message,
@@ -90,6 +92,7 @@ class AgentRuntime:
         self._book = SessionBook()
         self._session_locks = SessionLocks()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tunnels = Tunnels()
         self._conn: AgentConnection | None = None
         self.connected = asyncio.Event()
         """Set while a welcomed connection is open."""
@@ -138,6 +141,7 @@ class AgentRuntime:
                 await wait_or_stop(stop, delay)
         finally:
             await self._cancel_commands()
+            await self._tunnels.close_all()
 
     async def _connect_once(self, url: str, stop: asyncio.Event) -> Ended:
         try:
@@ -162,11 +166,13 @@ class AgentRuntime:
             self.connected.clear()
             await ws.close()
 
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}", "X-Agent-ID": self.settings.agent_id}
+
     async def _dial(self, url: str) -> ClientConnection:
-        headers = {"Authorization": f"Bearer {self._api_key}", "X-Agent-ID": self.settings.agent_id}
         return await connect(
             url,
-            additional_headers=headers,
+            additional_headers=self._headers(),
             max_size=MAX_FRAME_BYTES,
             open_timeout=10,
             logger=websocket_log,
@@ -216,7 +222,7 @@ class AgentRuntime:
         )
         return {
             "stop": asyncio.create_task(_wait_stop(stop)),
-            "reader": asyncio.create_task(read_loop(conn, self._on_command)),
+            "reader": asyncio.create_task(read_loop(conn, self._on_command, self._on_tunnel)),
             "heartbeat": asyncio.create_task(heartbeat),
             "monitor": asyncio.create_task(monitor),
         }
@@ -245,7 +251,7 @@ class AgentRuntime:
                 if isinstance(message, Welcome):
                     return message.payload
                 # Anything else before welcome (an error, say) gets the usual treatment.
-                await dispatch(message, conn, self._on_command)
+                await dispatch(message, conn, self._on_command, self._on_tunnel)
 
     # --- commands ----------------------------------------------------------------------
 
@@ -298,6 +304,12 @@ class AgentRuntime:
             await conn.send(message)
         except (ConnectionClosed, ConnectionError):
             log.info("outcome of command %s not sent (disconnected); resent on re-delivery", cid)
+
+    def _on_tunnel(self, tunnel: TunnelPayload, conn: AgentConnection) -> None:
+        """Open a VNC tunnel in its own task; it outlives this control connection."""
+        self._tunnels.open(
+            tunnel, conn.url, self._headers(), runs=lambda sid: sid in self._book.running
+        )
 
     async def _cancel_commands(self) -> None:
         tasks = list(self._tasks.values())

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from asyncpg import InterfaceError, PostgresError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -14,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from streamspace import __version__
 from streamspace.config import ApiSettings
 from streamspace.controlplane.dispatcher import CommandDispatcher
+from streamspace.controlplane.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.hub.base import AgentHub
 from streamspace.controlplane.hub.local import LocalAgentHub
 from streamspace.controlplane.hub.redis import RedisAgentHub
@@ -28,6 +30,7 @@ from streamspace.controlplane.routes import (
     health,
     sessions,
     templates,
+    vnc,
 )
 from streamspace.controlplane.services.errors import ServiceError
 from streamspace.controlplane.services.sessions import SessionService
@@ -54,6 +57,7 @@ def create_hub(settings: ApiSettings) -> AgentHub:
         key_ttl=3 * settings.heartbeat_interval,
         alive_ttl=settings.replica_alive_ttl,
         where=describe_redis(settings),
+        address=settings.advertised_url,
     )
 
 
@@ -80,6 +84,11 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             hub=hub,
             dispatcher=dispatcher,
             sessions=SessionService(db=db, settings=settings, ring=hub.ring),
+            heartbeats=HeartbeatRecorder(
+                db=db,
+                replica=settings.pod_name,
+                flush_interval=min(2.0, settings.heartbeat_interval / 2),
+            ),
         )
         app.state.replica = replica
         generated = await ensure_admin(db, password=settings.streamspace_admin_password)
@@ -93,6 +102,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         async with asyncio.TaskGroup() as group:
             group.create_task(dispatcher.run(stop), name="dispatcher")
             group.create_task(reconciler.run(stop), name="reconciler")
+            group.create_task(replica.heartbeats.run(stop), name="heartbeats")
             try:
                 yield
             finally:
@@ -103,11 +113,13 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         await engine.dispose()
 
     app = FastAPI(title="StreamSpace", version=__version__, lifespan=lifespan)
-    for module in (health, auth, templates, sessions, agents, commands, agent_ws):
+    for module in (health, auth, templates, sessions, vnc, agents, commands, agent_ws):
         app.include_router(module.router)
     app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(DBAPIError, _database_unavailable)
+    # The driver's own connection errors (refused, "starting up") are not always wrapped
+    # by SQLAlchemy; every one of them means the same to a client: try again shortly.
+    for error in (OperationalError, DBAPIError, OSError, PostgresError, InterfaceError):
+        app.add_exception_handler(error, _database_unavailable)
     mount_web(app)
     return app
 

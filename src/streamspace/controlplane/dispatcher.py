@@ -92,7 +92,9 @@ class CommandDispatcher:
 
     async def _deliver(self, agent_id: str) -> None:
         connection = self._hub.local(agent_id)
-        while connection is not None and not connection.closed.is_set():
+        if connection is None or not connection.welcomed.is_set():
+            return  # woken again once the welcome is out
+        while not connection.closed.is_set():
             async with self._db() as db, db.begin():
                 claimed = await command_repo.claim_pending(db, agent_id)
             if not claimed:

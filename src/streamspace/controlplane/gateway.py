@@ -70,6 +70,10 @@ class AgentGateway:
         except (WebSocketDisconnect, TimeoutError):
             await _close_quietly(websocket, CloseCode.BAD_MESSAGE, "no hello received")
             return
+        except Exception as exc:  # e.g. the database is down: the agent retries later
+            log.warning("cannot accept agent connection now: %s", exc)
+            await _close_quietly(websocket, CloseCode.INTERNAL_ERROR, "control plane unavailable")
+            return
         await self._run_connection(websocket, hello)
 
     async def _run_connection(self, websocket: WebSocket, hello: Hello) -> None:
@@ -90,6 +94,7 @@ class AgentGateway:
                     )
                 )
             )
+            connection.welcomed.set()
             total = len(replica.hub.local_connections())
             log.info(
                 "[AgentHub] Registered agent: %s (platform: %s), total connections: %d",
@@ -110,7 +115,11 @@ class AgentGateway:
         finally:
             await connection.close(CloseCode.NORMAL, "bye")
             if await replica.hub.unregister(connection):
-                await agent_disconnected(replica, connection.agent_id)
+                replica.heartbeats.forget(connection.agent_id)
+                try:
+                    await agent_disconnected(replica, connection.agent_id)
+                except Exception as exc:  # the reconciler marks it offline later
+                    log.warning("could not mark agent %s offline: %s", connection.agent_id, exc)
             metrics.AGENTS_CONNECTED.labels(replica.hub.replica).set(
                 len(replica.hub.local_connections())
             )
@@ -149,7 +158,7 @@ class AgentGateway:
         Frames are applied in arrival order; a bad frame or a disconnect is acted on only
         after everything received before it was applied.
         """
-        inbox: asyncio.Queue[Report | BaseException] = asyncio.Queue(maxsize=INBOX_SIZE)
+        inbox: asyncio.Queue[Report | Heartbeat | BaseException] = asyncio.Queue(maxsize=INBOX_SIZE)
 
         async def read() -> None:
             while True:
@@ -178,13 +187,17 @@ class AgentGateway:
         finally:
             reader.cancel()
 
-    async def _apply(self, connection: AgentConnection, reports: list[Report]) -> None:
+    async def _apply(self, connection: AgentConnection, messages: list[Report | Heartbeat]) -> None:
+        beats = [message for message in messages if isinstance(message, Heartbeat)]
+        if beats:
+            self._replica.heartbeats.note(connection.agent_id, beats[-1].payload)
+            if not await self._replica.hub.refresh(connection):
+                await connection.close(CloseCode.REPLACED, "replaced by a newer connection")
+        reports = [message for message in messages if not isinstance(message, Heartbeat)]
+        if not reports:
+            return
         async with self._replica.db() as db, db.begin():
             applied = await apply_reports(db, self._replica.settings, connection.agent_id, reports)
-        if any(isinstance(report, Heartbeat) for report in reports) and not (
-            await self._replica.hub.refresh(connection)
-        ):
-            await connection.close(CloseCode.REPLACED, "replaced by a newer connection")
         for error in applied.errors:
             log.warning("agent %s: %s", connection.agent_id, error.payload.message)
             await connection.send(error)

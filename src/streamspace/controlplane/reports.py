@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane.services.outcomes import apply_outcome, fail_and_clean_up
-from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.protocol import (
@@ -22,12 +21,12 @@ from streamspace.protocol import (
     Error,
     ErrorPayload,
     Failed,
-    Heartbeat,
     Status,
 )
 from streamspace.states import CommandStatus, SessionState
 
-Report = Heartbeat | Ack | Complete | Failed | Status
+Report = Ack | Complete | Failed | Status
+"""What goes to the database with the burst (heartbeats are batched separately)."""
 
 
 @dataclass
@@ -41,18 +40,9 @@ class Applied:
 async def apply_reports(
     db: AsyncSession, settings: ApiSettings, agent_id: str, reports: Sequence[Report]
 ) -> Applied:
-    """Apply reports of one agent connected to this replica (``settings.pod_name``)."""
+    """Apply reports of one agent, in the caller's transaction."""
     """Apply reports of one agent in order, in the caller's transaction."""
     applied = Applied()
-    beats = [report for report in reports if isinstance(report, Heartbeat)]
-    if beats:  # only the newest heartbeat of a burst matters
-        await agent_repo.record_heartbeat(
-            db,
-            agent_id,
-            replica=settings.pod_name,
-            active_sessions=beats[-1].payload.active_sessions,
-            capacity=beats[-1].payload.capacity,
-        )
     acks = [report for report in reports if isinstance(report, Ack)]
     if acks:  # acknowledgements commute with everything else: one statement for all
         await _acknowledge(db, agent_id, acks, applied)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.websockets import WebSocket
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane.dispatcher import CommandDispatcher
+from streamspace.controlplane.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.hub.base import AgentHub
 from streamspace.controlplane.services.sessions import SessionService
 from streamspace.controlplane.token_cache import TokenCache
+from streamspace.controlplane.tunnels.registry import TunnelRegistry
 from streamspace.db.engine import SessionFactory
 
 
@@ -22,6 +25,9 @@ class Replica:
     hub: AgentHub
     dispatcher: CommandDispatcher
     sessions: SessionService
+    heartbeats: HeartbeatRecorder
     tokens: TokenCache = field(default_factory=TokenCache)
+    tunnels: TunnelRegistry[WebSocket] = field(default_factory=TunnelRegistry)
+    """VNC tunnels waiting for their agent's data socket."""
     generated_admin_password: str | None = None
     """Set when this replica created the first admin with a generated password."""

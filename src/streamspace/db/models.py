@@ -122,6 +122,8 @@ class Session(Base):
     idle_timeout: Mapped[int | None] = mapped_column(Integer)
     """Seconds without viewer activity before the session is hibernated (``None`` = never)."""
     last_activity: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    active_viewers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Open VNC tunnels to this session (counted by the replicas that hold the viewers)."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -158,6 +160,21 @@ class AgentCommand(Base):
         UtcDateTime, default=utcnow, server_default=func.current_timestamp()
     )
     """Maintained by ``agent_commands_updated_at_trigger``; stale detection reads it."""
+
+
+class VncToken(Base):
+    """A single-use, short-lived ticket to open one VNC tunnel; only its SHA-256 is stored."""
+
+    __tablename__ = "vnc_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class SessionEvent(Base):

@@ -63,6 +63,14 @@ class AgentHub(abc.ABC):
         agent (on any replica) has taken over, so this one must close."""
         return self._local.get(connection.agent_id) is connection
 
+    async def owner_of(self, agent_id: str) -> str | None:
+        """The replica (POD_NAME) the agent is connected to, if known."""
+        return self.replica if agent_id in self._local else None
+
+    async def address_of(self, replica: str) -> str | None:
+        """The internal base URL a replica advertises (for tunnel relays), if known."""
+        return None
+
     async def replica_alive(self, replica: str) -> bool | None:
         """Whether a replica is running; ``None`` when this hub cannot tell."""
         return True if replica == self.replica else None

@@ -8,7 +8,7 @@ import time
 import uuid
 
 from pydantic import BaseModel
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from streamspace.protocol import CloseCode, encode
 
@@ -25,6 +25,9 @@ class AgentConnection:
         self.last_seen = time.monotonic()
         self._send_lock = asyncio.Lock()
         self.closed = asyncio.Event()
+        self.welcomed = asyncio.Event()
+        """Set once ``welcome`` went out: commands sent before it would reach an agent
+        that cannot answer them yet."""
 
     def touch(self) -> None:
         """Note that the agent just spoke (any frame counts as a sign of life)."""
@@ -44,8 +47,9 @@ class AgentConnection:
             return
         self.closed.set()
         if self.websocket.application_state == WebSocketState.CONNECTED:
-            # RuntimeError: the peer already went away; there is nothing to close.
-            with contextlib.suppress(RuntimeError):
+            # The peer already went away (RuntimeError, or WebSocketDisconnect when the
+            # server reports the transport gone): there is nothing to close.
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await self.websocket.close(code=int(code), reason=reason[:120])
 
     def __repr__(self) -> str:

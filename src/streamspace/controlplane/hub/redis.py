@@ -51,9 +51,18 @@ class RedisAgentHub(AgentHub):
     """AgentHub for several replicas sharing one Redis (``AGENTHUB_REDIS_ENABLED=true``)."""
 
     def __init__(
-        self, *, replica: str, redis: Redis, key_ttl: float, alive_ttl: float, where: str
+        self,
+        *,
+        replica: str,
+        redis: Redis,
+        key_ttl: float,
+        alive_ttl: float,
+        where: str,
+        address: str | None = None,
     ) -> None:
         super().__init__(replica=replica)
+        self._address = address
+        """Advertised as ``pod:<POD_NAME>:address`` (other replicas relay VNC tunnels here)."""
         self._redis = redis
         self._key_ttl = max(1, round(key_ttl))
         self._alive_ttl = max(1, round(alive_ttl))
@@ -89,7 +98,9 @@ class RedisAgentHub(AgentHub):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.delete(names.pod_alive_key(self.replica))
+            await self._redis.delete(
+                names.pod_alive_key(self.replica), names.pod_address_key(self.replica)
+            )
         await self._redis.aclose()
 
     async def register(self, connection: AgentConnection) -> AgentConnection | None:
@@ -135,6 +146,11 @@ class RedisAgentHub(AgentHub):
     async def ring(self, agent_id: str) -> bool:
         if self._ring_local(agent_id):
             return True
+        if not self._up:
+            # Known down: don't make every request wait for Redis timeouts; the owner's
+            # database poll delivers, and the subscriber loop notices when Redis is back.
+            metrics.DOORBELLS.labels("error").inc()
+            return False
         try:
             pod = await self._redis.get(names.agent_pod_key(agent_id))
             if pod is None:
@@ -149,6 +165,26 @@ class RedisAgentHub(AgentHub):
         # Nobody listening is NOT delivery: the row stays pending for the poll to find.
         metrics.DOORBELLS.labels("delivered" if heard else "lost").inc()
         return bool(heard)
+
+    async def owner_of(self, agent_id: str) -> str | None:
+        if agent_id in self._local:
+            return self.replica
+        try:
+            pod = await self._redis.get(names.agent_pod_key(agent_id))
+        except (RedisError, OSError) as exc:
+            self._set_up(False, exc)
+            return None
+        return None if pod is None else pod.decode() if isinstance(pod, bytes) else str(pod)
+
+    async def address_of(self, replica: str) -> str | None:
+        try:
+            address = await self._redis.get(names.pod_address_key(replica))
+        except (RedisError, OSError) as exc:
+            self._set_up(False, exc)
+            return None
+        if address is None:
+            return None
+        return address.decode() if isinstance(address, bytes) else str(address)
 
     async def replica_alive(self, replica: str) -> bool | None:
         if replica == self.replica:
@@ -199,6 +235,10 @@ class RedisAgentHub(AgentHub):
         while True:
             try:
                 await self._redis.set(names.pod_alive_key(self.replica), "1", ex=self._alive_ttl)
+                if self._address:
+                    await self._redis.set(
+                        names.pod_address_key(self.replica), self._address, ex=self._alive_ttl
+                    )
                 await self._renew_all()
             except (RedisError, OSError) as exc:
                 self._set_up(False, exc)

@@ -66,6 +66,8 @@ class SessionOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_activity: datetime | None
+    active_viewers: int = 0
+    """Open VNC tunnels (viewers) to the session."""
 
     @classmethod
     def of(cls, session: Session) -> SessionOut:
@@ -84,6 +86,7 @@ class SessionOut(BaseModel):
             created_at=session.created_at,
             updated_at=session.updated_at,
             last_activity=session.last_activity,
+            active_viewers=session.active_viewers or 0,
         )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Agent, Session, utcnow
+from streamspace.protocol import HeartbeatPayload
 from streamspace.states import ACTIVE_SESSION_STATES
 
 
@@ -63,21 +64,27 @@ async def mark_offline(db: AsyncSession, agent_id: str, *, replica: str) -> None
     )
 
 
-async def record_heartbeat(
-    db: AsyncSession, agent_id: str, *, replica: str, active_sessions: int, capacity: int
+async def record_heartbeats(
+    db: AsyncSession, *, replica: str, beats: Mapping[str, HeartbeatPayload], at: datetime
 ) -> None:
-    """A heartbeat also re-asserts presence: an agent wrongly marked offline (e.g. its
-    replica's liveness key was lost with Redis) is online again at its next heartbeat."""
+    """Record many agents' heartbeats in one executemany.
+
+    A heartbeat also re-asserts presence: an agent wrongly marked offline (e.g. its
+    replica's liveness key was lost with Redis) is online again at its next heartbeat.
+    """
     await db.execute(
-        update(Agent)
-        .where(Agent.agent_id == agent_id)
-        .values(
-            status="online",
-            replica=replica,
-            last_heartbeat=utcnow(),
-            active_sessions=active_sessions,
-            capacity=capacity,
-        )
+        update(Agent),
+        [
+            {
+                "agent_id": agent_id,
+                "status": "online",
+                "replica": replica,
+                "last_heartbeat": at,
+                "active_sessions": beat.active_sessions,
+                "capacity": beat.capacity,
+            }
+            for agent_id, beat in beats.items()
+        ],
     )
 
 

@@ -60,4 +60,29 @@ export const api = {
   stop: (id) => request("DELETE", sessionPath(id)),
   hibernate: (id) => request("POST", sessionPath(id, "hibernate")),
   wake: (id) => request("POST", sessionPath(id, "wake")),
+  session: (id) => request("GET", sessionPath(id)),
+  /** A one-time token for the VNC WebSocket: `{token, expires_in, url}`. */
+  connect: (id) => request("POST", sessionPath(id, "connect")),
+  agents: () => request("GET", "/agents"),
+  approveAgent: (id) => request("POST", `/agents/${encodeURIComponent(id)}/approve`),
+  revokeAgent: (id) => request("POST", `/agents/${encodeURIComponent(id)}/revoke`),
+  commands: (sessionId) =>
+    request("GET", `/commands?session_id=${encodeURIComponent(sessionId)}&limit=500`),
 };
+
+/**
+ * The WebSocket URL of a session's VNC tunnel from a `connect` answer: an absolute ws(s)://
+ * URL is used as given; a path (or nothing) is resolved against this page's origin, with
+ * wss:// when the page came over https.
+ */
+export function vncSocketUrl(sessionId, grant) {
+  let raw = grant && typeof grant.url === "string" ? grant.url : "";
+  if (!raw) {
+    raw = `/api/v1${sessionPath(sessionId, "vnc")}?token=${encodeURIComponent(grant.token)}`;
+  }
+  const url = new URL(raw, location.href);
+  if (url.protocol === "http:") url.protocol = "ws:";
+  else if (url.protocol === "https:") url.protocol = "wss:";
+  if (grant.token && !url.searchParams.has("token")) url.searchParams.set("token", grant.token);
+  return url.href;
+}

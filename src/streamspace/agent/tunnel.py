@@ -1,0 +1,153 @@
+"""The agent's side of a VNC tunnel: a data WebSocket back to the control plane ⇄ TCP to
+the session's VNC port.
+
+Each tunnel has its own socket and its own two pump tasks, off the control connection:
+a viewer that stops reading stalls only its own tunnel (each side awaits its writes), and
+commands keep flowing on the control socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from streamspace.agent.connection import CONNECT_PATH, websocket_log
+from streamspace.protocol import CloseCode, TunnelPayload
+
+log = logging.getLogger(__name__)
+
+TUNNEL_PATH = "/api/v1/agents/tunnels/"
+CHUNK = 256 * 1024
+"""Largest read from the VNC server, sent as one binary message."""
+MAX_VIEWER_MESSAGE = 4 * 1024 * 1024
+"""Largest message accepted from the viewer (RFB client messages are small)."""
+VNC_CONNECT_TIMEOUT = 5.0
+
+
+def tunnel_url(connect_url: str, tunnel_id: str) -> str:
+    """``ws://host/api/v1/agents/connect`` → ``ws://host/api/v1/agents/tunnels/<id>``: the
+    data socket goes to the replica that holds this agent's control socket."""
+    base = connect_url.removesuffix(CONNECT_PATH)
+    return base + TUNNEL_PATH + tunnel_id
+
+
+class Tunnels:
+    """The agent's open tunnels, each in its own task."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def open(
+        self,
+        tunnel: TunnelPayload,
+        connect_url: str,
+        headers: Mapping[str, str],
+        *,
+        runs: Callable[[str], bool],
+    ) -> None:
+        url = tunnel_url(connect_url, tunnel.tunnel_id)
+        task = asyncio.create_task(
+            run_tunnel(url, headers, tunnel, runs=runs), name=f"tunnel-{tunnel.tunnel_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_tunnel(
+    url: str,
+    headers: Mapping[str, str],
+    tunnel: TunnelPayload,
+    *,
+    runs: Callable[[str], bool],
+) -> None:
+    """Serve one tunnel until either side ends; never raises (except cancellation)."""
+    try:
+        ws = await connect(
+            url,
+            additional_headers=dict(headers),
+            compression=None,
+            max_size=MAX_VIEWER_MESSAGE,
+            open_timeout=10,
+            logger=websocket_log,
+        )
+    except (OSError, TimeoutError, InvalidStatus, WebSocketException) as exc:
+        log.warning("tunnel %s: cannot open the data socket: %s", tunnel.tunnel_id, exc)
+        return
+    try:
+        await _serve(ws, tunnel, runs)
+    except Exception:
+        log.exception("tunnel %s failed", tunnel.tunnel_id)
+        await _close(ws, CloseCode.TUNNEL_FAILED, "agent internal error")
+    finally:
+        await _close(ws, CloseCode.NORMAL, "tunnel closed")
+
+
+async def _serve(ws: ClientConnection, tunnel: TunnelPayload, runs: Callable[[str], bool]) -> None:
+    sid, vnc = tunnel.session_id, tunnel.vnc
+    if not runs(sid):
+        await _close(ws, CloseCode.NOT_FOUND, f"session {sid} is not running on this agent")
+        return
+    try:
+        async with asyncio.timeout(VNC_CONNECT_TIMEOUT):
+            reader, writer = await asyncio.open_connection(vnc.host, vnc.port, limit=2 * CHUNK)
+    except (OSError, TimeoutError) as exc:
+        reason = f"cannot reach the VNC server at {vnc.host}:{vnc.port}: {exc or 'timeout'}"
+        log.warning("tunnel %s: %s", tunnel.tunnel_id, reason)
+        await _close(ws, CloseCode.TUNNEL_FAILED, reason)
+        return
+    log.info("tunnel %s open to session %s (%s:%d)", tunnel.tunnel_id, sid, vnc.host, vnc.port)
+    try:
+        await _pump(ws, reader, writer)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    log.info("tunnel %s to session %s closed", tunnel.tunnel_id, sid)
+
+
+async def _pump(
+    ws: ClientConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    async def vnc_to_ws() -> None:
+        while chunk := await reader.read(CHUNK):
+            await ws.send(chunk)
+        await _close(ws, CloseCode.NORMAL, "the VNC server closed the connection")
+
+    async def ws_to_vnc() -> None:
+        async for message in ws:
+            if isinstance(message, str):
+                await _close(ws, CloseCode.BAD_MESSAGE, "binary frames only")
+                return
+            writer.write(message)
+            await writer.drain()
+
+    tasks = [asyncio.create_task(vnc_to_ws()), asyncio.create_task(ws_to_vnc())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, OSError):
+            await _close(ws, CloseCode.TUNNEL_FAILED, f"VNC connection failed: {result}")
+
+
+async def _close(ws: ClientConnection, code: int, reason: str) -> None:
+    with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
+        async with asyncio.timeout(5):
+            await ws.close(code, reason.encode()[:120].decode(errors="ignore"))

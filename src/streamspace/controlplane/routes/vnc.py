@@ -1,0 +1,50 @@
+"""The VNC tunnel: connect tokens, the browser's socket, agents' and replicas' data sockets."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, WebSocket
+from pydantic import BaseModel
+
+from streamspace.controlplane.deps import ReplicaDep, UserDep
+from streamspace.controlplane.tunnels import tokens
+from streamspace.controlplane.tunnels.agent_side import serve_agent_data
+from streamspace.controlplane.tunnels.internal import serve_internal
+from streamspace.controlplane.tunnels.viewer import serve_viewer
+
+router = APIRouter(tags=["vnc"])
+
+
+class ConnectOut(BaseModel):
+    token: str
+    """Single use; only valid for this session and user."""
+    expires_in: int
+    """Seconds left to open the tunnel with it."""
+    url: str
+    """The tunnel's WebSocket path, token included."""
+
+
+@router.post("/api/v1/sessions/{session_id}/connect")
+async def connect(session_id: str, user: UserDep, replica: ReplicaDep) -> ConnectOut:
+    """A short-lived token to open ``WS /api/v1/sessions/{id}/vnc`` once (409 unless the
+    session is running)."""
+    ticket = await tokens.issue(replica, user, session_id)
+    return ConnectOut(token=ticket.token, expires_in=ticket.expires_in, url=ticket.url)
+
+
+@router.websocket("/api/v1/sessions/{session_id}/vnc")
+async def vnc(websocket: WebSocket, session_id: str) -> None:
+    """Binary RFB both ways. Close codes: 4400 text frame, 4401 bad token, 4404 no such
+    session, 4409 not running, 4502 agent unreachable or tunnel failed, 1011 internal."""
+    await serve_viewer(websocket.app.state.replica, websocket, session_id)
+
+
+@router.websocket("/api/v1/agents/tunnels/{tunnel_id}")
+async def agent_tunnel(websocket: WebSocket, tunnel_id: str) -> None:
+    """An agent's data socket for one tunnel (agent credentials, like the control socket)."""
+    await serve_agent_data(websocket.app.state.replica, websocket, tunnel_id)
+
+
+@router.websocket("/api/v1/internal/tunnels/{session_id}")
+async def internal_tunnel(websocket: WebSocket, session_id: str) -> None:
+    """Another replica relaying a viewer to an agent connected here (``INTERNAL_SECRET``)."""
+    await serve_internal(websocket.app.state.replica, websocket, session_id)

@@ -1,0 +1,122 @@
+"""Replica-to-replica relay: the browser reached one replica, the agent is on another.
+
+The browser's replica checks the token and the session, finds the agent's replica
+(``agent:<id>:pod``) and that replica's advertised address (``pod:<POD_NAME>:address``),
+and dials ``WS <address>/api/v1/internal/tunnels/{session_id}`` with the shared
+``INTERNAL_SECRET``. The owner opens the tunnel to its agent and relays; close codes and
+reasons travel back unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from streamspace.controlplane.state import Replica
+from streamspace.controlplane.tunnels.endpoints import (
+    AsgiEndpoint,
+    ClientEndpoint,
+    Endpoint,
+    TunnelRefused,
+)
+from streamspace.controlplane.tunnels.relay import Traffic, relay
+from streamspace.controlplane.tunnels.upstream import open_local
+from streamspace.db.repo import sessions as session_repo
+from streamspace.protocol import CloseCode, VncEndpoint
+from streamspace.states import SessionState
+
+log = logging.getLogger(__name__)
+
+INTERNAL_PATH = "/api/v1/internal/tunnels/"
+SECRET_HEADER = "X-Internal-Secret"
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+async def owner_address(replica: Replica, agent_id: str) -> str:
+    """The base URL of the replica holding ``agent_id``; else :class:`TunnelRefused`."""
+    pod = await replica.hub.owner_of(agent_id)
+    if pod is None or pod == replica.hub.replica:
+        raise TunnelRefused(CloseCode.TUNNEL_FAILED, "agent is not connected")
+    if not replica.settings.internal_secret:
+        raise TunnelRefused(
+            CloseCode.TUNNEL_FAILED,
+            f"agent connected to another replica ({pod}); relaying needs INTERNAL_SECRET",
+        )
+    address = await replica.hub.address_of(pod)
+    if address is None:
+        raise TunnelRefused(
+            CloseCode.TUNNEL_FAILED, f"agent connected to replica {pod}, whose address is unknown"
+        )
+    return address
+
+
+def internal_url(address: str, session_id: str) -> str:
+    """``http(s)://host:port`` → ``ws(s)://host:port/api/v1/internal/tunnels/<id>``."""
+    for plain, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if address.startswith(plain):
+            address = ws + address[len(plain) :]
+            break
+    return address.rstrip("/") + INTERNAL_PATH + quote(session_id)
+
+
+@contextlib.asynccontextmanager
+async def open_remote(replica: Replica, address: str, session_id: str) -> AsyncIterator[Endpoint]:
+    """Dial the owner replica; yield the relay socket (closed when the block ends)."""
+    secret = replica.settings.internal_secret or ""
+    try:
+        connection = await connect(
+            internal_url(address, session_id),
+            additional_headers={SECRET_HEADER: secret},
+            compression=None,
+            max_size=MAX_MESSAGE,
+            open_timeout=replica.settings.tunnel_open_timeout,
+        )
+    except (OSError, TimeoutError, InvalidStatus, WebSocketException) as exc:
+        log.warning("cannot reach replica at %s for a tunnel: %s", address, exc)
+        raise TunnelRefused(CloseCode.TUNNEL_FAILED, "the agent's replica is unreachable") from None
+    remote = ClientEndpoint(connection)
+    try:
+        yield remote
+    finally:
+        await remote.close(CloseCode.NORMAL, "tunnel closed")
+
+
+async def serve_internal(replica: Replica, websocket: WebSocket, session_id: str) -> None:
+    """The owner's side: check the secret and the session, open the local tunnel, relay."""
+    await websocket.accept()
+    peer = AsgiEndpoint(websocket)
+    try:
+        _check_secret(replica, websocket.headers.get(SECRET_HEADER.lower(), ""))
+        async with replica.db() as db:
+            session = await session_repo.get(db, session_id)
+        if session is None:
+            raise TunnelRefused(CloseCode.NOT_FOUND, "session not found")
+        if session.state != SessionState.RUNNING:
+            raise TunnelRefused(
+                CloseCode.NOT_RUNNING,
+                f"session is {session.state}; only a running session can be viewed",
+            )
+        if session.agent_id is None or not session.vnc_host or not session.vnc_port:
+            raise TunnelRefused(CloseCode.TUNNEL_FAILED, "session has no VNC endpoint")
+        vnc = VncEndpoint(host=session.vnc_host, port=session.vnc_port)
+        async with open_local(replica, session.agent_id, session.id, vnc) as agent:
+            await relay(peer, agent, Traffic())
+    except TunnelRefused as refused:
+        log.info("relayed tunnel to session %s refused: %s", session_id, refused.reason)
+        await peer.close(refused.code, refused.reason)
+    except Exception:
+        log.exception("relayed tunnel to session %s failed", session_id)
+        await peer.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+
+def _check_secret(replica: Replica, presented: str) -> None:
+    expected = replica.settings.internal_secret
+    if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise TunnelRefused(CloseCode.UNAUTHORIZED, "invalid internal credentials")

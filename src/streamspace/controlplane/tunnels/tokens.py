@@ -1,0 +1,49 @@
+"""Single-use VNC connect tokens: issued to a session's owner, bound to user and session."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import quote
+
+from streamspace.controlplane.secrets import digest, new_secret
+from streamspace.controlplane.services.errors import Conflict
+from streamspace.controlplane.state import Replica
+from streamspace.db.models import User, utcnow
+from streamspace.db.repo import vnc_tokens
+from streamspace.states import SessionState
+
+TOKEN_PREFIX = "ssv"
+
+
+@dataclass(frozen=True)
+class ConnectTicket:
+    token: str
+    expires_in: int
+    url: str
+
+
+async def issue(replica: Replica, user: User, session_id: str) -> ConnectTicket:
+    """A token for one tunnel to a running session the user may see (404 / 409 otherwise).
+
+    Only the token's SHA-256 is stored; it works once, within ``VNC_TOKEN_TTL`` seconds.
+    """
+    session = await replica.sessions.get(user, session_id)
+    if session.state != SessionState.RUNNING:
+        raise Conflict(f"session is {session.state}; only a running session can be viewed")
+    token = new_secret(TOKEN_PREFIX)
+    ttl = replica.settings.vnc_token_ttl
+    now = utcnow()
+    async with replica.db() as db, db.begin():
+        await vnc_tokens.purge_expired(db, now=now)
+        vnc_tokens.issue(
+            db,
+            token_hash=digest(token),
+            session_id=session.id,
+            user_id=user.id,
+            now=now,
+            expires_at=now + timedelta(seconds=ttl),
+        )
+    url = f"/api/v1/sessions/{quote(session.id)}/vnc?token={quote(token)}"
+    return ConnectTicket(token=token, expires_in=max(1, math.ceil(ttl)), url=url)

@@ -1,0 +1,147 @@
+"""The browser side: ``WS /api/v1/sessions/{id}/vnc?token=…``.
+
+Accept → consume the token → check the session → open the upstream (the agent's data
+socket on this replica, or a relay to the replica holding the agent) → count the viewer →
+relay → uncount. Refusals close the socket with a 44xx/4502 code and a reason in words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.websockets import WebSocket
+
+from streamspace.controlplane.secrets import digest
+from streamspace.controlplane.state import Replica
+from streamspace.controlplane.tunnels import internal, upstream
+from streamspace.controlplane.tunnels.endpoints import AsgiEndpoint, Endpoint, TunnelRefused
+from streamspace.controlplane.tunnels.relay import Traffic, relay
+from streamspace.db.models import utcnow
+from streamspace.db.repo import sessions as session_repo
+from streamspace.db.repo import vnc_tokens
+from streamspace.protocol import CloseCode, VncEndpoint
+from streamspace.states import SessionState
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "binary"
+"""Offered back when the client asks for it (noVNC does)."""
+
+
+class _ViewerChange(Protocol):
+    async def __call__(self, db: AsyncSession, session_id: str, *, now: datetime) -> None: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    session_id: str
+    agent_id: str
+    vnc: VncEndpoint
+
+
+async def serve_viewer(replica: Replica, websocket: WebSocket, session_id: str) -> None:
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    viewer = AsgiEndpoint(websocket)
+    try:
+        target = await admit(replica, session_id, websocket.query_params.get("token", ""))
+        async with open_upstream(replica, target) as agent_side:
+            await _view(replica, target, viewer, agent_side)
+    except TunnelRefused as refused:
+        log.info("VNC tunnel to session %s refused: %s", session_id, refused.reason)
+        await viewer.close(refused.code, refused.reason)
+    except Exception:
+        log.exception("VNC tunnel to session %s failed", session_id)
+        await viewer.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+
+async def admit(replica: Replica, session_id: str, token: str) -> Target:
+    """Consume the token (once) and check the session it grants; else :class:`TunnelRefused`."""
+    now = utcnow()
+    async with replica.db() as db, db.begin():
+        ticket = await vnc_tokens.consume(db, digest(token), now=now) if token else None
+    if ticket is None:
+        raise TunnelRefused(
+            CloseCode.UNAUTHORIZED,
+            "invalid, expired or already used token: ask for a new one (POST …/connect)",
+        )
+    async with replica.db() as db:
+        session = await session_repo.get(db, session_id)
+    if session is None or not (ticket.is_admin or session.owner_id == ticket.user_id):
+        raise TunnelRefused(CloseCode.NOT_FOUND, "session not found")
+    if ticket.session_id != session.id:
+        raise TunnelRefused(CloseCode.UNAUTHORIZED, "token was issued for another session")
+    if session.state != SessionState.RUNNING:
+        raise TunnelRefused(
+            CloseCode.NOT_RUNNING,
+            f"session is {session.state}; only a running session can be viewed",
+        )
+    if session.agent_id is None or not session.vnc_host or not session.vnc_port:
+        raise TunnelRefused(CloseCode.TUNNEL_FAILED, "session has no VNC endpoint")
+    vnc = VncEndpoint(host=session.vnc_host, port=session.vnc_port)
+    return Target(session_id=session.id, agent_id=session.agent_id, vnc=vnc)
+
+
+@contextlib.asynccontextmanager
+async def open_upstream(replica: Replica, target: Target) -> AsyncIterator[Endpoint]:
+    """The agent's side of the tunnel: on this replica, or relayed from the one holding it."""
+    if replica.hub.local(target.agent_id) is not None:
+        async with upstream.open_local(
+            replica, target.agent_id, target.session_id, target.vnc
+        ) as local:
+            yield local
+        return
+    address = await internal.owner_address(replica, target.agent_id)
+    async with internal.open_remote(replica, address, target.session_id) as remote:
+        yield remote
+
+
+async def _view(replica: Replica, target: Target, viewer: Endpoint, agent: Endpoint) -> None:
+    traffic = Traffic()
+    began = time.monotonic()
+    await _record(replica, vnc_tokens.viewer_joined, target.session_id)
+    ticker = asyncio.create_task(_activity(replica, target.session_id, traffic))
+    try:
+        ending = await relay(viewer, agent, traffic)
+    finally:
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+        await _record(replica, vnc_tokens.viewer_left, target.session_id)
+    log.info(
+        "VNC tunnel to session %s closed by the %s (%s %s) after %.1f s: %d B to viewer, %d B up",
+        target.session_id,
+        ending.by,
+        ending.code,
+        ending.reason,
+        time.monotonic() - began,
+        traffic.to_viewer,
+        traffic.to_upstream,
+    )
+
+
+async def _activity(replica: Replica, session_id: str, traffic: Traffic) -> None:
+    """While bytes flow, refresh ``last_activity`` at most every ``VIEWER_ACTIVITY_INTERVAL``."""
+    interval = replica.settings.viewer_activity_interval
+    noted = time.monotonic()
+    while True:
+        await asyncio.sleep(interval)
+        if traffic.last_flow > noted:
+            noted = time.monotonic()
+            await _record(replica, vnc_tokens.viewer_active, session_id)
+
+
+async def _record(replica: Replica, change: _ViewerChange, session_id: str) -> None:
+    """Apply a viewer-count/activity change; a database hiccup must not break the tunnel."""
+    try:
+        async with replica.db() as db, db.begin():
+            await change(db, session_id, now=utcnow())
+    except Exception:
+        log.warning("could not record viewer activity of session %s", session_id, exc_info=True)

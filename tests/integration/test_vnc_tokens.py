@@ -1,0 +1,79 @@
+"""The VNC token and viewer-count queries on SQLite (``streamspace up``) and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
+from streamspace.db.migrations import runner
+from streamspace.db.models import Session, User, utcnow
+from streamspace.db.repo import vnc_tokens
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[SessionFactory]:
+    await asyncio.to_thread(runner.upgrade, db_url, "head")
+    engine = create_engine(db_url)
+    factory = create_session_factory(engine)
+    async with factory() as session, session.begin():
+        session.add(User(id="u1", username="ann", password_hash="x", role="user"))
+        session.add(User(id="u2", username="root", password_hash="x", role="admin"))
+        session.add(Session(id="s1", owner_id="u1", template_name="xterm", platform_state={}))
+    try:
+        yield factory
+    finally:
+        await engine.dispose()
+
+
+async def test_a_token_is_consumed_once_and_only_before_it_expires(db: SessionFactory) -> None:
+    now = utcnow()
+    async with db() as session, session.begin():
+        for name, user, ttl in (("t-ok", "u1", 60), ("t-old", "u1", -1), ("t-admin", "u2", 60)):
+            vnc_tokens.issue(
+                session,
+                token_hash=name,
+                session_id="s1",
+                user_id=user,
+                now=now,
+                expires_at=now + timedelta(seconds=ttl),
+            )
+    async with db() as session, session.begin():
+        ticket = await vnc_tokens.consume(session, "t-ok", now=utcnow())
+        assert ticket == vnc_tokens.Ticket(session_id="s1", user_id="u1", is_admin=False)
+        assert await vnc_tokens.consume(session, "t-ok", now=utcnow()) is None
+        assert await vnc_tokens.consume(session, "t-old", now=utcnow()) is None
+        assert await vnc_tokens.consume(session, "t-missing", now=utcnow()) is None
+        admin = await vnc_tokens.consume(session, "t-admin", now=utcnow())
+        assert admin is not None and admin.is_admin
+    async with db() as session, session.begin():
+        await vnc_tokens.purge_expired(session, now=utcnow() + timedelta(seconds=120))
+        assert await vnc_tokens.consume(session, "t-admin", now=utcnow()) is None
+
+
+async def test_viewer_count_and_activity(db: SessionFactory) -> None:
+    async with db() as session:
+        before = await session.get(Session, "s1")
+        assert before is not None and before.active_viewers == 0
+        updated_at = before.updated_at
+    later = utcnow() + timedelta(seconds=5)
+    async with db() as session, session.begin():
+        await vnc_tokens.viewer_joined(session, "s1", now=later)
+        await vnc_tokens.viewer_joined(session, "s1", now=later)
+        await vnc_tokens.viewer_left(session, "s1", now=later)
+    async with db() as session:
+        row = await session.get(Session, "s1")
+        assert row is not None
+        assert (row.active_viewers, row.last_activity) == (1, later)
+        assert row.updated_at == updated_at  # activity is not a state change
+    async with db() as session, session.begin():
+        for _ in range(3):
+            await vnc_tokens.viewer_left(session, "s1", now=later)
+        await vnc_tokens.viewer_active(session, "s1", now=later + timedelta(seconds=1))
+    async with db() as session:
+        row = await session.get(Session, "s1")
+        assert row is not None and row.active_viewers == 0
+        assert row.last_activity == later + timedelta(seconds=1)

@@ -1,0 +1,84 @@
+"""The VNC tunnel across replicas: the browser reaches pod-2, the agent is on pod-1.
+
+pod-2 checks the token, finds the agent's replica (``agent:<id>:pod``) and its advertised
+address (``pod:<POD_NAME>:address``) in Redis and relays over an internal WebSocket
+authenticated with ``INTERNAL_SECRET``; pod-1 opens the tunnel to its agent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
+
+from tests.helpers import eventually, logged_in, session_state, wait_for_agent, wait_for_state
+from tests.integration.test_local_sessions import kill_session_processes
+from tests.integration.test_multi_replica import redis_env
+from tests.integration.test_vnc_tunnel import closed_with, connect_token, viewed, ws_url
+from tests.processes import AgentProcess, ApiProcess
+from tests.services import RedisServer
+
+TIMEOUT = 20.0
+SECRET = "replicas-share-this"
+
+
+async def test_browser_on_pod_2_agent_on_pod_1(
+    processes: None, tmp_path: Path, pg_url: str, redis_url: str, redis_server: RedisServer
+) -> None:
+    pods = [
+        ApiProcess(
+            tmp_path / pod,
+            database_url=pg_url,
+            env={**redis_env(redis_server, pod), "INTERNAL_SECRET": SECRET},
+            name=pod,
+        )
+        for pod in ("pod-1", "pod-2")
+    ]
+    for pod in pods:
+        pod.start()
+    agent = AgentProcess(
+        tmp_path / "agent", control_plane_url=pods[0].url, agent_id="agent-on-pod-1", behaviour=None
+    )
+    agent.start()
+    redis = aioredis.Redis(port=redis_server.port, db=1, decode_responses=True)
+    sid = ""
+    try:
+        async with logged_in(pods[1].url) as admin:
+            await wait_for_agent(admin, "agent-on-pod-1", timeout=TIMEOUT)
+
+            async def advertised() -> str | None:
+                return await redis.get("pod:pod-1:address")
+
+            assert await eventually(advertised, timeout=TIMEOUT) == pods[0].url
+            assert await redis.get("agent:agent-on-pod-1:pod") == "pod-1"
+
+            created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
+            assert created.status_code == 201, created.text
+            sid = created.json()["id"]
+            await wait_for_state(admin, sid, "running", timeout=TIMEOUT)
+
+            ticket = await connect_token(admin, sid)
+            async with connect(ws_url(pods[1], ticket["url"]), subprotocols=["binary"]) as ws:
+                rfb = await viewed(ws, sid)
+                for _ in range(3):
+                    await rfb.request_update()
+                    assert await rfb.read_update() == 1280 * 800 * 4
+                assert (await session_state(admin, sid))["active_viewers"] == 1
+
+            async def no_viewers() -> bool:
+                return (await session_state(admin, sid))["active_viewers"] == 0
+
+            await eventually(no_viewers, timeout=TIMEOUT, message="viewer count back to 0")
+
+            # The internal endpoint wants the shared secret.
+            internal = ws_url(pods[0], f"/api/v1/internal/tunnels/{sid}")
+            async with connect(internal, additional_headers={"X-Internal-Secret": "x"}) as ws:
+                assert await closed_with(ws) == (4401, "invalid internal credentials")
+    finally:
+        await redis.aclose()
+        agent.kill()
+        if sid:
+            kill_session_processes(sid)
+    assert f"relayed tunnel to session {sid} failed" not in pods[0].output()
+    assert f"VNC tunnel to session {sid} closed by the viewer" in pods[1].output()
