@@ -11,7 +11,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from streamspace.protocol import CloseCode
+from streamspace.db.models import Session
+from streamspace.protocol import CloseCode, VncEndpoint
+from streamspace.states import SessionState
 
 CLOSE_TIMEOUT = 5.0
 """A close waits at most this long for a peer that does not read (a stalled viewer)."""
@@ -111,3 +113,15 @@ class ClientEndpoint:
         with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.connection.close(code, clip(reason))
+
+
+def viewable_endpoint(session: Session) -> VncEndpoint:
+    """Where a session's VNC server listens, if it can be viewed now (else TunnelRefused)."""
+    if session.state != SessionState.RUNNING:
+        raise TunnelRefused(
+            CloseCode.NOT_RUNNING,
+            f"session is {session.state}; only a running session can be viewed",
+        )
+    if session.agent_id is None or not session.vnc_host or not session.vnc_port:
+        raise TunnelRefused(CloseCode.TUNNEL_FAILED, "session has no VNC endpoint")
+    return VncEndpoint(host=session.vnc_host, port=session.vnc_port)

@@ -25,12 +25,12 @@ from streamspace.controlplane.tunnels.endpoints import (
     ClientEndpoint,
     Endpoint,
     TunnelRefused,
+    viewable_endpoint,
 )
 from streamspace.controlplane.tunnels.relay import Traffic, relay
 from streamspace.controlplane.tunnels.upstream import open_local
 from streamspace.db.repo import sessions as session_repo
-from streamspace.protocol import CloseCode, VncEndpoint
-from streamspace.states import SessionState
+from streamspace.protocol import CloseCode
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,8 @@ async def serve_internal(replica: Replica, websocket: WebSocket, session_id: str
             session = await session_repo.get(db, session_id)
         if session is None:
             raise TunnelRefused(CloseCode.NOT_FOUND, "session not found")
-        if session.state != SessionState.RUNNING:
-            raise TunnelRefused(
-                CloseCode.NOT_RUNNING,
-                f"session is {session.state}; only a running session can be viewed",
-            )
-        if session.agent_id is None or not session.vnc_host or not session.vnc_port:
-            raise TunnelRefused(CloseCode.TUNNEL_FAILED, "session has no VNC endpoint")
-        vnc = VncEndpoint(host=session.vnc_host, port=session.vnc_port)
+        vnc = viewable_endpoint(session)
+        assert session.agent_id is not None  # checked by viewable_endpoint
         async with open_local(replica, session.agent_id, session.id, vnc) as agent:
             await relay(peer, agent, Traffic())
     except TunnelRefused as refused:

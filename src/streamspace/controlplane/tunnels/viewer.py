@@ -22,13 +22,17 @@ from starlette.websockets import WebSocket
 from streamspace.controlplane.secrets import digest
 from streamspace.controlplane.state import Replica
 from streamspace.controlplane.tunnels import internal, upstream
-from streamspace.controlplane.tunnels.endpoints import AsgiEndpoint, Endpoint, TunnelRefused
+from streamspace.controlplane.tunnels.endpoints import (
+    AsgiEndpoint,
+    Endpoint,
+    TunnelRefused,
+    viewable_endpoint,
+)
 from streamspace.controlplane.tunnels.relay import Traffic, relay
 from streamspace.db.models import utcnow
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import vnc_tokens
 from streamspace.protocol import CloseCode, VncEndpoint
-from streamspace.states import SessionState
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +83,8 @@ async def admit(replica: Replica, session_id: str, token: str) -> Target:
         raise TunnelRefused(CloseCode.NOT_FOUND, "session not found")
     if ticket.session_id != session.id:
         raise TunnelRefused(CloseCode.UNAUTHORIZED, "token was issued for another session")
-    if session.state != SessionState.RUNNING:
-        raise TunnelRefused(
-            CloseCode.NOT_RUNNING,
-            f"session is {session.state}; only a running session can be viewed",
-        )
-    if session.agent_id is None or not session.vnc_host or not session.vnc_port:
-        raise TunnelRefused(CloseCode.TUNNEL_FAILED, "session has no VNC endpoint")
-    vnc = VncEndpoint(host=session.vnc_host, port=session.vnc_port)
+    vnc = viewable_endpoint(session)
+    assert session.agent_id is not None  # checked by viewable_endpoint
     return Target(session_id=session.id, agent_id=session.agent_id, vnc=vnc)
 
 
