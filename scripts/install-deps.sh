@@ -94,9 +94,12 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     rm -f "$STAMP"
     run_logged venv python3 -m venv "$VENV" || die "python3 -m venv .venv failed"
 fi
-if [[ ! -f "$STAMP" || pyproject.toml -nt "$STAMP" ]]; then
-    say "pip install -e '.[dev]' into .venv"
-    run_logged pip "$VENV/bin/pip" install --disable-pip-version-check -q -e '.[dev]' ||
+if [[ ! -f "$STAMP" || pyproject.toml -nt "$STAMP" || constraints.txt -nt "$STAMP" ]]; then
+    # constraints.txt pins the exact versions the suite last passed with (the ranges
+    # live in pyproject.toml); regenerate it with `pip freeze --exclude-editable`.
+    say "pip install -e '.[dev]' -c constraints.txt into .venv"
+    run_logged pip "$VENV/bin/pip" install --disable-pip-version-check -q \
+        -c constraints.txt -e '.[dev]' ||
         die "pip install -e '.[dev]' failed"
     touch "$STAMP"
 fi
