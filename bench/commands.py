@@ -29,7 +29,8 @@ from streamspace.db.engine import create_engine, create_session_factory
 from streamspace.db.models import AgentCommand
 
 
-async def _post(client: aiohttp.ClientSession) -> tuple[str, float]:
+async def post_session(client: aiohttp.ClientSession) -> tuple[str, float]:
+    """Create an xterm session; returns its id and when the request was sent."""
     started = time.time()
     async with client.post("/api/v1/sessions", json={"template": "xterm"}) as response:
         body = await response.json()
@@ -64,7 +65,7 @@ async def sequential(client: aiohttp.ClientSession, count: int) -> dict[str, flo
     """One client, commands paced 20 ms apart so they do not overlap (unloaded latency)."""
     sent: dict[str, float] = {}
     for _ in range(count):
-        session_id, started = await _post(client)
+        session_id, started = await post_session(client)
         sent[session_id] = started
         await asyncio.sleep(0.02)  # pacing, so commands do not overlap: this is not a wait
     return sent
@@ -77,7 +78,7 @@ async def concurrent(client: aiohttp.ClientSession, count: int, clients: int) ->
 
     async def worker() -> None:
         for _ in remaining:
-            session_id, started = await _post(client)
+            session_id, started = await post_session(client)
             sent[session_id] = started
 
     await asyncio.gather(*(worker() for _ in range(clients)))

@@ -43,6 +43,7 @@ from tests.processes import AgentProcess, ApiProcess, kill_all
 from tests.services import PostgresServer, RedisServer, make_postgres_dir
 
 from bench.agents_scale import CLOCK_TICKS, family_cpu_ticks, machine_cpu_ticks
+from bench.commands import post_session
 from bench.report import append_results, percentile
 from streamspace.db.engine import create_engine, create_session_factory
 from streamspace.db.models import AgentCommand
@@ -75,15 +76,6 @@ class Times:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-async def _post(client: aiohttp.ClientSession) -> tuple[str, float]:
-    started = time.time()
-    async with client.post("/api/v1/sessions", json={"template": "xterm"}) as response:
-        body = await response.json()
-        if response.status != 201:
-            raise RuntimeError(f"POST /api/v1/sessions: {response.status} {body}")
-    return str(body["id"]), started
 
 
 def _client(base_url: str, headers: dict[str, str], limit: int) -> aiohttp.ClientSession:
@@ -282,7 +274,7 @@ async def latency(
     async with _client(pods[0].url, headers, 1) as same, _client(pods[1].url, headers, 1) as cross:
         for index in range(WARM_UP + count):
             for which, client in enumerate((same, cross)):
-                session_id, started = await _post(client)
+                session_id, started = await post_session(client)
                 if index >= WARM_UP:
                     posted[which][session_id] = started
                 await asyncio.sleep(PACE)  # pacing, so commands do not overlap: not a wait
@@ -325,7 +317,7 @@ async def throughput(
 
     async def worker(client: aiohttp.ClientSession) -> None:
         for _ in remaining:
-            session_id, started = await _post(client)
+            session_id, started = await post_session(client)
             posted[session_id] = started
 
     async with (
