@@ -36,8 +36,7 @@ from streamspace.states import OPEN_COMMAND_STATUSES
 from streamspace.testing import finished_executions
 from tests.database import Database
 from tests.helpers import eventually
-from tests.integration.test_multi_replica import redis_env
-from tests.processes import AgentProcess, ApiProcess
+from tests.processes import AgentProcess, ApiProcess, redis_env
 from tests.services import RedisServer
 
 START = "start_session"

@@ -25,10 +25,11 @@ import httpx
 import pytest
 
 from tests.database import Database
-from tests.helpers import login
+from tests.helpers import login, wait_for_agent
+from tests.local_sessions import AGENT_ID, TIMEOUT, Cluster, kill_session_processes
 from tests.manual_agent import ManualAgent
-from tests.processes import ApiProcess
-from tests.services import PostgresServer, RedisServer, make_postgres_dir
+from tests.processes import AgentProcess, ApiProcess
+from tests.services import PostgresServer, RedisSentinelGroup, RedisServer, make_postgres_dir
 
 _db_counter = itertools.count(1)
 
@@ -134,3 +135,32 @@ async def _close_manual_agents() -> AsyncIterator[None]:
     """Close every hand-driven agent socket a test opened."""
     yield
     await ManualAgent.close_all()
+
+
+@pytest.fixture
+async def cluster(
+    api: ApiProcess, admin: httpx.AsyncClient, tmp_path: Path
+) -> AsyncIterator[Cluster]:
+    """A real local-platform agent (Xvnc sessions) on ``api``; kills leftovers at the end."""
+    agent_dir = tmp_path / "agent"
+    agent = AgentProcess(agent_dir, control_plane_url=api.url, agent_id=AGENT_ID, behaviour=None)
+    agent.start()
+    setup = Cluster(api, admin, agent, agent_dir)
+    try:
+        await wait_for_agent(admin, AGENT_ID, timeout=TIMEOUT)
+        yield setup
+    finally:
+        agent.kill()
+        for session_id in setup.sessions:
+            kill_session_processes(session_id)
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[RedisSentinelGroup]:
+    """A Redis master, a replica and three Sentinels watching them (master ``streamspace``)."""
+    group = RedisSentinelGroup(tmp_path / "sentinel-group")
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from streamspace.testing import finished_executions
-from tests.services import free_port
+from tests.services import RedisServer, free_port
 
 VENV_BIN = Path(sys.executable).parent
 FAST_API_ENV = {
@@ -188,3 +188,24 @@ def kill_all() -> None:
     """Kill every process still running (fixture teardown)."""
     for process in list(_live):
         process.kill()
+
+
+def redis_env(redis_server: RedisServer, pod: str) -> dict[str, str]:
+    """Environment of a replica ``pod`` sharing ``redis_server`` (multi-pod mode)."""
+    return {
+        "AGENTHUB_REDIS_ENABLED": "true",
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(redis_server.port),
+        "POD_NAME": pod,
+        "AGENT_AUTO_APPROVE": "true",
+    }
+
+
+def create_user(database_url: str, username: str, password: str) -> None:
+    """``streamspace users create`` (role user) against ``database_url``."""
+    subprocess.run(
+        [str(VENV_BIN / "streamspace"), "users", "create", username, "--password", password],
+        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+    )

@@ -7,18 +7,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from tests.helpers import eventually, logged_in, wait_for_agent, wait_for_state
-from tests.processes import AgentProcess, ApiProcess
+from tests.processes import AgentProcess, ApiProcess, redis_env
 from tests.services import RedisServer
-
-
-def redis_env(redis_server: RedisServer, pod: str) -> dict[str, str]:
-    return {
-        "AGENTHUB_REDIS_ENABLED": "true",
-        "REDIS_HOST": "127.0.0.1",
-        "REDIS_PORT": str(redis_server.port),
-        "POD_NAME": pod,
-        "AGENT_AUTO_APPROVE": "true",
-    }
 
 
 async def test_seed_multi_pod_validation(

@@ -11,9 +11,8 @@ from sqlalchemy import update
 from streamspace.db.models import AgentCommand
 from tests.database import Database
 from tests.helpers import eventually, logged_in, wait_for_agent, wait_for_state
-from tests.integration.test_multi_replica import redis_env
 from tests.manual_agent import ManualAgent
-from tests.processes import AgentProcess, ApiProcess
+from tests.processes import AgentProcess, ApiProcess, redis_env
 from tests.services import RedisServer
 
 

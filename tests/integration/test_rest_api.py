@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import httpx
 import pytest
 
 from tests.database import Database
 from tests.helpers import logged_in
 from tests.manual_agent import ManualAgent
-from tests.processes import VENV_BIN, ApiProcess
-
-
-def _create_user(database_url: str, username: str, password: str) -> None:
-    subprocess.run(
-        [str(VENV_BIN / "streamspace"), "users", "create", username, "--password", password],
-        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
-        check=True,
-        capture_output=True,
-    )
+from tests.processes import ApiProcess, create_user
 
 
 async def test_every_api_route_needs_authentication(api: ApiProcess) -> None:
@@ -89,8 +78,8 @@ async def test_no_agent_available_is_503_and_creates_nothing(
 async def test_users_see_only_their_own_sessions(
     api: ApiProcess, admin: httpx.AsyncClient, pg_url: str
 ) -> None:
-    _create_user(pg_url, "alice", "alice-password")
-    _create_user(pg_url, "bob", "bob-password1")
+    create_user(pg_url, "alice", "alice-password")
+    create_user(pg_url, "bob", "bob-password1")
     agent = await ManualAgent.registered(api.url, "agent-1")
     await agent.connect()  # sends no heartbeats: selectable for 3 s (HEARTBEAT_INTERVAL=1)
     async with (

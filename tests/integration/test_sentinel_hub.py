@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis.asyncio as aioredis
 
 from tests.helpers import eventually, logged_in, wait_for_agent, wait_for_state
 from tests.processes import AgentProcess, ApiProcess
 from tests.services import RedisSentinelGroup
-
-
-@pytest.fixture
-def sentinel_group(tmp_path: Path) -> Iterator[RedisSentinelGroup]:
-    group = RedisSentinelGroup(tmp_path / "sentinel")
-    try:
-        group.start()
-        yield group
-    finally:
-        group.stop()
 
 
 async def test_hub_follows_the_new_master(

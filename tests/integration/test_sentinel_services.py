@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from redis.sentinel import Sentinel
 
 from tests.services import RedisSentinelGroup
-
-
-@pytest.fixture
-def sentinel_group(tmp_path: Path) -> Iterator[RedisSentinelGroup]:
-    group = RedisSentinelGroup(tmp_path / "sentinel-group")
-    try:
-        group.start()
-        yield group
-    finally:
-        group.stop()
 
 
 def test_sentinel_group_addresses(sentinel_group: RedisSentinelGroup) -> None:

@@ -26,30 +26,9 @@ from tests.helpers import (
     wait_for_agent,
     wait_for_state,
 )
-from tests.integration.test_local_sessions import Cluster, kill_session_processes
-from tests.integration.test_rest_api import _create_user
-from tests.processes import AgentProcess, ApiProcess
+from tests.local_sessions import TIMEOUT, Cluster
+from tests.processes import AgentProcess, ApiProcess, create_user
 from tests.rfb import RfbClient
-
-TIMEOUT = 20.0
-AGENT_ID = "vnc-agent-1"
-
-
-@pytest.fixture
-async def cluster(
-    api: ApiProcess, admin: httpx.AsyncClient, tmp_path: Path
-) -> AsyncIterator[Cluster]:
-    agent_dir = tmp_path / "agent"
-    agent = AgentProcess(agent_dir, control_plane_url=api.url, agent_id=AGENT_ID, behaviour=None)
-    agent.start()
-    setup = Cluster(api, admin, agent, agent_dir)
-    try:
-        await wait_for_agent(admin, AGENT_ID, timeout=TIMEOUT)
-        yield setup
-    finally:
-        agent.kill()
-        for session_id in setup.sessions:
-            kill_session_processes(session_id)
 
 
 def ws_url(api: ApiProcess, path: str) -> str:
@@ -138,7 +117,7 @@ async def test_bad_tokens_and_sessions(cluster: Cluster, pg_url: str) -> None:
     assert (await refused(api, f"/api/v1/sessions/{sid}/vnc"))[0] == 4401
 
     # Another user: the REST call answers 404, and their token opens nothing of ours.
-    _create_user(pg_url, "bob", "bob-password")
+    create_user(pg_url, "bob", "bob-password")
     async with logged_in(api.url, "bob", "bob-password") as bob:
         assert (await bob.post(f"/api/v1/sessions/{sid}/connect")).status_code == 404
         created = await bob.post("/api/v1/sessions", json={"template": "xterm"})

@@ -13,10 +13,9 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from tests.helpers import eventually, logged_in, session_state, wait_for_agent, wait_for_state
-from tests.integration.test_local_sessions import kill_session_processes
-from tests.integration.test_multi_replica import redis_env
 from tests.integration.test_vnc_tunnel import closed_with, connect_token, viewed, ws_url
-from tests.processes import AgentProcess, ApiProcess
+from tests.local_sessions import kill_session_processes
+from tests.processes import AgentProcess, ApiProcess, redis_env
 from tests.services import RedisServer
 
 TIMEOUT = 20.0
