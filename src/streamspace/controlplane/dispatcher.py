@@ -16,12 +16,15 @@ from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
 from streamspace.controlplane.hub.base import AgentHub
 from streamspace.controlplane.hub.connection import AgentConnection
-from streamspace.db.engine import SessionFactory
+from streamspace.db.engine import SessionFactory, one_statement_each
 from streamspace.db.models import AgentCommand, utcnow
 from streamspace.db.repo import commands as command_repo
 from streamspace.protocol import Action, Command, CommandPayload
 
 log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 100
+"""Commands claimed (and sent) per statement."""
 
 
 class CommandDispatcher:
@@ -95,15 +98,17 @@ class CommandDispatcher:
         if connection is None or not connection.welcomed.is_set():
             return  # woken again once the welcome is out
         while not connection.closed.is_set():
-            async with self._db() as db, db.begin():
-                claimed = await command_repo.claim_pending(db, agent_id)
+            async with one_statement_each(self._db) as db:
+                claimed = await command_repo.claim_pending(db, agent_id, limit=CLAIM_BATCH)
             if not claimed:
                 return
             unsent = await self._send_all(connection, claimed)
             if unsent:
-                async with self._db() as db, db.begin():
+                async with one_statement_each(self._db) as db:
                     await command_repo.release(db, [command.id for command in unsent])
                 return
+            if len(claimed) < CLAIM_BATCH:
+                return  # all there was; a command created since rang the doorbell again
 
     @staticmethod
     async def _send_all(

@@ -40,10 +40,20 @@ class Applied:
 async def apply_reports(
     db: AsyncSession, settings: ApiSettings, agent_id: str, reports: Sequence[Report]
 ) -> Applied:
-    """Apply reports of one agent, in the caller's transaction."""
-    """Apply reports of one agent in order, in the caller's transaction."""
+    """Apply reports of one agent in order, in the caller's transaction.
+
+    An ack whose outcome is in the same burst needs no statement: recording the outcome
+    also records the acknowledgement.
+    """
     applied = Applied()
-    acks = [report for report in reports if isinstance(report, Ack)]
+    finished = {
+        report.payload.command_id for report in reports if isinstance(report, Complete | Failed)
+    }
+    acks = [
+        report
+        for report in reports
+        if isinstance(report, Ack) and report.payload.command_id not in finished
+    ]
     if acks:  # acknowledgements commute with everything else: one statement for all
         await _acknowledge(db, agent_id, acks, applied)
     for report in reports:

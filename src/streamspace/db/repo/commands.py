@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import AgentCommand, utcnow
@@ -141,7 +141,7 @@ async def finish_for_agent(
             AgentCommand.agent_id == agent_id,
             AgentCommand.status.in_(OPEN_COMMAND_STATUSES),
         )
-        .values(status=status, result=result, error_message=error, completed_at=utcnow())
+        .values(**_outcome(status, result=result, error=error))
         .returning(AgentCommand)
         .execution_options(synchronize_session=False)
     )
@@ -160,7 +160,7 @@ async def finish(
     outcome = await db.execute(
         update(AgentCommand)
         .where(AgentCommand.id == command.id, AgentCommand.status.in_(OPEN_COMMAND_STATUSES))
-        .values(status=status, result=result, error_message=error, completed_at=utcnow())
+        .values(**_outcome(status, result=result, error=error))
     )
     return bool(getattr(outcome, "rowcount", 0))
 
@@ -195,7 +195,7 @@ async def requeue_unacknowledged(
     stale = (AgentCommand.status == CommandStatus.SENT, AgentCommand.updated_at < sent_before)
     requeued = await db.scalars(
         update(AgentCommand)
-        .where(*stale, AgentCommand.attempts < max_attempts)
+        .where(AgentCommand.id.in_(_unlocked(*stale, AgentCommand.attempts < max_attempts)))
         .values(status=CommandStatus.PENDING)
         .returning(AgentCommand.agent_id)
     )
@@ -275,12 +275,36 @@ async def count_by_status(db: AsyncSession) -> dict[str, int]:
     return {status: count for status, count in rows.tuples().all()}
 
 
+def _outcome(
+    status: CommandStatus, *, result: dict[str, Any] | None, error: str | None
+) -> dict[str, Any]:
+    """Column values recording an agent's outcome; it implies the acknowledgement, which
+    is not written separately when both arrive together."""
+    now = utcnow()
+    return {
+        "status": status,
+        "result": result,
+        "error_message": error,
+        "completed_at": now,
+        "acknowledged_at": func.coalesce(AgentCommand.acknowledged_at, now),
+    }
+
+
+def _unlocked(*conditions: Any) -> Select[uuid.UUID]:
+    """Ids of matching rows that no other transaction holds (PostgreSQL ``SKIP LOCKED``).
+
+    The sweeps use it so they never wait for, or deadlock with, an agent's report on the
+    same rows; what they skip is looked at again on their next round.
+    """
+    return select(AgentCommand.id).where(*conditions).with_for_update(skip_locked=True)
+
+
 async def _finish_where(
     db: AsyncSession, *conditions: Any, status: CommandStatus, error: str
 ) -> list[AgentCommand]:
     finished = await db.scalars(
         update(AgentCommand)
-        .where(*conditions)
+        .where(AgentCommand.id.in_(_unlocked(*conditions)))
         .values(status=status, error_message=error, completed_at=utcnow())
         .returning(AgentCommand)
         .execution_options(synchronize_session=False)
