@@ -4,13 +4,15 @@
 # Usage: scripts/install-deps.sh [run|test]
 #
 #   run   (default) what `make run` needs
-#   test  what `make test` needs (for now the same as run)
+#   test  what `make test` needs: also Docker (docker.io, a running dockerd) and debootstrap
 #
 # Steps (each prints one line when it does something; silent when all is present):
 #   1. Debian packages (apt-get; `apt-get update` only when something is missing)
 #   2. .venv (python3 -m venv) + `pip install -e '.[dev]'` when the venv is missing or
 #      pyproject.toml is newer than the stamp .venv/.installed
 #   3. npm packages when package.json exists and node_modules is missing or stale
+#   4. (test) dockerd started in the background unless a Docker daemon answers
+#      (scripts/start-dockerd.sh; `make run` never needs Docker)
 set -euo pipefail
 
 MODE="${1:-run}"
@@ -36,7 +38,7 @@ APT_PACKAGES=(
     postgresql redis-server chromium
 )
 if [[ "$MODE" == test ]]; then
-    APT_PACKAGES+=() # test-only packages go here
+    APT_PACKAGES+=(docker.io debootstrap) # the docker platform's tests and image builder
 fi
 if [[ -f package.json ]] && ! command -v npm >/dev/null 2>&1; then
     APT_PACKAGES+=(npm)
@@ -118,4 +120,9 @@ if [[ -f package.json ]]; then
         fi
         touch node_modules
     fi
+fi
+
+# --- 4. Docker daemon (tests only) -----------------------------------------------------
+if [[ "$MODE" == test ]]; then
+    bash "$ROOT/scripts/start-dockerd.sh" || die "could not start dockerd"
 fi

@@ -107,11 +107,14 @@ class Cluster:
         behaviour: str = "noop",
         capacity: int = 2000,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] = {},
+        name: str | None = None,
     ) -> AgentProcess:
         """Start a fake agent that dials replica ``first`` first, then the others in turn.
 
-        An agent started again with the same ``agent_id`` reuses its directory: its key,
-        its record of executed commands and its execution log."""
+        An agent started again with the same ``agent_id`` (a restart, or another replica
+        under leader election) shares its directory: its key, its record of executed
+        commands and its execution log; ``name`` gives it a process log of its own."""
         urls = self.urls[first:] + self.urls[:first]
         agent = AgentProcess(
             self.directory / "agents" / agent_id,
@@ -119,6 +122,8 @@ class Cluster:
             agent_id=agent_id,
             behaviour=behaviour,
             extra_args=["--capacity", str(capacity), *extra_args],
+            env=env,
+            name=name,
         )
         agent.start()
         self.agents.append(agent)

@@ -9,6 +9,11 @@ Per-test URLs (function-scoped):
   sqlite_url  ``sqlite:///<tmp_path>/test.db``
   db_url      parametrized: runs the test once with sqlite_url and once with pg_url
   redis_url   ``redis://127.0.0.1:PORT/1`` with DB 1 flushed
+  redis_client  an asyncio client on redis_url (``str`` answers)
+
+Docker (tests/docker_env.py): docker_image (session-scoped: dockerd running, session image
+built), docker_scope (a test's agent id and user; fails the test for leftovers) and
+docker_cluster (a real ``--platform docker`` agent on ``api``).
 
 A test may kill()/stop()/restart() the session servers; it should restart them before it
 ends (the per-test fixtures restart a server they find down, as a safety net).
@@ -16,6 +21,7 @@ ends (the per-test fixtures restart a server they find down, as a safety net).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -23,8 +29,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from tests.database import Database
+from tests.docker_env import DockerScope, ensure_docker
 from tests.helpers import login, wait_for_agent
 from tests.local_sessions import AGENT_ID, TIMEOUT, Cluster, kill_session_processes
 from tests.manual_agent import ManualAgent
@@ -89,6 +97,14 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url(1)
 
 
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client on ``redis_url`` answering ``str``; closed afterwards."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
 # --- StreamSpace processes ------------------------------------------------------------
 
 
@@ -137,22 +153,66 @@ async def _close_manual_agents() -> AsyncIterator[None]:
     await ManualAgent.close_all()
 
 
+@contextlib.asynccontextmanager
+async def _agent_cluster(
+    api: ApiProcess, admin: httpx.AsyncClient, agent_dir: Path, *, agent_id: str, platform: str
+) -> AsyncIterator[Cluster]:
+    """A real ``streamspace agent --platform …`` on ``api``, online; killed at the end."""
+    agent = AgentProcess(
+        agent_dir, control_plane_url=api.url, agent_id=agent_id, behaviour=None, platform=platform
+    )
+    agent.start()
+    try:
+        await wait_for_agent(admin, agent_id, timeout=TIMEOUT)
+        yield Cluster(api, admin, agent, agent_dir)
+    finally:
+        agent.kill()
+
+
 @pytest.fixture
 async def cluster(
     api: ApiProcess, admin: httpx.AsyncClient, tmp_path: Path
 ) -> AsyncIterator[Cluster]:
     """A real local-platform agent (Xvnc sessions) on ``api``; kills leftovers at the end."""
-    agent_dir = tmp_path / "agent"
-    agent = AgentProcess(agent_dir, control_plane_url=api.url, agent_id=AGENT_ID, behaviour=None)
-    agent.start()
-    setup = Cluster(api, admin, agent, agent_dir)
+    sessions: list[str] = []
     try:
-        await wait_for_agent(admin, AGENT_ID, timeout=TIMEOUT)
-        yield setup
+        async with _agent_cluster(
+            api, admin, tmp_path / "agent", agent_id=AGENT_ID, platform="local"
+        ) as setup:
+            sessions = setup.sessions
+            yield setup
     finally:
-        agent.kill()
-        for session_id in setup.sessions:
+        for session_id in sessions:
             kill_session_processes(session_id)
+
+
+# --- Docker ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_image() -> str:
+    """A running dockerd and the session image (built once, then cached by tag)."""
+    return ensure_docker()
+
+
+@pytest.fixture
+def docker_scope(docker_image: str) -> Iterator[DockerScope]:
+    """The test's own agent id and user; fails it for Docker objects it left behind."""
+    scope = DockerScope()
+    yield scope
+    left = scope.leftovers()
+    assert not left, f"the test left Docker objects behind (removed now): {left}"
+
+
+@pytest.fixture
+async def docker_cluster(
+    api: ApiProcess, admin: httpx.AsyncClient, tmp_path: Path, docker_scope: DockerScope
+) -> AsyncIterator[Cluster]:
+    """A real docker-platform agent (sessions are containers) on ``api``."""
+    async with _agent_cluster(
+        api, admin, tmp_path / "agent", agent_id=docker_scope.agent_id, platform="docker"
+    ) as setup:
+        yield setup
 
 
 @pytest.fixture

@@ -66,8 +66,19 @@ class ManualAgent:
         self.ws = await connect(self.url, additional_headers=headers, max_size=2**20)
         self.opened.append(self.ws)
 
-    async def connect(self, sessions: list[dict[str, Any]] | None = None) -> ServerMessage:
-        """Open, say hello, return the welcome."""
+    async def connect(
+        self, sessions: list[dict[str, Any]] | None = None, *, leader_epoch: int | None = None
+    ) -> ServerMessage:
+        """Open, say hello (as leader ``leader_epoch`` if given), return the welcome."""
+        await self.hello(sessions, leader_epoch=leader_epoch)
+        welcome = await self.receive()
+        assert welcome.type == "welcome", welcome
+        return welcome
+
+    async def hello(
+        self, sessions: list[dict[str, Any]] | None = None, *, leader_epoch: int | None = None
+    ) -> None:
+        """Open and say hello; the answer is left to read."""
         await self.open()
         hello = Hello(
             payload=HelloPayload(
@@ -77,12 +88,10 @@ class ManualAgent:
                 version="test",
                 capacity=10,
                 sessions=sessions or [],
+                leader_epoch=leader_epoch,
             )
         )
         await self.send_raw(hello.model_dump_json())
-        welcome = await self.receive()
-        assert welcome.type == "welcome", welcome
-        return welcome
 
     async def send_raw(self, frame: str | bytes) -> None:
         assert self.ws is not None

@@ -131,7 +131,7 @@ class ApiProcess(_Process):
 
 
 class AgentProcess(_Process):
-    """An agent dialing ``control_plane_url``; ``behaviour=None`` runs the real local platform."""
+    """An agent dialing ``control_plane_url``; ``behaviour=None`` runs the real ``platform``."""
 
     def __init__(
         self,
@@ -142,12 +142,14 @@ class AgentProcess(_Process):
         behaviour: str | None = "noop",
         extra_args: list[str] = (),  # type: ignore[assignment]
         env: Mapping[str, str] = {},
+        platform: str = "local",
+        name: str | None = None,
     ) -> None:
-        super().__init__(directory, agent_id)
+        super().__init__(directory, name or agent_id)
         self.agent_id = agent_id
         self.execution_log = directory / f"{agent_id}.executions.jsonl"
         if behaviour is None:
-            self.argv = [str(VENV_BIN / "streamspace"), "agent", "--platform", "local"]
+            self.argv = [str(VENV_BIN / "streamspace"), "agent", "--platform", platform]
         else:
             self.argv = [
                 sys.executable,

@@ -1,4 +1,4 @@
-"""The ``streamspace`` command: up, api, agent, migrate, users."""
+"""The ``streamspace`` command: up, api, agent, migrate, users, images."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 
 from streamspace import logs
 from streamspace.config import DEFAULT_DATA_DIR, AgentSettings, ApiSettings
+from streamspace.images.recipe import DEFAULT_TAG as DEFAULT_SESSION_IMAGE
 from streamspace.protocol import PlatformName
 
 app = typer.Typer(
@@ -19,6 +20,8 @@ app = typer.Typer(
 )
 users_app = typer.Typer(help="Manage local users.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+images_app = typer.Typer(help="Session images for the docker platform.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
 
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
@@ -69,14 +72,15 @@ def agent(
 ) -> None:
     """One agent: dials out to CONTROL_PLANE_URL and runs the sessions it is sent."""
     from streamspace.agent.main import run_agent, until_signal
-    from streamspace.agent.platforms.local import LocalPlatform
+    from streamspace.agent.platforms import create_platform
 
     logs.configure()
     settings = AgentSettings()
-    if platform is not PlatformName.LOCAL:
-        raise typer.BadParameter(f"the {platform.value} platform is not available yet")
-    local = LocalPlatform(data_dir=settings.agent_data_dir, vnc_host=settings.local_vnc_host)
-    asyncio.run(until_signal(lambda stop: run_agent(settings, local, stop)))
+    try:
+        chosen = create_platform(platform, settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    asyncio.run(until_signal(lambda stop: run_agent(settings, chosen, stop)))
 
 
 @app.command()
@@ -135,3 +139,18 @@ def users_create(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"created {role} {username!r}")
+
+
+@images_app.command("build")
+def images_build(
+    tag: Annotated[str, typer.Option(help="Tag of the image.")] = DEFAULT_SESSION_IMAGE,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the tag is up to date.")] = False,
+) -> None:
+    """Build the session image from Debian packages (debootstrap + docker import)."""
+    from streamspace.images.builder import BuildError, build_session_image
+
+    try:
+        build_session_image(tag=tag, force=force)
+    except BuildError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -5,9 +5,12 @@ from __future__ import annotations
 import socket
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamspace.images.recipe import DEFAULT_TAG as DEFAULT_SESSION_IMAGE
 
 DEFAULT_DATA_DIR = Path.home() / ".streamspace"
 
@@ -26,19 +29,11 @@ def to_async_url(url: str) -> str:
     raise ValueError(f"unsupported DATABASE_URL scheme: {url.split(':', 1)[0]!r}")
 
 
-class ApiSettings(BaseSettings):
-    """Control-plane settings."""
+class RedisSettings(BaseSettings):
+    """Where Redis is: shared by the control plane's hub and the agent's leader election."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
-    database_url: str = Field(default=f"sqlite:///{DEFAULT_DATA_DIR / 'streamspace.db'}")
-    agent_bootstrap_key: str | None = None
-    agent_auto_approve: bool = False
-    streamspace_admin_password: str | None = None
-    pod_name: str = Field(default_factory=socket.gethostname)
-
-    agenthub_redis_enabled: bool = False
-    """Share the AgentHub between replicas through Redis (multi-pod mode)."""
     redis_host: str = "localhost"
     redis_port: int = Field(default=6379, ge=1, le=65535)
     redis_password: str | None = None
@@ -48,6 +43,19 @@ class ApiSettings(BaseSettings):
     redis_sentinels: str | None = None
     """Comma-separated ``host:port`` list of Redis Sentinels (overrides the above)."""
     redis_sentinel_master: str = "mymaster"
+
+
+class ApiSettings(RedisSettings):
+    """Control-plane settings."""
+
+    database_url: str = Field(default=f"sqlite:///{DEFAULT_DATA_DIR / 'streamspace.db'}")
+    agent_bootstrap_key: str | None = None
+    agent_auto_approve: bool = False
+    streamspace_admin_password: str | None = None
+    pod_name: str = Field(default_factory=socket.gethostname)
+
+    agenthub_redis_enabled: bool = False
+    """Share the AgentHub between replicas through Redis (multi-pod mode)."""
     replica_alive_ttl: float = Field(default=10.0, gt=0)
     """Seconds a replica's liveness key outlives its last renewal (renewed every third)."""
 
@@ -105,10 +113,8 @@ class ApiSettings(BaseSettings):
         return self.async_database_url.startswith("sqlite")
 
 
-class AgentSettings(BaseSettings):
-    """Agent settings."""
-
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+class AgentSettings(RedisSettings):
+    """Agent settings (the Redis ones are used by ``LEADER_ELECTION=redis`` only)."""
 
     control_plane_url: str = "http://127.0.0.1:8080"
     agent_id: str = Field(default_factory=lambda: f"local-{socket.gethostname()}")
@@ -118,3 +124,17 @@ class AgentSettings(BaseSettings):
     agent_data_dir: Path = DEFAULT_DATA_DIR / "agent"
     local_vnc_host: str = "127.0.0.1"
     """Address the local platform's Xvnc servers listen on (and that the session reports)."""
+    docker_host: str = "unix:///var/run/docker.sock"
+    """The Docker daemon of the docker platform (the variable the docker CLI reads too)."""
+    docker_session_image: str = DEFAULT_SESSION_IMAGE
+    """Image of sessions whose template names none (``streamspace images build`` makes it)."""
+    leader_election: Literal["none", "redis", "file"] = "none"
+    """Run several replicas of ONE agent identity; only the lease holder acts."""
+    leader_lease_seconds: float = Field(default=10.0, gt=0)
+    """How long a leader's lease lasts unless renewed (renewed every third of it)."""
+    leader_lock_file: Path | None = None
+    """The ``file`` backend's lock (default ``<AGENT_DATA_DIR>/leader.lock``)."""
+
+    @property
+    def leader_lock_path(self) -> Path:
+        return self.leader_lock_file or self.agent_data_dir / "leader.lock"

@@ -26,3 +26,13 @@ def pod_alive_key(pod: str) -> str:
 def pod_address_key(pod: str) -> str:
     """``pod:<POD_NAME>:address``: the replica's internal base URL (VNC tunnel relays)."""
     return f"pod:{pod}:address"
+
+
+def agent_leader_key(agent_id: str) -> str:
+    """``agent:<id>:leader``: the lease of the agent's leader replica (its random token)."""
+    return f"agent:{agent_id}:leader"
+
+
+def agent_leader_epoch_key(agent_id: str) -> str:
+    """``agent:<id>:leader:epoch``: the fencing counter, incremented by every acquisition."""
+    return f"agent:{agent_id}:leader:epoch"

@@ -43,6 +43,7 @@ class CloseCode(IntEnum):
     HEARTBEAT_TIMEOUT = 4408
     REPLACED = 4409
     NOT_RUNNING = 4409
+    STALE_LEADER = 4412
     TOO_LARGE = 4413
     UNSUPPORTED_VERSION = 4426
     TUNNEL_FAILED = 4502
@@ -108,6 +109,8 @@ class HelloPayload(_Strict):
     version: str = Field(max_length=64)
     capacity: int = Field(ge=0, le=100_000)
     sessions: list[RunningSession] = Field(default_factory=list, max_length=100_000)
+    leader_epoch: int | None = Field(default=None, ge=1)
+    """Fencing token of a replica elected by leader election (``None``: no election)."""
 
 
 class HeartbeatPayload(_Strict):

@@ -13,7 +13,8 @@ crash (a ``started`` line without its ``done``) can be told from one that finish
 :func:`finished_executions`. Lines without a phase are instantaneous operations: they finish
 in the same step that logs them.
 
-Run a fake agent against a control plane::
+Run a fake agent against a control plane (leader election through the usual
+``LEADER_ELECTION`` settings; replicas of one agent share sessions through ``--state``)::
 
     python -m streamspace.testing fake-agent --behaviour slow --delay 2 --log calls.jsonl
 """
@@ -67,6 +68,19 @@ class NoopPlatform(Platform):
         self.sessions: dict[str, PlatformState] = {}
         """Running sessions by id; tests may seed it to fake sessions from an earlier run."""
         self.exit_reasons: dict[str, str] = {}
+        self.state_path: Path | None = None
+        """When set, ``sessions`` is kept in this JSON file: replicas of one agent on one host
+        then see the same sessions, as they would see the same Docker daemon."""
+
+    def _save(self) -> None:
+        if self.state_path is not None:
+            staged = self.state_path.with_name(f"{self.state_path.name}.{os.getpid()}.tmp")
+            staged.write_text(json.dumps(self.sessions))
+            os.replace(staged, self.state_path)  # atomic: a killed writer leaves no half file
+
+    def _forget(self, session_id: str) -> None:
+        self.sessions.pop(session_id, None)
+        self._save()
 
     def _record(self, action: Action, session_id: str, *, phase: str | None = None) -> None:
         self.calls.append((action.value, session_id))
@@ -91,12 +105,13 @@ class NoopPlatform(Platform):
 
     def mark_exited(self, session_id: str, reason: str = "process exited") -> None:
         """Make the session look like it died by itself (``poll`` reports it)."""
-        self.sessions.pop(session_id, None)
+        self._forget(session_id)
         self.exit_reasons[session_id] = reason
 
     def _up(self, session_id: str, extra: PlatformState | None = None) -> Started:
         state: PlatformState = {"session_id": session_id, "fake": True, **(extra or {})}
         self.sessions[session_id] = state
+        self._save()
         self.exit_reasons.pop(session_id, None)
         return Started(vnc=self.vnc, state=state)
 
@@ -111,12 +126,12 @@ class NoopPlatform(Platform):
     async def stop(self, state: PlatformState, *, keep_home: bool = False) -> None:
         session_id = str(state.get("session_id", ""))
         await self._act(Action.STOP_SESSION, session_id)
-        self.sessions.pop(session_id, None)
+        self._forget(session_id)
 
     async def hibernate(self, state: PlatformState) -> PlatformState:
         session_id = str(state.get("session_id", ""))
         await self._act(Action.HIBERNATE_SESSION, session_id)
-        self.sessions.pop(session_id, None)
+        self._forget(session_id)
         return {**state, "hibernated": True}
 
     async def wake(self, spec: SessionSpec, state: PlatformState) -> Started:
@@ -130,6 +145,8 @@ class NoopPlatform(Platform):
         return Exited(self.exit_reasons.get(session_id, "not running"))
 
     async def list_running(self) -> list[RunningSession]:
+        if self.state_path is not None and self.state_path.exists():
+            self.sessions = json.loads(self.state_path.read_text())
         return [
             RunningSession(session_id=sid, vnc=self.vnc, state=state)
             for sid, state in self.sessions.items()
@@ -219,6 +236,7 @@ async def run_fake_agent(args: argparse.Namespace) -> None:
     )
     if args.vnc_port is not None:
         platform.vnc = VncEndpoint(host="127.0.0.1", port=args.vnc_port)
+    platform.state_path = args.state
     timeouts = {action: args.timeout for action in Action} if args.timeout else None
     await until_signal(
         lambda stop: run_agent(
@@ -243,6 +261,9 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--timeout", type=float, default=None, help="deadline for every action")
     agent.add_argument("--poll-interval", type=float, default=2.0)
     agent.add_argument("--vnc-port", type=int, default=None, help="sessions' VNC port")
+    agent.add_argument(
+        "--state", type=Path, default=None, help="keep sessions in this JSON file (replicas)"
+    )
     return parser
 
 

@@ -248,6 +248,7 @@ _REFUSALS = {
     CloseCode.UNAUTHORIZED: "API key rejected",
     CloseCode.FORBIDDEN: "agent pending approval",
     CloseCode.UNSUPPORTED_VERSION: "protocol version not supported by the control plane",
+    CloseCode.STALE_LEADER: "a newer leader of this agent is connected",
 }
 
 

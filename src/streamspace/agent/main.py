@@ -1,4 +1,5 @@
-"""Run one agent process: credentials, the executed-commands record, the runtime."""
+"""Run one agent process: credentials, the executed-commands record, the runtime, and the
+leader loop when several replicas share the agent's identity (``LEADER_ELECTION``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 from streamspace.agent.credentials import obtain_api_key
 from streamspace.agent.executed import ExecutedCommands
+from streamspace.agent.leader.base import Term
+from streamspace.agent.leader.election import create_lease, lead
 from streamspace.agent.platforms.base import Platform
 from streamspace.agent.runtime import AgentRuntime
 from streamspace.config import AgentSettings
@@ -17,14 +20,35 @@ from streamspace.config import AgentSettings
 async def run_agent(
     settings: AgentSettings, platform: Platform, stop: asyncio.Event, **runtime_options: Any
 ) -> None:
-    """Stay connected and execute commands until ``stop`` is set (sessions keep running)."""
-    api_key = await obtain_api_key(settings, platform.name)
-    executed = ExecutedCommands.in_data_dir(settings.agent_data_dir)
+    """Stay connected and execute commands until ``stop`` is set (sessions keep running).
+
+    With leader election, only while this replica holds the agent's lease.
+    """
+
+    async def serve(until: asyncio.Event, leader: Term | None) -> None:
+        api_key = await obtain_api_key(settings, platform.name)
+        executed = ExecutedCommands.in_data_dir(settings.agent_data_dir)
+        try:
+            runtime = AgentRuntime(
+                settings, platform, executed, api_key, leader=leader, **runtime_options
+            )
+            await runtime.run(until)
+        finally:
+            executed.close()
+
     try:
-        runtime = AgentRuntime(settings, platform, executed, api_key, **runtime_options)
-        await runtime.run(stop)
+        lease = create_lease(settings)
+        if lease is None:
+            await serve(stop, None)
+            return
+        await lead(
+            lease,
+            lambda term: serve(term.ended, term),
+            agent_id=settings.agent_id,
+            lease_seconds=settings.leader_lease_seconds,
+            stop=stop,
+        )
     finally:
-        executed.close()
         await platform.close()
 
 

@@ -4,6 +4,9 @@ Commands run in their own tasks (the read loop never waits for a platform call),
 time per session, and outlive the connection that delivered them; their outcome goes to
 whichever connection is open when they finish. Outcomes are stored before they are sent, so
 a re-delivered command is answered from the store instead of running twice.
+
+Under leader election the runtime serves one term: its hello carries the term's epoch, and
+it takes no command once the term is no longer held, even if its socket is still open.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from streamspace.agent.connection import (
     ws_url,
 )
 from streamspace.agent.executed import ExecutedCommands
+from streamspace.agent.leader.base import Term
 from streamspace.agent.platforms.base import Platform
 from streamspace.agent.tunnel import Tunnels
 from streamspace.config import AgentSettings
@@ -77,6 +81,7 @@ class AgentRuntime:
         poll_interval: float = 2.0,
         hello_timeout: float = 10.0,
         rng: random.Random | None = None,
+        leader: Term | None = None,
     ) -> None:
         self.settings = settings
         self.platform = platform
@@ -87,6 +92,8 @@ class AgentRuntime:
         self.poll_interval = poll_interval
         self.hello_timeout = hello_timeout
         self._rng = rng or random.Random()
+        self.leader = leader
+        """The leadership term this runtime serves (``None`` without leader election)."""
         PlatformName(platform.name)  # fail fast on a platform the protocol doesn't know
         self._urls = [ws_url(base) for base in base_urls(settings.control_plane_url)]
         self._book = SessionBook()
@@ -199,6 +206,7 @@ class AgentRuntime:
         log.info("connected to %s (replica %s)", conn.url, welcome.replica)
         name, error = await supervise(self._connection_tasks(conn, welcome, stop))
         if name == "stop":
+            await self._cancel_commands()  # stop acting first (a lost lease), then say goodbye
             await conn.ws.close(CloseCode.NORMAL, "agent shutting down")
             return Ended.STOPPED
         if isinstance(error, ConnectionClosed):
@@ -238,6 +246,7 @@ class AgentRuntime:
             version=streamspace.__version__,
             capacity=self.settings.agent_capacity,
             sessions=running,
+            leader_epoch=None if self.leader is None else self.leader.epoch,
         )
         await conn.send(Hello(payload=hello))
         async with asyncio.timeout(self.hello_timeout):
@@ -258,6 +267,8 @@ class AgentRuntime:
     async def _on_command(self, command: CommandPayload, conn: AgentConnection) -> None:
         """Ack, then run the command once; duplicates get the stored or pending answer."""
         cid = command.command_id
+        if not self._may_act(f"command {cid}"):
+            return
         await conn.send(Ack(payload=AckPayload(command_id=cid)))
         if cid in self._tasks:
             log.info("command %s is already running; acknowledged again", cid)
@@ -307,9 +318,18 @@ class AgentRuntime:
 
     def _on_tunnel(self, tunnel: TunnelPayload, conn: AgentConnection) -> None:
         """Open a VNC tunnel in its own task; it outlives this control connection."""
+        if not self._may_act(f"tunnel {tunnel.tunnel_id}"):
+            return
         self._tunnels.open(
             tunnel, conn.url, self._headers(), runs=lambda sid: sid in self._book.running
         )
+
+    def _may_act(self, what: str) -> bool:
+        """False once the leadership term is over (the socket may not have closed yet)."""
+        if self.leader is None or self.leader.held():
+            return True
+        log.warning("not the leader any more (epoch %d): ignoring %s", self.leader.epoch, what)
+        return False
 
     async def _cancel_commands(self) -> None:
         tasks = list(self._tasks.values())

@@ -19,8 +19,6 @@ from streamspace.controlplane.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.hub.base import AgentHub
 from streamspace.controlplane.hub.local import LocalAgentHub
 from streamspace.controlplane.hub.redis import RedisAgentHub
-from streamspace.controlplane.hub.redis_client import create_redis
-from streamspace.controlplane.hub.redis_client import describe as describe_redis
 from streamspace.controlplane.reconciler import Reconciler
 from streamspace.controlplane.routes import (
     agent_ws,
@@ -40,6 +38,8 @@ from streamspace.controlplane.state import Replica
 from streamspace.db.engine import create_engine, create_session_factory
 from streamspace.db.migrations.runner import upgrade_async
 from streamspace.protocol import CloseCode
+from streamspace.redis_client import create_redis
+from streamspace.redis_client import describe as describe_redis
 from streamspace.web.pages import mount_web
 
 log = logging.getLogger(__name__)

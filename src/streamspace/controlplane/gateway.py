@@ -25,6 +25,7 @@ from streamspace.db.models import Agent
 from streamspace.db.repo import agents as agent_repo
 from streamspace.protocol import (
     PROTOCOL_VERSION,
+    Ack,
     AgentMessage,
     CloseCode,
     Error,
@@ -43,6 +44,8 @@ HELLO_TIMEOUT = 10.0
 INBOX_SIZE = 1000
 """Frames read but not yet applied; beyond this the reader waits (back-pressure)."""
 BURST_SIZE = 200
+ACK_LINGER = 0.02
+"""Seconds a burst of only acknowledgements waits for the outcomes that usually follow."""
 
 
 class _Rejected(Exception):
@@ -64,6 +67,7 @@ class AgentGateway:
         try:
             agent = await self._authenticate(websocket)
             hello = await self._receive_hello(websocket, agent)
+            await self._fence(agent, hello)
         except _Rejected as rejected:
             await _reject(websocket, rejected)
             return
@@ -152,6 +156,32 @@ class AgentGateway:
             raise _Rejected(CloseCode.BAD_MESSAGE, "hello agent_id does not match credentials")
         return message
 
+    async def _fence(self, agent: Agent, hello: Hello) -> None:
+        """Refuse a stale leader: a hello's leader epoch may not be below the highest seen.
+
+        Checked and recorded in one conditional UPDATE, so of two replicas of one agent
+        racing to connect only the newer leader gets in; an agent that ever connected under
+        leader election cannot connect without an epoch (an un-fenced second replica).
+        """
+        epoch = hello.payload.leader_epoch
+        if epoch is None:
+            if agent.leader_epoch is not None:
+                raise _Rejected(
+                    CloseCode.STALE_LEADER,
+                    f"hello without leader_epoch (agent runs under leader election, epoch"
+                    f" {agent.leader_epoch})",
+                    error="stale_leader",
+                )
+            return
+        async with self._replica.db() as db, db.begin():
+            claimed = await agent_repo.claim_leader_epoch(db, agent.agent_id, epoch)
+        if not claimed:
+            raise _Rejected(
+                CloseCode.STALE_LEADER,
+                f"leader epoch {epoch} is stale: a newer leader of this agent has connected",
+                error="stale_leader",
+            )
+
     async def _read_loop(self, connection: AgentConnection) -> None:
         """A reader keeps the socket drained; a processor applies what it read in bursts.
 
@@ -175,9 +205,7 @@ class AgentGateway:
         reader = asyncio.create_task(read(), name=f"agent-reader-{connection.agent_id}")
         try:
             while True:
-                burst = [await inbox.get()]
-                while not inbox.empty() and len(burst) < BURST_SIZE:
-                    burst.append(inbox.get_nowait())
+                burst = await _next_burst(inbox)
                 reports = [item for item in burst if not isinstance(item, BaseException)]
                 if reports:
                     await self._apply(connection, reports)
@@ -203,6 +231,35 @@ class AgentGateway:
             await connection.send(error)
         if applied.wake:
             self._replica.dispatcher.wake(connection.agent_id)
+
+
+async def _next_burst(
+    inbox: asyncio.Queue[Report | Heartbeat | BaseException],
+) -> list[Report | Heartbeat | BaseException]:
+    """What arrived since the last burst, waiting up to ``ACK_LINGER`` more while it holds
+    only acknowledgements: the outcome usually follows at once, and an ack applied with
+    its outcome costs no statement of its own."""
+    burst: list[Report | Heartbeat | BaseException] = [await inbox.get()]
+    while len(burst) < BURST_SIZE:
+        if not inbox.empty():
+            burst.append(inbox.get_nowait())
+        elif _only_acks(burst):
+            try:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can drop an item
+                # that arrives just as it times out; a cancelled Queue.get leaves it queued.
+                async with asyncio.timeout(ACK_LINGER):
+                    burst.append(await inbox.get())
+            except TimeoutError:
+                break
+        else:
+            break
+    return burst
+
+
+def _only_acks(burst: list[Report | Heartbeat | BaseException]) -> bool:
+    return any(isinstance(item, Ack) for item in burst) and all(
+        isinstance(item, Ack | Heartbeat) for item in burst
+    )
 
 
 async def _receive(websocket: WebSocket) -> AgentMessage:

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -87,6 +87,8 @@ class Agent(Base):
     """The control-plane replica (POD_NAME) the agent is connected to."""
     last_heartbeat: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    leader_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    """Highest leader-election epoch seen in a hello; a lower one is a stale leader."""
 
 
 class Template(Base):

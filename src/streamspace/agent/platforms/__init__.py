@@ -1,0 +1,25 @@
+"""Where sessions run: the Platform contract (``base``) and its implementations."""
+
+from __future__ import annotations
+
+from streamspace.agent.platforms.base import Platform
+from streamspace.config import AgentSettings
+from streamspace.protocol import PlatformName
+
+
+def create_platform(name: PlatformName, settings: AgentSettings) -> Platform:
+    """The platform ``name`` configured from ``settings`` (imports only what it needs)."""
+    if name is PlatformName.LOCAL:
+        from streamspace.agent.platforms.local import LocalPlatform
+
+        return LocalPlatform(data_dir=settings.agent_data_dir, vnc_host=settings.local_vnc_host)
+    if name is PlatformName.DOCKER:
+        from streamspace.agent.platforms.docker import DockerPlatform
+        from streamspace.agent.platforms.docker_client import DockerClient
+
+        return DockerPlatform(
+            client=DockerClient(settings.docker_host),
+            agent_id=settings.agent_id,
+            image=settings.docker_session_image,
+        )
+    raise ValueError(f"the {name.value} platform is not available yet")

@@ -9,7 +9,6 @@ descendants which left the group (see ``local_procs``). Bookkeeping lives in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
 import json
 import os
@@ -30,7 +29,7 @@ from streamspace.agent.platforms.local_procs import (
     remove_stale_x_files,
     start_ticks,
 )
-from streamspace.agent.platforms.vnc_probe import read_rfb_banner
+from streamspace.agent.platforms.vnc_probe import wait_for_rfb
 from streamspace.protocol import RunningSession, SessionSpec, VncEndpoint
 
 XVNC = "Xvnc"
@@ -225,21 +224,13 @@ class LocalPlatform(Platform):
         self, xvnc: asyncio.subprocess.Process, port: int, deadline: float
     ) -> str | None:
         """``None`` once the port answers with an RFB banner, else why it never will."""
-        loop = asyncio.get_running_loop()
-        exited = asyncio.ensure_future(xvnc.wait())
-        try:
-            while (remaining := deadline - loop.time()) > 0:
-                with contextlib.suppress(OSError, TimeoutError, asyncio.IncompleteReadError):
-                    banner = await read_rfb_banner(self._probe_host, port, min(1.0, remaining))
-                    if banner.startswith(b"RFB "):
-                        return None
-                # Not listening yet: retry soon, or stop at once if Xvnc gave up.
-                await asyncio.wait({exited}, timeout=min(0.05, max(remaining, 0)))
-                if xvnc.returncode is not None:
-                    return f"Xvnc exited with {describe_exit(xvnc.returncode)} (see session.log)"
-            return f"no RFB banner within {self._start_timeout:g}s"
-        finally:
-            exited.cancel()
+
+        async def gone() -> str | None:
+            if xvnc.returncode is None:
+                return None
+            return f"Xvnc exited with {describe_exit(xvnc.returncode)} (see session.log)"
+
+        return await wait_for_rfb(self._probe_host, port, deadline=deadline, gone=gone)
 
     # --- stopping -----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Agent, Session, utcnow
@@ -42,6 +42,23 @@ def create(
     )
     db.add(agent)
     return agent
+
+
+async def claim_leader_epoch(db: AsyncSession, agent_id: str, epoch: int) -> bool:
+    """Record ``epoch`` unless a higher one was seen: one conditional UPDATE, so of two
+    replicas racing with different epochs only the higher can win. Equal is allowed (the
+    same leader reconnecting)."""
+    claimed = await db.scalar(
+        update(Agent)
+        .where(
+            Agent.agent_id == agent_id,
+            or_(Agent.leader_epoch.is_(None), Agent.leader_epoch <= epoch),
+        )
+        .values(leader_epoch=epoch)
+        .returning(Agent.agent_id)
+        .execution_options(synchronize_session=False)
+    )
+    return claimed is not None
 
 
 async def mark_online(

@@ -1,11 +1,12 @@
-"""Building the Redis client of the hub from settings: URL, host/port, or Sentinel."""
+"""Building a Redis client from settings (URL, host/port, or Sentinel): the control plane's hub
+and the agent's leader election both connect through here."""
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
-from streamspace.config import ApiSettings
+from streamspace.config import RedisSettings
 
 SOCKET_TIMEOUT = 2.0
 
@@ -21,8 +22,8 @@ def parse_sentinels(value: str) -> list[tuple[str, int]]:
     return addresses
 
 
-def create_redis(settings: ApiSettings) -> Redis:
-    """The client the hub uses; with Sentinel it follows the master across failovers."""
+def create_redis(settings: RedisSettings) -> Redis:
+    """A client for the configured Redis; with Sentinel it follows the master across failovers."""
     timeout = SOCKET_TIMEOUT
     if settings.redis_sentinels:
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -51,8 +52,8 @@ def create_redis(settings: ApiSettings) -> Redis:
     )
 
 
-def describe(settings: ApiSettings) -> str:
-    """Where the hub's Redis is, for logs (never includes the password)."""
+def describe(settings: RedisSettings) -> str:
+    """Where Redis is, for logs (never includes the password)."""
     if settings.redis_sentinels:
         return f"sentinels {settings.redis_sentinels} master {settings.redis_sentinel_master}"
     if settings.redis_url:

@@ -1,0 +1,1 @@
+"""Session images: the recipe (``recipe``) and the offline builder (``builder``)."""

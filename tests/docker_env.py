@@ -1,0 +1,105 @@
+"""Docker for tests: a running dockerd, the session image, the ``docker`` CLI, leftover checks.
+
+``ensure_docker()`` starts dockerd when none answers (scripts/start-dockerd.sh) and builds
+the session image with the real builder (cached by tag, so only the first run pays for it);
+it fails, never skips, when Docker cannot run here. ``DockerScope`` gives a test its own
+agent id and user and, at the end, fails the test for any container, volume or network of
+ours that it left behind (removing them, so the next run starts clean).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from streamspace.agent.platforms.docker import AGENT_LABEL, HOME_LABEL, LABEL
+from streamspace.images.builder import build_session_image
+from streamspace.images.recipe import DEFAULT_TAG
+
+START_DOCKERD = Path(__file__).parents[1] / "scripts" / "start-dockerd.sh"
+
+
+def ensure_docker() -> str:
+    """A running daemon and the session image; returns the image's tag."""
+    started = subprocess.run(["bash", str(START_DOCKERD)], capture_output=True, text=True)
+    if started.returncode != 0:
+        raise RuntimeError(
+            "the Docker tests need a running dockerd (scripts/install-deps.sh test installs "
+            f"docker.io):\n{started.stdout}{started.stderr}"
+        )
+    build_session_image(tag=DEFAULT_TAG, console=Console(stderr=True))
+    return DEFAULT_TAG
+
+
+async def docker(*args: str, check: bool = True) -> str:
+    """Run ``docker args…``; return its stdout (fails the test on a non-zero exit)."""
+    proc = await asyncio.create_subprocess_exec(
+        "docker", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {err.decode().strip()}")
+    return out.decode()
+
+
+def docker_sync(*args: str) -> list[str]:
+    """Run ``docker args…`` (teardown, outside the event loop); return its output lines."""
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+@dataclass
+class DockerScope:
+    """One test's identities on the shared daemon, and what existed before it ran."""
+
+    agent_id: str = field(default_factory=lambda: f"docker-test-{uuid.uuid4().hex[:8]}")
+    user: str = field(default_factory=lambda: f"user-{uuid.uuid4().hex[:8]}")
+    homes_before: set[str] = field(default_factory=set)
+    networks_before: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.homes_before = set(_volumes(HOME_LABEL))
+        self.networks_before = set(_networks())
+
+    def leftovers(self) -> list[str]:
+        """Remove what the test left behind; describe it (empty when nothing was left).
+
+        The test user's persistent homes are not leftovers: ``stop`` keeps them by design.
+        """
+        found = []
+        containers = docker_sync("ps", "-aq", "--filter", f"label={AGENT_LABEL}={self.agent_id}")
+        if containers:
+            found.append(f"containers {containers}")
+            docker_sync("rm", "-f", "-v", *containers)
+        own_homes = _volumes(f"{LABEL}user={self.user}")
+        strangers = set(_volumes(HOME_LABEL)) - self.homes_before - set(own_homes)
+        if strangers:
+            found.append(f"volumes {sorted(strangers)}")
+        if own_homes or strangers:
+            docker_sync("volume", "rm", *own_homes, *strangers)
+        networks = set(_networks()) - self.networks_before
+        if networks:
+            found.append(f"networks {sorted(networks)}")
+            docker_sync("network", "rm", *networks)
+        return found
+
+
+def _volumes(label: str) -> list[str]:
+    return docker_sync("volume", "ls", "-q", "--filter", f"label={label}")
+
+
+def _networks() -> list[str]:
+    return docker_sync("network", "ls", "-q")
+
+
+async def container_labels(name: str) -> dict[str, str]:
+    labels: dict[str, str] = json.loads(
+        await docker("inspect", "--format", "{{json .Config.Labels}}", name)
+    )
+    return labels

@@ -1,0 +1,238 @@
+"""DockerPlatform against a real dockerd: session containers from the real session image.
+
+Direct platform calls for the container mechanics, then a real ``streamspace api`` with a
+real ``streamspace agent --platform docker`` for what goes through the control plane (the
+VNC tunnel, re-adoption by a restarted agent, a killed container reported by ``status``).
+Every test runs under ``docker_scope``, which fails it for containers, volumes or networks
+it leaves behind.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from rich.console import Console
+from websockets.asyncio.client import connect
+
+from streamspace.agent.platforms.base import Exited, PlatformError
+from streamspace.agent.platforms.docker import DockerPlatform, container_name, home_volume
+from streamspace.agent.platforms.docker_client import DockerClient
+from streamspace.agent.platforms.vnc_probe import read_rfb_banner
+from streamspace.images import recipe
+from streamspace.images.builder import build_session_image
+from streamspace.protocol import SessionSpec
+from tests.docker_env import DockerScope, container_labels, docker
+from tests.helpers import eventually
+from tests.local_sessions import RFB, TIMEOUT, Cluster
+from tests.processes import AgentProcess
+from tests.rfb import RfbClient
+
+# The first test also waits for the session image build (about 90 s here, once per machine).
+pytestmark = pytest.mark.timeout(400)
+
+DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+def make_spec(scope: DockerScope, template: str = "xterm", **fields: object) -> SessionSpec:
+    command = {"xterm": ["xterm"], "xedit": ["xedit"]}.get(template, [template])
+    values: dict[str, object] = {
+        "session_id": f"d-{uuid.uuid4().hex[:12]}",
+        "user": scope.user,
+        "template": template,
+        "command": command,
+        "persistent_home": template == "xedit",
+        **fields,
+    }
+    return SessionSpec.model_validate(values)
+
+
+@pytest.fixture
+async def platform(docker_scope: DockerScope, docker_image: str) -> AsyncIterator[DockerPlatform]:
+    platform = DockerPlatform(
+        client=DockerClient(DOCKER_HOST), agent_id=docker_scope.agent_id, image=docker_image
+    )
+    try:
+        yield platform
+    finally:
+        await platform.close()
+
+
+async def container_exists(name: str) -> bool:
+    return bool((await docker("ps", "-aq", "--filter", f"name=^{name}$")).strip())
+
+
+async def volume_exists(name: str) -> bool:
+    return bool((await docker("volume", "ls", "-q", "--filter", f"name=^{name}$")).strip())
+
+
+def test_the_builder_keeps_an_image_built_from_the_same_recipe(docker_image: str) -> None:
+    output = io.StringIO()
+    assert build_session_image(tag=docker_image, console=Console(file=output)) is False
+    assert f"up to date (recipe {recipe.digest()})" in output.getvalue()
+
+
+# --- the platform on its own -------------------------------------------------------------
+
+
+async def test_start_serves_rfb_with_labels_and_limits_and_stop_removes_it(
+    platform: DockerPlatform, docker_scope: DockerScope
+) -> None:
+    spec = make_spec(docker_scope, resources={"cpu": "500m", "memory": "256Mi"})
+    started = await platform.start(spec)
+    assert started.vnc.host == "127.0.0.1"
+    assert await read_rfb_banner(started.vnc.host, started.vnc.port, 5.0) == RFB
+    name = container_name(spec.session_id)
+    labels = await container_labels(name)
+    assert labels["streamspace.session"] == spec.session_id
+    assert labels["streamspace.agent"] == docker_scope.agent_id
+    assert (labels["streamspace.user"], labels["streamspace.template"]) == (spec.user, "xterm")
+    limits = await docker(
+        "inspect", "--format", "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}", name
+    )
+    assert limits.split() == ["500000000", str(256 * 2**20)]
+    assert await platform.poll(started.state) is None
+
+    await platform.stop(started.state)
+    assert not await container_exists(name)
+    assert await platform.poll(started.state) == Exited("container no longer exists")
+    await platform.stop(started.state)  # idempotent
+
+
+async def test_hibernate_and_wake_keep_a_file_in_the_home_volume(
+    platform: DockerPlatform, docker_scope: DockerScope
+) -> None:
+    spec = make_spec(docker_scope, "xedit")
+    started = await platform.start(spec)
+    name = container_name(spec.session_id)
+    await docker("exec", name, "sh", "-c", 'echo kept > "$HOME/notes.txt"')
+
+    hibernated = await platform.hibernate(started.state)
+    assert hibernated["status"] == "hibernated"
+    assert "exited" in await docker("inspect", "--format", "{{.State.Status}}", name)
+    assert await platform.poll(hibernated) == Exited("session is hibernated")
+
+    woken = await platform.wake(spec, hibernated)
+    assert await read_rfb_banner(woken.vnc.host, woken.vnc.port, 5.0) == RFB
+    assert (await docker("exec", name, "cat", "/home/session/notes.txt")).strip() == "kept"
+
+    # Stop keeps a persistent home; a new session of the same user and template finds it.
+    await platform.stop(woken.state)
+    assert await volume_exists(home_volume(spec.user, "xedit"))
+    again = make_spec(docker_scope, "xedit")
+    await platform.start(again)
+    second = container_name(again.session_id)
+    assert (await docker("exec", second, "cat", "/home/session/notes.txt")).strip() == "kept"
+    await platform.stop({"session_id": again.session_id})
+
+
+async def test_a_new_platform_adopts_running_containers_and_reports_orphans(
+    platform: DockerPlatform, docker_scope: DockerScope, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = make_spec(docker_scope)
+    started = await platform.start(spec)
+    restarted = DockerPlatform(client=DockerClient(DOCKER_HOST), agent_id=docker_scope.agent_id)
+    other = DockerPlatform(client=DockerClient(DOCKER_HOST), agent_id="some-other-agent")
+    try:
+        adopted = {s.session_id: s for s in await restarted.list_running()}
+        assert adopted[spec.session_id].vnc == started.vnc
+        assert await restarted.poll(adopted[spec.session_id].state) is None
+
+        with caplog.at_level(logging.WARNING):
+            assert spec.session_id not in {s.session_id for s in await other.list_running()}
+        assert f"orphan session container {container_name(spec.session_id)}" in caplog.text
+
+        await restarted.stop(adopted[spec.session_id].state)
+    finally:
+        await restarted.close()
+        await other.close()
+
+
+async def test_a_missing_image_fails_clearly_and_leaves_nothing(
+    platform: DockerPlatform, docker_scope: DockerScope
+) -> None:
+    spec = make_spec(docker_scope, "xedit", image="streamspace/no-such-image:1")
+    with pytest.raises(PlatformError, match="no-such-image:1' is not on the Docker host"):
+        await platform.start(spec)
+    assert not await container_exists(container_name(spec.session_id))
+    assert not await volume_exists(home_volume(spec.user, "xedit"))
+
+
+async def test_an_application_that_cannot_start_fails_with_its_output(
+    platform: DockerPlatform, docker_scope: DockerScope
+) -> None:
+    spec = make_spec(docker_scope, "xedit", command=["no-such-program"])
+    with pytest.raises(PlatformError, match="exited with code 127") as failure:
+        await platform.start(spec)
+    assert "no-such-program" in str(failure.value)  # the container's own error output
+    assert not await container_exists(container_name(spec.session_id))
+    assert not await volume_exists(home_volume(spec.user, "xedit"))  # made for this start
+
+
+# --- through the control plane -------------------------------------------------------------
+
+
+async def test_tunnel_reaches_the_container_and_a_restarted_agent_adopts_it(
+    docker_cluster: Cluster, docker_scope: DockerScope
+) -> None:
+    running = await docker_cluster.launch("xterm")
+    sid = running["id"]
+    assert await container_exists(container_name(sid))
+    await view(docker_cluster, sid)
+
+    docker_cluster.agent.kill()
+    connections = docker_cluster.agent.output().count("connected to")  # the log is shared
+    agent = AgentProcess(
+        docker_cluster.agent_dir,
+        control_plane_url=docker_cluster.api.url,
+        agent_id=docker_scope.agent_id,
+        behaviour=None,
+        platform="docker",
+    )
+    agent.start()
+    docker_cluster.agent = agent
+
+    async def reconnected() -> bool:
+        return agent.output().count("connected to") > connections
+
+    await eventually(reconnected, timeout=TIMEOUT, message="restarted agent connected")
+    assert (await docker_cluster.state(sid, "running"))["vnc"] == running["vnc"]
+    await view(docker_cluster, sid)  # the new agent tunnels to the adopted container
+
+    await docker_cluster.action(sid, "stop")
+    await docker_cluster.state(sid, "terminated")
+    await eventually(lambda: _gone(sid), timeout=TIMEOUT, message="container removed")
+
+
+async def test_a_killed_container_fails_the_session_with_its_exit(
+    docker_cluster: Cluster,
+) -> None:
+    running = await docker_cluster.launch("xterm")
+    sid = running["id"]
+    await docker("kill", container_name(sid))
+    failed = await docker_cluster.state(sid, "failed")
+    events = await docker_cluster.events(sid)
+    reasons = " ".join(str(event.get("detail")) for event in events)
+    assert "container exited with code 137 (SIGKILL)" in reasons, (failed, events)
+    # The control plane has the agent clean up after the failure: the container goes.
+    await eventually(lambda: _gone(sid), timeout=TIMEOUT, message="container removed")
+
+
+async def _gone(session_id: str) -> bool:
+    return not await container_exists(container_name(session_id))
+
+
+async def view(cluster: Cluster, session_id: str) -> None:
+    """Through the control plane's tunnel: RFB handshake and one framebuffer update."""
+    response = await cluster.client.post(f"/api/v1/sessions/{session_id}/connect")
+    assert response.status_code == 200, response.text
+    url = "ws://" + cluster.api.url.removeprefix("http://") + response.json()["url"]
+    async with connect(url, subprotocols=["binary"], open_timeout=10) as ws:
+        rfb = RfbClient(ws)
+        init = await rfb.handshake()
+        assert (init.name, init.width, init.height) == (session_id, 1280, 800)
+        await rfb.request_update()
+        assert await rfb.read_update() > 0
