@@ -181,3 +181,49 @@ async def test_undelivered_command_expires(processes: None, tmp_path: Path, pg_u
     assert failed["termination_reason"] == (
         "hibernate_session failed: expired: no agent took the command in time"
     )
+
+
+async def test_a_stream_of_reports_is_applied_in_arrival_order(
+    api: ApiProcess, admin: httpx.AsyncClient, database: Database
+) -> None:
+    """Reports sent back to back (applied in bursts, runs of completes together) keep their
+    order and per-report meaning: a session that exits after its start completed fails and
+    is cleaned up, a duplicate is ignored, a stranger's command is answered with an error."""
+    agent = await ManualAgent.registered(api.url, "agent-burst")
+    await agent.connect()
+    sessions = [
+        (await admin.post("/api/v1/sessions", json={"template": "xterm"})).json()["id"]
+        for _ in range(3)
+    ]
+    commands = {}
+    for _ in sessions:
+        command = await agent.receive()
+        commands[command.payload.session_id] = command.payload.command_id  # type: ignore[union-attr]
+    first, second, third = (commands[session_id] for session_id in sessions)
+
+    def complete(command_id: str, port: int) -> dict[str, object]:
+        return {"command_id": command_id, "result": {"vnc": {"host": "127.0.0.1", "port": port}}}
+
+    for command_id in (first, second, third):
+        await agent.send("ack", {"command_id": command_id})
+    await agent.send("complete", complete(first, 5901))
+    await agent.send("complete", complete(second, 5902))
+    await agent.send("status", {"session_id": sessions[0], "state": "exited", "reason": "gone"})
+    await agent.send("complete", complete(third, 5903))
+    await agent.send("complete", complete(second, 5999))  # duplicate: changes nothing
+    await agent.send("complete", complete("cmd-of-nobody", 5904))
+
+    replies = {message.type: message for message in [await agent.receive(), await agent.receive()]}
+    assert "cmd-of-nobody" in replies["error"].payload.message  # type: ignore[union-attr]
+    cleanup = replies["command"].payload  # the exited session's leftovers are removed
+    assert (cleanup.action, cleanup.session_id) == ("stop_session", sessions[0])  # type: ignore[union-attr]
+
+    failed = await wait_for_state(admin, sessions[0], "failed")
+    assert failed["termination_reason"] == "session exited: gone"
+    assert (await wait_for_state(admin, sessions[1], "running"))["vnc"]["port"] == 5902
+    assert (await wait_for_state(admin, sessions[2], "running"))["vnc"]["port"] == 5903
+    for command_id in (first, second, third):
+        row = await database.command(command_id)
+        assert row.status == "completed" and row.acknowledged_at is not None
+    events = await admin.get(f"/api/v1/sessions/{sessions[0]}/events")
+    assert [e["to_state"] for e in events.json()] == ["pending", "running", "failed"]

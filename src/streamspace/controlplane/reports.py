@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.services.outcomes import apply_outcome, fail_and_clean_up
+from streamspace.controlplane.services.outcomes import (
+    apply_completions,
+    apply_outcome,
+    fail_and_clean_up,
+)
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.protocol import (
@@ -56,64 +60,73 @@ async def apply_reports(
     ]
     if acks:  # acknowledgements commute with everything else: one statement for all
         await _acknowledge(db, agent_id, acks, applied)
-    for report in reports:
-        if isinstance(report, Complete | Failed):
-            await _command_report(db, settings, agent_id, report, applied)
+    completes: list[Complete] = []
+    for report in reports:  # in order; a run of completes is applied together
+        if isinstance(report, Complete):
+            completes.append(report)
+            continue
+        await _complete(db, agent_id, completes, applied)
+        completes = []
+        if isinstance(report, Failed):
+            await _failed(db, settings, agent_id, report, applied)
         elif isinstance(report, Status):
             await _status_report(db, agent_id, report, applied)
+    await _complete(db, agent_id, completes, applied)
     return applied
 
 
 async def _acknowledge(db: AsyncSession, agent_id: str, acks: list[Ack], applied: Applied) -> None:
     ids = {ack.payload.command_id for ack in acks}
     unexpected = ids - await command_repo.acknowledge(db, agent_id=agent_id, command_ids=ids)
-    if unexpected:
-        strangers = unexpected - await command_repo.known_to_agent(
-            db, agent_id=agent_id, command_ids=unexpected
-        )
-        for ack in acks:
-            if ack.payload.command_id in strangers:
-                _unknown_command(applied, ack, agent_id)
+    await _answer_strangers(db, agent_id, acks, unexpected, applied)
 
 
-async def _command_report(
+async def _complete(
+    db: AsyncSession, agent_id: str, completes: list[Complete], applied: Applied
+) -> None:
+    """A run of completes costs the same few statements however long it is."""
+    if not completes:
+        return
+    results = {report.payload.command_id: report.payload.result for report in completes}
+    finished = await command_repo.complete_for_agent(db, agent_id=agent_id, results=results)
+    order = {command_id: index for index, command_id in enumerate(results)}
+    finished.sort(key=lambda command: order[command.command_id])
+    await apply_completions(db, finished)
+    duplicates = results.keys() - {command.command_id for command in finished}
+    await _answer_strangers(db, agent_id, completes, duplicates, applied)
+
+
+async def _answer_strangers(
     db: AsyncSession,
-    settings: ApiSettings,
     agent_id: str,
-    report: Complete | Failed,
+    reports: Sequence[Ack | Complete],
+    surprising: set[str],
     applied: Applied,
 ) -> None:
-    """The common case costs one UPDATE; only surprises (duplicates, strangers) look further."""
-    command_id = report.payload.command_id
-    if isinstance(report, Complete):
-        finished = await command_repo.finish_for_agent(
-            db,
-            agent_id=agent_id,
-            command_id=command_id,
-            status=CommandStatus.COMPLETED,
-            result=report.payload.result,
-        )
-        if finished is not None:
-            await apply_outcome(
-                db,
-                finished,
-                status=CommandStatus.COMPLETED,
-                result=report.payload.result,
-                already_recorded=True,
-            )
-            return
-    else:
-        command = await command_repo.get_for_agent(db, agent_id=agent_id, command_id=command_id)
-        if command is not None:
-            if report.payload.retryable and command.attempts < settings.command_max_attempts:
-                applied.wake |= await command_repo.retry(db, command, error=report.payload.error)
-            else:
-                await apply_outcome(
-                    db, command, status=CommandStatus.FAILED, error=report.payload.error
-                )
-            return
-    if await command_repo.get_for_agent(db, agent_id=agent_id, command_id=command_id) is None:
+    """Of the reports whose command was not open, answer those not addressed to this
+    agent with an error (the rest are duplicates, which need no answer)."""
+    if not surprising:
+        return
+    strangers = surprising - await command_repo.known_to_agent(
+        db, agent_id=agent_id, command_ids=surprising
+    )
+    for report in reports:
+        if report.payload.command_id in strangers:
+            _unknown_command(applied, report, agent_id)
+
+
+async def _failed(
+    db: AsyncSession, settings: ApiSettings, agent_id: str, report: Failed, applied: Applied
+) -> None:
+    command = await command_repo.get_for_agent(
+        db, agent_id=agent_id, command_id=report.payload.command_id
+    )
+    if command is None:
         _unknown_command(applied, report, agent_id)
+    elif report.payload.retryable and command.attempts < settings.command_max_attempts:
+        applied.wake |= await command_repo.retry(db, command, error=report.payload.error)
+    else:
+        await apply_outcome(db, command, status=CommandStatus.FAILED, error=report.payload.error)
 
 
 def _unknown_command(applied: Applied, report: Report, agent_id: str) -> None:

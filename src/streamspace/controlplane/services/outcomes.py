@@ -8,6 +8,7 @@ change together.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -57,6 +58,18 @@ async def apply_outcome(
         reason = f"{action.value} failed: {error}" if error else f"{action.value} failed"
         session_repo.transition(db, session, SessionState.FAILED, detail=reason)
     return True
+
+
+async def apply_completions(db: AsyncSession, commands: Sequence[AgentCommand]) -> None:
+    """Move the sessions of commands just recorded ``completed``, in the given order
+    (their sessions are locked by one statement)."""
+    sessions = await session_repo.get_many(
+        db, {command.session_id for command in commands if command.session_id}, for_update=True
+    )
+    for command in commands:
+        session = sessions.get(command.session_id or "")
+        if session is not None:
+            _apply_success(db, session, Action(command.action), command.result or {})
 
 
 def _apply_success(

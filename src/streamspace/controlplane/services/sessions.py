@@ -65,13 +65,11 @@ class SessionService:
     async def create(self, user: User, template_name: str) -> Session:
         """Pick an agent and queue ``start_session``; nothing is written if none is available."""
         async with self._db() as db, db.begin():
-            template = await template_repo.get(db, template_name)
-            if template is None:
-                raise NotFound(f"template {template_name!r} not found")
             fresh = utcnow() - timedelta(seconds=3 * self._settings.heartbeat_interval)
-            agent_id = await agent_repo.select_for_session(
-                db, platform=template.platform, heartbeat_after=fresh
-            )
+            chosen = await agent_repo.template_and_agent(db, template_name, heartbeat_after=fresh)
+            if chosen is None:
+                raise NotFound(f"template {template_name!r} not found")
+            template, agent_id = chosen
             if agent_id is None:
                 wanted = f" for platform {template.platform!r}" if template.platform else ""
                 raise Unavailable(

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from streamspace.db.models import Agent, Session, utcnow
+from streamspace.db.models import Agent, Session, Template, utcnow
 from streamspace.protocol import HeartbeatPayload
 from streamspace.states import ACTIVE_SESSION_STATES
 
@@ -115,10 +115,15 @@ async def mark_silent_offline(db: AsyncSession, *, heartbeat_before: datetime) -
     return int(getattr(result, "rowcount", 0))
 
 
-async def select_for_session(
-    db: AsyncSession, *, platform: str | None, heartbeat_after: datetime
-) -> str | None:
-    """The least loaded approved, online agent with a fresh heartbeat and free capacity."""
+async def template_and_agent(
+    db: AsyncSession, template_name: str, *, heartbeat_after: datetime
+) -> tuple[Template, str | None] | None:
+    """A template and the agent a new session of it goes to, in one round trip.
+
+    The agent is the least loaded approved, online agent with a fresh heartbeat, free
+    capacity and the template's platform (any platform if the template names none);
+    ``None`` if there is no such agent, and no tuple at all if there is no such template.
+    """
     # Counted per candidate through the (agent_id, state) index, not over every session.
     used = (
         select(func.count())
@@ -126,20 +131,22 @@ async def select_for_session(
         .correlate(Agent)
         .scalar_subquery()
     )
-    query = (
+    agent = (
         select(Agent.agent_id)
         .where(
             Agent.approval == "approved",
             Agent.status == "online",
             Agent.last_heartbeat >= heartbeat_after,
             used < Agent.capacity,
+            or_(Template.platform.is_(None), Agent.platform == Template.platform),
         )
         .order_by(used, Agent.agent_id)
         .limit(1)
+        .correlate(Template)
+        .scalar_subquery()
     )
-    if platform is not None:
-        query = query.where(Agent.platform == platform)
-    return await db.scalar(query)
+    row = (await db.execute(select(Template, agent).where(Template.name == template_name))).first()
+    return None if row is None else (row[0], row[1])
 
 
 async def online_by_replica(db: AsyncSession) -> set[str]:

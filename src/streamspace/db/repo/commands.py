@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import AgentCommand, utcnow
@@ -123,29 +123,33 @@ async def known_to_agent(
     return set(known.all())
 
 
-async def finish_for_agent(
-    db: AsyncSession,
-    *,
-    agent_id: str,
-    command_id: str,
-    status: CommandStatus,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-) -> AgentCommand | None:
-    """Record the outcome an agent reported; ``None`` if the command had one already (a
-    duplicate report) or is not this agent's."""
+async def complete_for_agent(
+    db: AsyncSession, *, agent_id: str, results: Mapping[str, dict[str, Any]]
+) -> list[AgentCommand]:
+    """Record an agent's ``complete`` reports (command id -> result) in one statement.
+
+    Returns the commands that were open; the others had an outcome already (duplicate
+    reports) or are not this agent's.
+    """
+    result_of = case(
+        {
+            command_id: literal(result, AgentCommand.result.type)
+            for command_id, result in results.items()
+        },
+        value=AgentCommand.command_id,
+    )
     finished = await db.scalars(
         update(AgentCommand)
         .where(
-            AgentCommand.command_id == command_id,
+            AgentCommand.command_id.in_(results),
             AgentCommand.agent_id == agent_id,
             AgentCommand.status.in_(OPEN_COMMAND_STATUSES),
         )
-        .values(**_outcome(status, result=result, error=error))
+        .values({**_outcome(CommandStatus.COMPLETED, result=None, error=None), "result": result_of})
         .returning(AgentCommand)
         .execution_options(synchronize_session=False)
     )
-    return finished.one_or_none()
+    return list(finished.all())
 
 
 async def finish(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +61,16 @@ async def get(
     if for_update:
         query = query.with_for_update(of=Session)
     return await db.scalar(query)
+
+
+async def get_many(
+    db: AsyncSession, session_ids: Collection[str], *, for_update: bool = False
+) -> dict[str, Session]:
+    """Sessions by id; ``for_update`` locks them (in id order, so lockers never cross)."""
+    query = select(Session).where(Session.id.in_(session_ids)).order_by(Session.id)
+    if for_update:
+        query = query.with_for_update(of=Session)
+    return {session.id: session for session in await db.scalars(query)}
 
 
 async def list_sessions(
