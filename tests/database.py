@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.engine import create_engine, create_session_factory
 from streamspace.db.models import Agent, AgentCommand, Session
+from tests.helpers import eventually
 
 
 class Database:
@@ -46,6 +47,19 @@ class Database:
     async def agent(self, agent_id: str) -> Agent | None:
         async with self.session() as db:
             return await db.get(Agent, agent_id)
+
+    async def wait_leader(self, agent_id: str, *, above: int = 0, timeout: float = 30.0) -> int:
+        """Until ``agent_id`` is online under a leader epoch above ``above`` (after a kill: a
+        new leader took over); returns that epoch."""
+
+        async def leading() -> int:
+            row = await self.agent(agent_id)
+            if row is None or row.status != "online" or (row.leader_epoch or 0) <= above:
+                return 0
+            return row.leader_epoch or 0
+
+        message = f"agent {agent_id} online with a leader epoch above {above}"
+        return await eventually(leading, timeout=timeout, interval=0.02, message=message)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from streamspace.agent.platforms.docker import AGENT_LABEL, HOME_LABEL, LABEL
+from streamspace.agent.platforms.docker import AGENT_LABEL, HOME_LABEL, LABEL, SESSION_LABEL
 from streamspace.images.builder import build_session_image
 from streamspace.images.recipe import DEFAULT_TAG
 
@@ -103,3 +106,28 @@ async def container_labels(name: str) -> dict[str, str]:
         await docker("inspect", "--format", "{{json .Config.Labels}}", name)
     )
     return labels
+
+
+async def container_ids(label: str) -> list[str]:
+    """Full ids of the containers (any state) carrying ``label`` (``key=value`` or ``key``)."""
+    return (await docker("ps", "-aq", "--no-trunc", "--filter", f"label={label}")).split()
+
+
+async def session_containers(session_id: str) -> list[dict[str, Any]]:
+    """``docker inspect`` of every container (any state) labelled with the session."""
+    ids = await container_ids(f"{SESSION_LABEL}={session_id}")
+    found: list[dict[str, Any]] = json.loads(await docker("inspect", *ids)) if ids else []
+    return found
+
+
+async def container_events(agent_id: str, event: str, *, since: float) -> Counter[str]:
+    """How many ``event`` (``create``, ``start``, ``destroy``…) the agent's containers had
+    since the Unix time ``since``, per session."""
+    out = await docker(
+        "events",
+        *("--since", f"{since:.3f}", "--until", f"{time.time():.3f}"),
+        *("--filter", "type=container", "--filter", f"event={event}"),
+        *("--filter", f"label={AGENT_LABEL}={agent_id}"),
+        *("--format", "{{json .Actor.Attributes}}"),
+    )
+    return Counter(json.loads(line)[SESSION_LABEL] for line in out.splitlines() if line.strip())

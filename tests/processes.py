@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from streamspace.testing import finished_executions
+from tests.helpers import eventually
 from tests.services import RedisServer, free_port
 
 VENV_BIN = Path(sys.executable).parent
@@ -63,6 +64,15 @@ class _Process:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def survivors(self) -> list[int]:
+        """Live processes of its session (it was started in one of its own), itself included."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit() and _session_of(entry) == self.pid:
+                    found.append(int(entry.name))
+        return found
 
     def signal(self, signum: int) -> None:
         if self.running():
@@ -175,6 +185,14 @@ class AgentProcess(_Process):
     def start(self) -> None:
         self._spawn(self.argv, self.env)
 
+    async def wait_following(self, timeout: float = 15.0) -> None:
+        """Until this replica says another one leads its agent (under leader election)."""
+
+        async def following() -> bool:
+            return "another replica leads agent" in self.output()
+
+        await eventually(following, timeout=timeout, message=f"{self.log_path.stem} follows")
+
     def executions(self, session_id: str | None = None) -> list[str]:
         """Actions the fake platform ran to completion, optionally for one session."""
         if not self.execution_log.exists():
@@ -184,6 +202,21 @@ class AgentProcess(_Process):
             for line in finished_executions(self.execution_log)
             if session_id in (None, line["session_id"])
         ]
+
+
+def _session_of(proc: Path) -> int:
+    """The session id in ``/proc/<pid>/stat`` (the field after state, ppid and pgrp)."""
+    stat = (proc / "stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[3])
+
+
+def leader_env(backend: str, lease: float, redis_url: str) -> dict[str, str]:
+    """Environment of an agent replica under leader election (``file`` or ``redis``)."""
+    return {
+        "LEADER_ELECTION": backend,
+        "LEADER_LEASE_SECONDS": str(lease),
+        "REDIS_URL": redis_url,
+    }
 
 
 def kill_all() -> None:

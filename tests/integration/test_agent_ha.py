@@ -23,7 +23,7 @@ from streamspace.agent.executed import FILE_NAME
 from streamspace.testing import PHASE_DONE, PHASE_STARTED, finished_executions
 from tests.cluster import START, Cluster
 from tests.helpers import eventually
-from tests.processes import AgentProcess
+from tests.processes import AgentProcess, leader_env
 from tests.services import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -54,11 +54,7 @@ def add_replica(cluster: Cluster, name: str, *, backend: str, redis_url: str) ->
         name=name,
         behaviour="slow",
         extra_args=["--delay", "0.3", "--state", str(home / "platform.json")],
-        env={
-            "LEADER_ELECTION": backend,
-            "LEADER_LEASE_SECONDS": str(LEASE),
-            "REDIS_URL": redis_url,
-        },
+        env=leader_env(backend, LEASE, redis_url),
     )
 
 
@@ -113,24 +109,14 @@ async def test_killed_leader_follower_takes_over_nothing_lost_or_run_twice(
     first = (await cluster.wait_online())[AGENT].leader_epoch
     assert first is not None
     follower = add_replica(cluster, f"{AGENT}-b", backend=backend, redis_url=redis_url)
-
-    async def following() -> bool:
-        return "another replica leads agent" in follower.output()
-
-    await eventually(following, message="the second replica follows")
+    await follower.wait_following()
 
     async with await cluster.load(concurrency=4) as load:
         creating = asyncio.create_task(load.create(SESSIONS))
 
         await kill_mid_command(cluster, leader, after=SESSIONS // 4)
         killed = time.monotonic()
-
-        async def new_leader_online() -> int | None:
-            row = (await cluster.agent_rows())[AGENT]
-            epoch = row.leader_epoch or 0
-            return epoch if row.status == "online" and epoch > first else None
-
-        epoch = await eventually(new_leader_online, timeout=10, interval=0.02, message="takeover")
+        epoch = await cluster.database.wait_leader(AGENT, above=first, timeout=10)
         took = time.monotonic() - killed
         await creating
     print(f"\n{backend}: takeover {took:.2f} s after the kill (lease {LEASE} s)")

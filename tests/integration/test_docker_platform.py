@@ -13,6 +13,7 @@ import io
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -149,6 +150,42 @@ async def test_a_new_platform_adopts_running_containers_and_reports_orphans(
     finally:
         await restarted.close()
         await other.close()
+
+
+class LateCreateClient(DockerClient):
+    """Misses the container on its first inspect, as a re-delivered start does when the
+    create sent by the run before it (whose agent died) lands just after it looked."""
+
+    missed = False
+
+    async def inspect_container(self, name: str) -> dict[str, Any] | None:
+        if not self.missed:
+            self.missed = True
+            return None
+        return await super().inspect_container(name)
+
+
+async def test_a_redelivered_start_carries_on_with_the_container_made_before(
+    platform: DockerPlatform, docker_scope: DockerScope, docker_image: str
+) -> None:
+    """The run before died between create and start, or its create landed late: either
+    way the start runs that one container (same id), and a third start just returns it."""
+    client = DockerClient(DOCKER_HOST)
+    late = DockerPlatform(client=LateCreateClient(DOCKER_HOST), agent_id=docker_scope.agent_id)
+    try:
+        for again in (platform, late):
+            spec = make_spec(docker_scope)
+            name = container_name(spec.session_id)
+            await client.create_container(name, platform._container_config(spec, docker_image))
+            made = (await client.inspect_container(name) or {})["Id"]
+            started = await again.start(spec)
+            assert started.state["container"] == made
+            assert await read_rfb_banner(started.vnc.host, started.vnc.port, 5.0) == RFB
+            assert await platform.start(spec) == started
+            await platform.stop(started.state)
+    finally:
+        await client.close()
+        await late.close()
 
 
 async def test_a_missing_image_fails_clearly_and_leaves_nothing(

@@ -40,6 +40,10 @@ STOP_GRACE = 5
 """Seconds between SIGTERM and SIGKILL when a session container stops."""
 LOG_LINES = 20
 """Lines of the container's output quoted when it fails to start."""
+ADOPTABLE = frozenset({"created", "running"})
+"""Container states a re-delivered start carries on from rather than replacing."""
+CONFLICT = 409
+"""The Docker API's answer to creating a container under a name already taken."""
 
 
 def container_name(session_id: str) -> str:
@@ -74,28 +78,34 @@ class DockerPlatform(Platform):
     # --- contract ---------------------------------------------------------------------
 
     async def start(self, spec: SessionSpec) -> Started:
+        """Create and run the session's container. A re-delivered start (its first run died
+        half-way, e.g. with the previous leader) carries on with the container that run
+        made: a running one is waited for, one created but never started is started; only
+        one that exited (a failed attempt) is replaced."""
         name = container_name(spec.session_id)
         async with _as_platform_error(f"cannot start session {spec.session_id}"):
             found = await self._docker.inspect_container(name)
-            if found is not None and found["State"]["Running"]:
-                return self._started(found)  # a redelivered command: the session already runs
-            if found is not None:  # left by an attempt that failed half-way
+            if found is not None and found["State"]["Status"] not in ADOPTABLE:
                 await self._docker.remove_container(name)
-            image = spec.image or self._image
-            if not await self._docker.image_exists(image):
-                raise PlatformError(
-                    f"image {image!r} is not on the Docker host: build it "
-                    "(`streamspace images build`) or pull it"
-                )
-            config = self._container_config(spec, image)
-            volume = config["Labels"][HOME_LABEL] or None
-            created = volume is not None and await self._ensure_volume(volume, spec)
+                found = None
+            volume, made_volume = None, False
+            if found is None:
+                image = spec.image or self._image
+                if not await self._docker.image_exists(image):
+                    raise PlatformError(
+                        f"image {image!r} is not on the Docker host: build it "
+                        "(`streamspace images build`) or pull it"
+                    )
+                config = self._container_config(spec, image)
+                volume = config["Labels"][HOME_LABEL] or None
+                made_volume = volume is not None and await self._ensure_volume(volume, spec)
             try:
-                await self._docker.create_container(name, config)
+                if found is None:
+                    await self._create_unless_taken(name, config)
                 return await self._run(name)
             except BaseException:
                 await self._docker.remove_container(name)
-                if created and volume is not None:  # a home made for nothing but this start
+                if made_volume and volume is not None:  # a home made for nothing but this start
                     await self._docker.remove_volume(volume)
                 raise
 
@@ -219,9 +229,18 @@ class DockerPlatform(Platform):
         await self._docker.create_volume(volume, labels)
         return True
 
+    async def _create_unless_taken(self, name: str, config: dict[str, Any]) -> None:
+        try:
+            await self._docker.create_container(name, config)
+        except DockerApiError as exc:
+            if exc.status != CONFLICT:
+                raise
+            # The create of an earlier run that died landed after our inspect: use that one.
+            log.info("container %s exists already: starting that one", name)
+
     async def _run(self, name: str) -> Started:
-        """Start the created or stopped container; return once its VNC server speaks RFB."""
-        await self._docker.start_container(name)
+        """Start the created or stopped container (unless it runs); return once it speaks RFB."""
+        await self._docker.start_container(name)  # a running one: a no-op (304)
         found = await self._docker.inspect_container(name)
         if found is None:
             raise PlatformError(f"container {name} vanished while starting", retryable=True)
