@@ -46,7 +46,9 @@ async def agent_connected(replica: Replica, hello: Hello) -> None:
         )
         for session in running:
             if session.id not in reported:
-                fail_and_clean_up(db, session, reason="session lost: the agent no longer runs it")
+                await fail_and_clean_up(
+                    db, session, reason="session lost: the agent no longer runs it"
+                )
         for session_id, report in reported.items():
             known = await session_repo.get(db, session_id)
             if known is None or known.state in FINAL_SESSION_STATES:
@@ -55,7 +57,7 @@ async def agent_connected(replica: Replica, hello: Hello) -> None:
                     info.agent_id,
                     session_id,
                 )
-                command_repo.create(
+                await command_repo.create(
                     db,
                     agent_id=info.agent_id,
                     session_id=session_id,

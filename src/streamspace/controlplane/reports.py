@@ -151,7 +151,7 @@ async def _status_report(db: AsyncSession, agent_id: str, report: Status, applie
             f"session {status.session_id!r} does not run on agent {agent_id!r}",
         )
     elif session.state in (SessionState.RUNNING, SessionState.WAKING):
-        fail_and_clean_up(db, session, reason=f"session exited: {status.reason}")
+        await fail_and_clean_up(db, session, reason=f"session exited: {status.reason}")
 
 
 def _error(applied: Applied, report: Report, code: str, text: str) -> None:

@@ -53,7 +53,7 @@ async def apply_outcome(
         return True
     action = Action(command.action)
     if status is CommandStatus.COMPLETED:
-        _apply_success(db, session, action, result or {})
+        await _apply_success(db, session, action, result or {})
     elif session.state not in FINAL_SESSION_STATES:
         reason = f"{action.value} failed: {error}" if error else f"{action.value} failed"
         session_repo.transition(db, session, SessionState.FAILED, detail=reason)
@@ -69,10 +69,10 @@ async def apply_completions(db: AsyncSession, commands: Sequence[AgentCommand]) 
     for command in commands:
         session = sessions.get(command.session_id or "")
         if session is not None:
-            _apply_success(db, session, Action(command.action), command.result or {})
+            await _apply_success(db, session, Action(command.action), command.result or {})
 
 
-def _apply_success(
+async def _apply_success(
     db: AsyncSession, session: Session, action: Action, result: dict[str, Any]
 ) -> None:
     state = result.get("state")
@@ -82,7 +82,7 @@ def _apply_success(
         if action in (Action.START_SESSION, Action.WAKE_SESSION):
             # Finished after the session was given up on: don't leak what the agent started.
             log.warning("session %s started after it was given up; stopping it", session.id)
-            _queue_cleanup(db, session)
+            await _queue_cleanup(db, session)
         return
     if session.state != STATE_DURING[action]:
         # The user asked for something else meanwhile (e.g. stop during start); that
@@ -107,17 +107,17 @@ def _apply_success(
     session_repo.transition(db, session, STATE_AFTER[action], detail=detail, **fields)
 
 
-def fail_and_clean_up(db: AsyncSession, session: Session, *, reason: str) -> None:
+async def fail_and_clean_up(db: AsyncSession, session: Session, *, reason: str) -> None:
     """Fail a session that ended on its own, and have its agent remove what is left of it
     (e.g. the VNC server of an application that exited)."""
     session_repo.transition(db, session, SessionState.FAILED, detail=reason)
-    _queue_cleanup(db, session)
+    await _queue_cleanup(db, session)
 
 
-def _queue_cleanup(db: AsyncSession, session: Session) -> None:
+async def _queue_cleanup(db: AsyncSession, session: Session) -> None:
     if session.agent_id is None:
         return
-    command_repo.create(
+    await command_repo.create(
         db,
         agent_id=session.agent_id,
         session_id=session.id,

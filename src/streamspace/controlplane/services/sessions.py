@@ -76,10 +76,10 @@ class SessionService:
                     f"no agent available{wanted}: none is online with free capacity; "
                     "try again later or ask an administrator"
                 )
-            session = session_repo.create(
+            session = await session_repo.create(
                 db, owner=user, template=template, agent_id=agent_id, idle_timeout=None
             )
-            command_repo.create(
+            await command_repo.create(
                 db,
                 agent_id=agent_id,
                 session_id=session.id,
@@ -103,7 +103,7 @@ class SessionService:
                     db, session, SessionState.TERMINATED, detail="stopped before it started"
                 )
                 return session
-            _queue(
+            await _queue(
                 db,
                 session,
                 Action.STOP_SESSION,
@@ -117,7 +117,7 @@ class SessionService:
         async with self._db() as db, db.begin():
             session = await self._locked(db, user, session_id)
             _require(session, SessionState.RUNNING, "hibernated")
-            _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
+            await _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
         await self._ring_agent(session)
         return session
 
@@ -132,7 +132,7 @@ class SessionService:
                 raise Conflict(f"template {session.template_name!r} no longer exists")
             spec = _spec(session, template, session.owner)
             payload = {"spec": spec.model_dump(), "state": session.platform_state}
-            _queue(db, session, Action.WAKE_SESSION, payload)
+            await _queue(db, session, Action.WAKE_SESSION, payload)
         await self._ring_agent(session)
         return session
 
@@ -153,12 +153,14 @@ class SessionService:
         return session
 
 
-def _queue(db: AsyncSession, session: Session, action: Action, payload: dict[str, Any]) -> None:
+async def _queue(
+    db: AsyncSession, session: Session, action: Action, payload: dict[str, Any]
+) -> None:
     """Move the session to the action's in-between state and add the command for its agent."""
     if session.agent_id is None:
         raise Conflict("session has no agent")
     session_repo.transition(db, session, STATE_DURING[action])
-    command_repo.create(
+    await command_repo.create(
         db, agent_id=session.agent_id, session_id=session.id, action=action, payload=payload
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Agent, Session, Template, utcnow
@@ -115,15 +115,7 @@ async def mark_silent_offline(db: AsyncSession, *, heartbeat_before: datetime) -
     return int(getattr(result, "rowcount", 0))
 
 
-async def template_and_agent(
-    db: AsyncSession, template_name: str, *, heartbeat_after: datetime
-) -> tuple[Template, str | None] | None:
-    """A template and the agent a new session of it goes to, in one round trip.
-
-    The agent is the least loaded approved, online agent with a fresh heartbeat, free
-    capacity and the template's platform (any platform if the template names none);
-    ``None`` if there is no such agent, and no tuple at all if there is no such template.
-    """
+def _template_and_agent() -> Select[Template, str | None]:
     # Counted per candidate through the (agent_id, state) index, not over every session.
     used = (
         select(func.count())
@@ -136,7 +128,7 @@ async def template_and_agent(
         .where(
             Agent.approval == "approved",
             Agent.status == "online",
-            Agent.last_heartbeat >= heartbeat_after,
+            Agent.last_heartbeat >= bindparam("heartbeat_after"),
             used < Agent.capacity,
             or_(Template.platform.is_(None), Agent.platform == Template.platform),
         )
@@ -145,7 +137,28 @@ async def template_and_agent(
         .correlate(Template)
         .scalar_subquery()
     )
-    row = (await db.execute(select(Template, agent).where(Template.name == template_name))).first()
+    return select(Template, agent).where(Template.name == bindparam("template_name"))
+
+
+_TEMPLATE_AND_AGENT = _template_and_agent()
+"""Built once: constructing this statement costs more than running it."""
+
+
+async def template_and_agent(
+    db: AsyncSession, template_name: str, *, heartbeat_after: datetime
+) -> tuple[Template, str | None] | None:
+    """A template and the agent a new session of it goes to, in one round trip.
+
+    The agent is the least loaded approved, online agent with a fresh heartbeat, free
+    capacity and the template's platform (any platform if the template names none);
+    ``None`` if there is no such agent, and no tuple at all if there is no such template.
+    """
+    row = (
+        await db.execute(
+            _TEMPLATE_AND_AGENT,
+            {"template_name": template_name, "heartbeat_after": heartbeat_after},
+        )
+    ).first()
     return None if row is None else (row[0], row[1])
 
 

@@ -2,38 +2,61 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, func, literal, select, update
+from sqlalchemy import Select, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningUpdate
 
-from streamspace.db.models import AgentCommand, utcnow
+from streamspace.db.models import AgentCommand, Base, utcnow
 from streamspace.protocol import Action
 from streamspace.states import OPEN_COMMAND_STATUSES, CommandStatus
 
 IN_FLIGHT = (CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)
 
 
-def create(
+def _outcome(*, result: Any) -> dict[str, Any]:
+    """Column values recording an outcome, for statements built once: ``outcome_status``,
+    ``error`` and ``now`` are bound at execution. The outcome implies the acknowledgement,
+    which is not written separately when both arrive together."""
+    now = bindparam("now", type_=AgentCommand.completed_at.type)
+    return {
+        "status": bindparam("outcome_status", type_=AgentCommand.status.type),
+        "result": result,
+        "error_message": bindparam("error", type_=AgentCommand.error_message.type),
+        "completed_at": now,
+        "acknowledged_at": func.coalesce(AgentCommand.acknowledged_at, now),
+    }
+
+
+_INSERT_COMMAND = insert(Base.metadata.tables[AgentCommand.__tablename__])
+"""Built once, values bound per call (building an INSERT costs more than running it)."""
+
+
+async def create(
     db: AsyncSession, *, agent_id: str, session_id: str, action: Action, payload: dict[str, Any]
-) -> AgentCommand:
-    """Add a pending command to the caller's transaction."""
-    command = AgentCommand(
-        id=uuid.uuid4(),
-        command_id=f"cmd-{uuid.uuid4().hex}",
-        agent_id=agent_id,
-        session_id=session_id,
-        action=action.value,
-        payload=payload,
-        status=CommandStatus.PENDING.value,
-        attempts=0,
-        created_at=utcnow(),
+) -> str:
+    """Insert a pending command in the caller's transaction; returns its command id."""
+    command_id = f"cmd-{uuid.uuid4().hex}"
+    await db.execute(
+        _INSERT_COMMAND,
+        {
+            "id": uuid.uuid4(),
+            "command_id": command_id,
+            "agent_id": agent_id,
+            "session_id": session_id,
+            "action": action.value,
+            "payload": payload,
+            "status": CommandStatus.PENDING.value,
+            "attempts": 0,
+            "created_at": utcnow(),
+        },
     )
-    db.add(command)
-    return command
+    return command_id
 
 
 async def get(db: AsyncSession, command_id: str) -> AgentCommand | None:
@@ -60,26 +83,40 @@ async def list_commands(
     return (await db.scalars(query)).all()
 
 
+def _claim_statement() -> ReturningUpdate[AgentCommand]:
+    oldest = (
+        select(AgentCommand.id)
+        .where(
+            AgentCommand.agent_id == bindparam("for_agent"),
+            AgentCommand.status == CommandStatus.PENDING,
+        )
+        .order_by(AgentCommand.created_at)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(AgentCommand)
+        .where(AgentCommand.id.in_(oldest))
+        .values(
+            status=CommandStatus.SENT,
+            sent_at=bindparam("now", type_=AgentCommand.sent_at.type),
+            attempts=AgentCommand.attempts + 1,
+        )
+        .returning(AgentCommand)
+        .execution_options(synchronize_session=False)
+    )
+
+
+_CLAIM = _claim_statement()
+
+
 async def claim_pending(db: AsyncSession, agent_id: str, *, limit: int = 100) -> list[AgentCommand]:
     """Mark up to ``limit`` pending commands of one agent ``sent`` and return them, oldest first.
 
     ``SKIP LOCKED`` (PostgreSQL) lets replicas claim concurrently without waiting on or
     double-claiming each other's rows.
     """
-    oldest = (
-        select(AgentCommand.id)
-        .where(AgentCommand.agent_id == agent_id, AgentCommand.status == CommandStatus.PENDING)
-        .order_by(AgentCommand.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    claimed = await db.scalars(
-        update(AgentCommand)
-        .where(AgentCommand.id.in_(oldest))
-        .values(status=CommandStatus.SENT, sent_at=utcnow(), attempts=AgentCommand.attempts + 1)
-        .returning(AgentCommand)
-        .execution_options(synchronize_session=False)
-    )
+    claimed = await db.scalars(_CLAIM, {"for_agent": agent_id, "limit": limit, "now": utcnow()})
     return sorted(claimed.all(), key=lambda command: command.created_at)
 
 
@@ -92,23 +129,29 @@ async def release(db: AsyncSession, command_ids: Collection[uuid.UUID]) -> None:
     )
 
 
+_ACKNOWLEDGE = (
+    update(AgentCommand)
+    .where(
+        AgentCommand.command_id.in_(bindparam("command_ids", expanding=True)),
+        AgentCommand.agent_id == bindparam("for_agent"),
+        AgentCommand.status.in_((CommandStatus.PENDING, CommandStatus.SENT)),
+    )
+    .values(
+        status=CommandStatus.ACKNOWLEDGED,
+        acknowledged_at=bindparam("now", type_=AgentCommand.acknowledged_at.type),
+    )
+    .returning(AgentCommand.command_id)
+)
+
+
 async def acknowledge(db: AsyncSession, *, agent_id: str, command_ids: Collection[str]) -> set[str]:
     """Mark an agent's commands acknowledged (one statement for a whole burst of acks).
 
     Returns the ids that were waiting for an ack; the others were acknowledged or
     finished already, or are not this agent's.
     """
-    acknowledged = await db.scalars(
-        update(AgentCommand)
-        .where(
-            AgentCommand.command_id.in_(command_ids),
-            AgentCommand.agent_id == agent_id,
-            AgentCommand.status.in_((CommandStatus.PENDING, CommandStatus.SENT)),
-        )
-        .values(status=CommandStatus.ACKNOWLEDGED, acknowledged_at=utcnow())
-        .returning(AgentCommand.command_id)
-    )
-    return set(acknowledged.all())
+    parameters = {"command_ids": list(command_ids), "for_agent": agent_id, "now": utcnow()}
+    return set((await db.scalars(_ACKNOWLEDGE, parameters)).all())
 
 
 async def known_to_agent(
@@ -123,6 +166,32 @@ async def known_to_agent(
     return set(known.all())
 
 
+@functools.lru_cache(maxsize=256)
+def _complete_statement(count: int) -> ReturningUpdate[AgentCommand]:
+    """The UPDATE recording ``count`` completes (built once per run length): command ids
+    ``c0..``, their results ``r0..``."""
+    result_of = case(
+        {
+            bindparam(f"c{n}", type_=AgentCommand.command_id.type): bindparam(
+                f"r{n}", type_=AgentCommand.result.type
+            )
+            for n in range(count)
+        },
+        value=AgentCommand.command_id,
+    )
+    return (
+        update(AgentCommand)
+        .where(
+            AgentCommand.command_id.in_(bindparam("command_ids", expanding=True)),
+            AgentCommand.agent_id == bindparam("for_agent"),
+            AgentCommand.status.in_(OPEN_COMMAND_STATUSES),
+        )
+        .values(_outcome(result=result_of))
+        .returning(AgentCommand)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def complete_for_agent(
     db: AsyncSession, *, agent_id: str, results: Mapping[str, dict[str, Any]]
 ) -> list[AgentCommand]:
@@ -131,25 +200,27 @@ async def complete_for_agent(
     Returns the commands that were open; the others had an outcome already (duplicate
     reports) or are not this agent's.
     """
-    result_of = case(
-        {
-            command_id: literal(result, AgentCommand.result.type)
-            for command_id, result in results.items()
-        },
-        value=AgentCommand.command_id,
-    )
-    finished = await db.scalars(
-        update(AgentCommand)
-        .where(
-            AgentCommand.command_id.in_(results),
-            AgentCommand.agent_id == agent_id,
-            AgentCommand.status.in_(OPEN_COMMAND_STATUSES),
-        )
-        .values({**_outcome(CommandStatus.COMPLETED, result=None, error=None), "result": result_of})
-        .returning(AgentCommand)
-        .execution_options(synchronize_session=False)
-    )
+    parameters: dict[str, Any] = {
+        "command_ids": list(results),
+        "for_agent": agent_id,
+        "now": utcnow(),
+        "outcome_status": CommandStatus.COMPLETED.value,
+        "error": None,
+    }
+    for n, (command_id, result) in enumerate(results.items()):
+        parameters[f"c{n}"], parameters[f"r{n}"] = command_id, result
+    finished = await db.scalars(_complete_statement(len(results)), parameters)
     return list(finished.all())
+
+
+_FINISH = (
+    update(AgentCommand)
+    .where(
+        AgentCommand.id == bindparam("command_uuid"),
+        AgentCommand.status.in_(OPEN_COMMAND_STATUSES),
+    )
+    .values(_outcome(result=bindparam("outcome_result", type_=AgentCommand.result.type)))
+)
 
 
 async def finish(
@@ -161,11 +232,14 @@ async def finish(
     error: str | None = None,
 ) -> bool:
     """Record an outcome; ``False`` if the command already had one (a duplicate report)."""
-    outcome = await db.execute(
-        update(AgentCommand)
-        .where(AgentCommand.id == command.id, AgentCommand.status.in_(OPEN_COMMAND_STATUSES))
-        .values(**_outcome(status, result=result, error=error))
-    )
+    parameters = {
+        "command_uuid": command.id,
+        "outcome_status": status.value,
+        "outcome_result": result,
+        "error": error,
+        "now": utcnow(),
+    }
+    outcome = await db.execute(_FINISH, parameters)
     return bool(getattr(outcome, "rowcount", 0))
 
 
@@ -277,21 +351,6 @@ async def agents_with_pending(db: AsyncSession, agent_ids: Collection[str]) -> s
 async def count_by_status(db: AsyncSession) -> dict[str, int]:
     rows = await db.execute(select(AgentCommand.status, func.count()).group_by(AgentCommand.status))
     return {status: count for status, count in rows.tuples().all()}
-
-
-def _outcome(
-    status: CommandStatus, *, result: dict[str, Any] | None, error: str | None
-) -> dict[str, Any]:
-    """Column values recording an agent's outcome; it implies the acknowledgement, which
-    is not written separately when both arrive together."""
-    now = utcnow()
-    return {
-        "status": status,
-        "result": result,
-        "error_message": error,
-        "completed_at": now,
-        "acknowledged_at": func.coalesce(AgentCommand.acknowledged_at, now),
-    }
 
 
 def _unlocked(*conditions: Any) -> Select[uuid.UUID]:

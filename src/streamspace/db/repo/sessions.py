@@ -6,12 +6,13 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from streamspace.db.models import (
     AgentCommand,
+    Base,
     Session,
     SessionEvent,
     Template,
@@ -26,11 +27,21 @@ from streamspace.states import (
     SessionState,
 )
 
+_SESSIONS = Base.metadata.tables[Session.__tablename__]
+# Statements built once, values bound per call: building an INSERT with its values costs
+# more CPU than running it.
+_INSERT_SESSION = insert(_SESSIONS)
+_INSERT_EVENT = insert(Base.metadata.tables[SessionEvent.__tablename__])
 
-def create(
+
+async def create(
     db: AsyncSession, *, owner: User, template: Template, agent_id: str, idle_timeout: int | None
 ) -> Session:
-    """Add a pending session (and its first event) to the caller's transaction."""
+    """Insert a pending session and its first event in the caller's transaction.
+
+    Plain INSERTs, not the ORM's unit of work (a third of a launch's CPU); the returned
+    session is not attached to ``db``.
+    """
     now = utcnow()
     session = Session(
         id=new_id(),
@@ -42,12 +53,15 @@ def create(
         platform_state={},
         persistent_home=template.persistent_home,
         idle_timeout=idle_timeout,
+        active_viewers=0,
         created_at=now,
         updated_at=now,
         last_activity=now,
     )
-    db.add(session)
-    db.add(SessionEvent(session_id=session.id, to_state=session.state, detail="created"))
+    columns = {column.key: getattr(session, column.key) for column in _SESSIONS.columns}
+    await db.execute(_INSERT_SESSION, columns)
+    event = {"session_id": session.id, "to_state": session.state, "detail": "created"}
+    await db.execute(_INSERT_EVENT, {**event, "from_state": None, "created_at": now})
     return session
 
 
