@@ -28,6 +28,19 @@ from bench.report import append_results, percentile
 from streamspace.db.engine import create_engine, create_session_factory
 from streamspace.db.models import AgentCommand
 
+PRODUCTION_ENV = {
+    "AGENT_AUTO_APPROVE": "true",
+    "LOG_LEVEL": "INFO",
+    "HEARTBEAT_INTERVAL": "10",
+    "COMMAND_ACK_TIMEOUT": "10",
+    "RECONCILE_INTERVAL": "2",
+    "COMMAND_POLL_INTERVAL": "2",
+    "COMMAND_DEADLINE": "120",
+}
+"""The API replica at production intervals (the tests shorten them)."""
+NOOP_AGENT_ARGS = ["--capacity", "100000", "--poll-interval", "2"]
+"""A no-op agent with room for every session and the production session-poll interval."""
+
 
 async def post_session(client: aiohttp.ClientSession) -> tuple[str, float]:
     """Create an xterm session; returns its id and when the request was sent."""
@@ -108,21 +121,14 @@ async def main(args: argparse.Namespace) -> list[dict[str, str]]:
         api = ApiProcess(
             work / "api",
             database_url=url,
-            env={
-                "AGENT_AUTO_APPROVE": "true",
-                "LOG_LEVEL": "INFO",
-                "HEARTBEAT_INTERVAL": "10",
-                "COMMAND_ACK_TIMEOUT": "10",
-                "RECONCILE_INTERVAL": "2",
-                "COMMAND_POLL_INTERVAL": "2",
-            },
+            env=PRODUCTION_ENV,
         )
         api.start()
         agent = AgentProcess(
             work / "agent",
             control_plane_url=api.url,
             agent_id="noop",
-            extra_args=["--capacity", "100000"],
+            extra_args=NOOP_AGENT_ARGS,
             env={"LOG_LEVEL": "WARNING"},
         )
         agent.start()

@@ -43,22 +43,11 @@ from tests.processes import AgentProcess, ApiProcess, kill_all
 from tests.services import PostgresServer, RedisServer, make_postgres_dir
 
 from bench.agents_scale import CLOCK_TICKS, family_cpu_ticks, machine_cpu_ticks
-from bench.commands import post_session
+from bench.commands import NOOP_AGENT_ARGS, PRODUCTION_ENV, post_session
 from bench.report import append_results, percentile
 from streamspace.db.engine import create_engine, create_session_factory
 from streamspace.db.models import AgentCommand
 
-PRODUCTION_ENV = {
-    "AGENT_AUTO_APPROVE": "true",
-    "LOG_LEVEL": "WARNING",
-    "HEARTBEAT_INTERVAL": "10",
-    "COMMAND_ACK_TIMEOUT": "10",
-    "RECONCILE_INTERVAL": "2",
-    "COMMAND_POLL_INTERVAL": "2",
-    "COMMAND_DEADLINE": "120",
-}
-AGENT_ARGS = ["--capacity", "100000", "--poll-interval", "2"]
-"""The agent's session monitor at its production interval (the test default is 0.2 s)."""
 PACE = 0.03
 """Seconds between sequential POSTs: commands do not overlap (unloaded latency)."""
 WARM_UP = 20
@@ -391,7 +380,7 @@ async def main(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str
             work / "agent",
             control_plane_url=pods[0].url,
             agent_id="noop",
-            extra_args=AGENT_ARGS,
+            extra_args=NOOP_AGENT_ARGS,
             env={"LOG_LEVEL": "WARNING"},
         )
         agent.start()
@@ -413,7 +402,7 @@ async def main(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str
                 work / f"agent-{n}",
                 control_plane_url=pod.url,
                 agent_id=f"noop-{n}",
-                extra_args=AGENT_ARGS,
+                extra_args=NOOP_AGENT_ARGS,
                 env={"LOG_LEVEL": "WARNING"},
             )
             for n, pod in enumerate(pods, start=1)

@@ -45,6 +45,8 @@ end
 return 0
 """
 RECONNECT_DELAY = 1.0
+RENEW_BATCH = 500
+"""Registrations renewed per pipelined round trip."""
 
 
 class RedisAgentHub(AgentHub):
@@ -133,6 +135,10 @@ class RedisAgentHub(AgentHub):
     async def refresh(self, connection: AgentConnection) -> bool:
         if not await super().refresh(connection):
             return False
+        if not self._up:
+            # Known down: a heartbeat must not wait for Redis timeouts (it would hold up
+            # the agent's acks behind it); the registration is re-created once it is back.
+            return True
         try:
             renewed = await self._renew(
                 keys=self._keys(connection.agent_id),
@@ -245,7 +251,25 @@ class RedisAgentHub(AgentHub):
             await asyncio.sleep(self._alive_ttl / 3)
 
     async def _renew_all(self) -> None:
+        """Renew every local registration, pipelined (one round trip per batch, not per
+        agent); close those a newer connection elsewhere has taken over."""
+        current = []
         for connection in self.local_connections():
-            if not await self.refresh(connection):
-                log.info("agent %s connected elsewhere since; closing here", connection.agent_id)
-                await connection.close(CloseCode.REPLACED, "replaced by a newer connection")
+            if await super().refresh(connection):  # (no super() in a comprehension)
+                current.append(connection)
+        for start in range(0, len(current), RENEW_BATCH):
+            batch = current[start : start + RENEW_BATCH]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for connection in batch:
+                    await self._renew(
+                        keys=self._keys(connection.agent_id),
+                        args=[connection.connection_id, self.replica, self._key_ttl],
+                        client=pipe,
+                    )
+                renewed = await pipe.execute()
+            for connection, kept in zip(batch, renewed, strict=True):
+                if not kept:
+                    log.info(
+                        "agent %s connected elsewhere since; closing here", connection.agent_id
+                    )
+                    await connection.close(CloseCode.REPLACED, "replaced by a newer connection")
