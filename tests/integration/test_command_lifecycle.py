@@ -227,3 +227,42 @@ async def test_a_stream_of_reports_is_applied_in_arrival_order(
         assert row.status == "completed" and row.acknowledged_at is not None
     events = await admin.get(f"/api/v1/sessions/{sessions[0]}/events")
     assert [e["to_state"] for e in events.json()] == ["pending", "running", "failed"]
+
+
+async def test_a_start_completed_after_its_command_failed_is_cleaned_up(
+    processes: None, tmp_path: Path, pg_url: str
+) -> None:
+    """The agent ran a start the control plane had given up on (no ack in time): its late
+    complete must not leave the session's processes running unaccounted for."""
+    api = ApiProcess(
+        tmp_path / "api",
+        database_url=pg_url,
+        env={
+            "AGENT_AUTO_APPROVE": "true",
+            "COMMAND_ACK_TIMEOUT": "0.5",
+            "COMMAND_MAX_ATTEMPTS": "1",
+        },
+    )
+    api.start()
+    agent = await ManualAgent.registered(api.url, "agent-late")
+    await agent.connect()
+    async with logged_in(api.url) as admin:
+        session_id = (await admin.post("/api/v1/sessions", json={"template": "xterm"})).json()["id"]
+        start = await agent.receive()
+        failed = await wait_for_state(admin, session_id, "failed")
+        assert "not acknowledged" in failed["termination_reason"]
+
+        state = {"pid": 4242}
+        await agent.send(
+            "complete",
+            {
+                "command_id": start.payload.command_id,  # type: ignore[union-attr]
+                "result": {"vnc": {"host": "127.0.0.1", "port": 5901}, "state": state},
+            },
+        )
+        cleanup = await agent.receive()
+        assert cleanup.type == "command"
+        assert cleanup.payload.action == "stop_session"  # type: ignore[union-attr]
+        assert cleanup.payload.session_id == session_id  # type: ignore[union-attr]
+        assert cleanup.payload.payload["state"] == state  # type: ignore[union-attr]
+        assert (await wait_for_state(admin, session_id, "failed"))["vnc"] is None

@@ -78,38 +78,38 @@ async def apply_reports(
 async def _acknowledge(db: AsyncSession, agent_id: str, acks: list[Ack], applied: Applied) -> None:
     ids = {ack.payload.command_id for ack in acks}
     unexpected = ids - await command_repo.acknowledge(db, agent_id=agent_id, command_ids=ids)
-    await _answer_strangers(db, agent_id, acks, unexpected, applied)
+    if unexpected:
+        known = await command_repo.of_agent(db, agent_id=agent_id, command_ids=unexpected)
+        _answer_strangers(applied, agent_id, acks, unexpected - {c.command_id for c in known})
 
 
 async def _complete(
     db: AsyncSession, agent_id: str, completes: list[Complete], applied: Applied
 ) -> None:
-    """A run of completes costs the same few statements however long it is."""
+    """A run of completes costs the same few statements however long it is.
+
+    A complete for a command that had ended otherwise meanwhile (failed on a deadline,
+    cancelled after a re-send) still moves its session: a start that succeeded after its
+    session was given up is cleaned up instead of left running.
+    """
     if not completes:
         return
     results = {report.payload.command_id: report.payload.result for report in completes}
-    finished = await command_repo.complete_for_agent(db, agent_id=agent_id, results=results)
+    succeeded = await command_repo.complete_for_agent(db, agent_id=agent_id, results=results)
+    late = results.keys() - {command.command_id for command in succeeded}
+    if late:
+        known = await command_repo.of_agent(db, agent_id=agent_id, command_ids=late)
+        succeeded += [c for c in known if c.status != CommandStatus.COMPLETED]  # not duplicates
+        _answer_strangers(applied, agent_id, completes, late - {c.command_id for c in known})
     order = {command_id: index for index, command_id in enumerate(results)}
-    finished.sort(key=lambda command: order[command.command_id])
-    await apply_completions(db, finished)
-    duplicates = results.keys() - {command.command_id for command in finished}
-    await _answer_strangers(db, agent_id, completes, duplicates, applied)
+    succeeded.sort(key=lambda command: order[command.command_id])
+    await apply_completions(db, [(c, results[c.command_id]) for c in succeeded])
 
 
-async def _answer_strangers(
-    db: AsyncSession,
-    agent_id: str,
-    reports: Sequence[Ack | Complete],
-    surprising: set[str],
-    applied: Applied,
+def _answer_strangers(
+    applied: Applied, agent_id: str, reports: Sequence[Ack | Complete], strangers: set[str]
 ) -> None:
-    """Of the reports whose command was not open, answer those not addressed to this
-    agent with an error (the rest are duplicates, which need no answer)."""
-    if not surprising:
-        return
-    strangers = surprising - await command_repo.known_to_agent(
-        db, agent_id=agent_id, command_ids=surprising
-    )
+    """An error for each report about a command not addressed to this agent."""
     for report in reports:
         if report.payload.command_id in strangers:
             _unknown_command(applied, report, agent_id)

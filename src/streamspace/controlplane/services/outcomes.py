@@ -60,16 +60,18 @@ async def apply_outcome(
     return True
 
 
-async def apply_completions(db: AsyncSession, commands: Sequence[AgentCommand]) -> None:
-    """Move the sessions of commands just recorded ``completed``, in the given order
-    (their sessions are locked by one statement)."""
+async def apply_completions(
+    db: AsyncSession, completed: Sequence[tuple[AgentCommand, dict[str, Any]]]
+) -> None:
+    """Move the sessions of commands an agent reported completed (with their results),
+    in the given order; their sessions are locked by one statement."""
     sessions = await session_repo.get_many(
-        db, {command.session_id for command in commands if command.session_id}, for_update=True
+        db, {command.session_id for command, _ in completed if command.session_id}, for_update=True
     )
-    for command in commands:
+    for command, result in completed:
         session = sessions.get(command.session_id or "")
         if session is not None:
-            await _apply_success(db, session, Action(command.action), command.result or {})
+            await _apply_success(db, session, Action(command.action), result)
 
 
 async def _apply_success(

@@ -154,16 +154,16 @@ async def acknowledge(db: AsyncSession, *, agent_id: str, command_ids: Collectio
     return set((await db.scalars(_ACKNOWLEDGE, parameters)).all())
 
 
-async def known_to_agent(
+async def of_agent(
     db: AsyncSession, *, agent_id: str, command_ids: Collection[str]
-) -> set[str]:
-    """Which of these command ids were addressed to this agent."""
-    known = await db.scalars(
-        select(AgentCommand.command_id).where(
+) -> list[AgentCommand]:
+    """Those of these commands that were addressed to this agent."""
+    found = await db.scalars(
+        select(AgentCommand).where(
             AgentCommand.command_id.in_(command_ids), AgentCommand.agent_id == agent_id
         )
     )
-    return set(known.all())
+    return list(found.all())
 
 
 @functools.lru_cache(maxsize=256)
