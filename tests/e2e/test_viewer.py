@@ -41,6 +41,7 @@ SHOTS = SCREENSHOTS / "viewer"
 MARKER = "STREAMSPACE_SESSION_ID"
 CONNECT_TIMEOUT_MS = 30_000
 PIXELS_TIMEOUT_MS = 20_000
+HEARTBEAT_TIMEOUT_MS = 15_000
 PROCESS_EXIT_TIMEOUT_S = 20.0
 
 # ---- JavaScript run in the page against noVNC's canvas -----------------------------------
@@ -349,7 +350,10 @@ def _run_viewer_flow(page: Page, platform: Platform) -> None:
     page.get_by_test_id("nav-agents").click()
     agent = page.get_by_test_id("agent-row").first
     expect(agent).to_have_attribute("data-status", "online")
-    expect(agent.get_by_test_id("agent-sessions")).to_have_text(re.compile(r"^1 / \d+$"))
+    # The count comes with the agent's next heartbeat (every 10 s), not at launch.
+    expect(agent.get_by_test_id("agent-sessions")).to_have_text(
+        re.compile(r"^1 / \d+$"), timeout=HEARTBEAT_TIMEOUT_MS
+    )
     expect(agent.get_by_test_id("agent-heartbeat")).to_contain_text("ago")
     _shot(page, "12-admin-agents")
 
