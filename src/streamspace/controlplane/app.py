@@ -83,7 +83,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             db=db,
             hub=hub,
             dispatcher=dispatcher,
-            sessions=SessionService(db=db, settings=settings, ring=hub.ring),
+            sessions=SessionService(db=db, settings=settings, ring=hub.ring, direct=dispatcher),
             heartbeats=HeartbeatRecorder(
                 db=db,
                 replica=settings.pod_name,

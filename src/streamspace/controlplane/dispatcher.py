@@ -3,7 +3,8 @@
 A worker wakes for an agent when its doorbell rings (a command was just created) or when
 the poll tick finds pending rows of a local agent (a doorbell was lost); it claims the
 rows, sends them in creation order and leaves any it could not send pending. Commands of
-one agent are delivered by one worker at a time, so their order is kept.
+one agent are delivered by one worker at a time, so their order is kept. A new session's
+first command may skip the claim: :meth:`CommandDispatcher.send_now`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,33 @@ class CommandDispatcher:
         elif agent_id not in self._waiting:
             self._waiting.add(agent_id)
             self._queue.put_nowait(agent_id)
+
+    def can_send_now(self, agent_id: str) -> bool:
+        """Whether a new command for this agent can go out at once: it is connected here.
+
+        Its creator then inserts it already ``sent`` and calls :meth:`send_now` after the
+        commit, saving the claim's round trip. Only for a new session's first command:
+        nothing older of that session can be waiting to go first.
+        """
+        return self._ready(agent_id) is not None
+
+    async def send_now(self, agent_id: str, command: AgentCommand) -> None:
+        """Send a command its creator marked ``sent``; if it cannot go out after all, put
+        it back to ``pending`` for the normal path (a crash in between leaves it ``sent``,
+        which the ack timeout and the agent's reconnect both send again)."""
+        connection = self._ready(agent_id)
+        if connection is None or await self._send_all(connection, [command]):
+            async with one_statement_each(self._db) as db:
+                await command_repo.release(db, [command.id])
+            self.wake(agent_id)
+
+    def _ready(self, agent_id: str) -> AgentConnection | None:
+        """The agent's connection here, once welcomed (commands sent before the welcome
+        would reach an agent that cannot answer them yet)."""
+        connection = self._hub.local(agent_id)
+        if connection is None or not connection.welcomed.is_set() or connection.closed.is_set():
+            return None
+        return connection
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info(
@@ -94,8 +122,8 @@ class CommandDispatcher:
                 await asyncio.wait_for(stop.wait(), self._settings.command_poll_interval)
 
     async def _deliver(self, agent_id: str) -> None:
-        connection = self._hub.local(agent_id)
-        if connection is None or not connection.welcomed.is_set():
+        connection = self._ready(agent_id)
+        if connection is None:
             return  # woken again once the welcome is out
         while not connection.closed.is_set():
             async with one_statement_each(self._db) as db:

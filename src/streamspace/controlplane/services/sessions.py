@@ -6,14 +6,14 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane.services.errors import Conflict, NotFound, Unavailable
 from streamspace.db.engine import SessionFactory
-from streamspace.db.models import Session, Template, User, utcnow
+from streamspace.db.models import AgentCommand, Session, Template, User, utcnow
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
@@ -28,6 +28,15 @@ from streamspace.states import (
 
 Doorbell = Callable[[str], Awaitable[object]]
 """Tells the replica holding an agent that it has a command waiting."""
+
+
+class DirectSend(Protocol):
+    """Sends a new command at once when its agent is connected to this replica."""
+
+    def can_send_now(self, agent_id: str) -> bool: ...
+
+    async def send_now(self, agent_id: str, command: AgentCommand) -> None: ...
+
 
 _Method = Callable[["SessionService", User, str], Awaitable[Session]]
 
@@ -46,10 +55,13 @@ def _admitted(method: _Method) -> _Method:
 class SessionService:
     """Create, stop, hibernate and wake sessions on behalf of users."""
 
-    def __init__(self, *, db: SessionFactory, settings: ApiSettings, ring: Doorbell) -> None:
+    def __init__(
+        self, *, db: SessionFactory, settings: ApiSettings, ring: Doorbell, direct: DirectSend
+    ) -> None:
         self._db = db
         self._settings = settings
         self._ring = ring
+        self._direct = direct
         self._admission = asyncio.Semaphore(settings.session_request_concurrency)
 
     async def get(self, user: User, session_id: str) -> Session:
@@ -79,14 +91,19 @@ class SessionService:
             session = await session_repo.create(
                 db, owner=user, template=template, agent_id=agent_id, idle_timeout=None
             )
-            await command_repo.create(
+            direct = self._direct.can_send_now(agent_id)
+            command = await command_repo.create(
                 db,
                 agent_id=agent_id,
                 session_id=session.id,
                 action=Action.START_SESSION,
                 payload={"spec": _spec(session, template, user).model_dump()},
+                sent=direct,
             )
-        await self._ring(agent_id)
+        if direct:
+            await self._direct.send_now(agent_id, command)
+        else:
+            await self._ring(agent_id)
         return session
 
     @_admitted

@@ -35,28 +35,49 @@ def _outcome(*, result: Any) -> dict[str, Any]:
 
 _INSERT_COMMAND = insert(Base.metadata.tables[AgentCommand.__tablename__])
 """Built once, values bound per call (building an INSERT costs more than running it)."""
+_INSERTED = (
+    "id",
+    "command_id",
+    "agent_id",
+    "session_id",
+    "action",
+    "payload",
+    "status",
+    "attempts",
+    "created_at",
+    "sent_at",
+)
 
 
 async def create(
-    db: AsyncSession, *, agent_id: str, session_id: str, action: Action, payload: dict[str, Any]
-) -> str:
-    """Insert a pending command in the caller's transaction; returns its command id."""
-    command_id = f"cmd-{uuid.uuid4().hex}"
-    await db.execute(
-        _INSERT_COMMAND,
-        {
-            "id": uuid.uuid4(),
-            "command_id": command_id,
-            "agent_id": agent_id,
-            "session_id": session_id,
-            "action": action.value,
-            "payload": payload,
-            "status": CommandStatus.PENDING.value,
-            "attempts": 0,
-            "created_at": utcnow(),
-        },
+    db: AsyncSession,
+    *,
+    agent_id: str,
+    session_id: str,
+    action: Action,
+    payload: dict[str, Any],
+    sent: bool = False,
+) -> AgentCommand:
+    """Insert a command in the caller's transaction, ``pending`` (for the dispatcher to
+    claim) or, when the caller sends it itself right after the commit, already ``sent``.
+
+    The returned row is not attached to ``db``.
+    """
+    now = utcnow()
+    command = AgentCommand(
+        id=uuid.uuid4(),
+        command_id=f"cmd-{uuid.uuid4().hex}",
+        agent_id=agent_id,
+        session_id=session_id,
+        action=action.value,
+        payload=payload,
+        status=(CommandStatus.SENT if sent else CommandStatus.PENDING).value,
+        attempts=1 if sent else 0,
+        created_at=now,
+        sent_at=now if sent else None,
     )
-    return command_id
+    await db.execute(_INSERT_COMMAND, {name: getattr(command, name) for name in _INSERTED})
+    return command
 
 
 async def get(db: AsyncSession, command_id: str) -> AgentCommand | None:
