@@ -21,7 +21,7 @@ import pytest
 
 from streamspace.agent.executed import FILE_NAME
 from streamspace.testing import PHASE_DONE, PHASE_STARTED, finished_executions
-from tests.cluster import START, Cluster
+from tests.cluster import START, Cluster, Load
 from tests.helpers import eventually
 from tests.processes import AgentProcess, leader_env
 from tests.services import RedisServer
@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 AGENT = "agent-ha"
 LEASE = 1.0
 SESSIONS = 40
+PACE = 0.08
 
 
 @pytest.fixture
@@ -62,9 +63,13 @@ async def kill_mid_command(cluster: Cluster, leader: AgentProcess, *, after: int
     """SIGKILL the leader once it finished ``after`` commands, while another of its runs,
     but not between a command's effect and its record: a crash there is at-least-once
     delivery's one gap, which only an idempotent platform closes. The leader is frozen
-    (SIGSTOP) while its log and record are compared."""
+    (SIGSTOP) while its log and record are compared, and only once a look at them while it
+    runs says the moment may have come: frozen at every probe, a leader on a busy machine
+    spent most of its time stopped and lost its lease before any moment came."""
 
     async def safe_moment() -> bool:
+        if not await _between_commands(cluster, leader, after=after):
+            return False
         leader.signal(signal.SIGSTOP)
         safe = False
         try:
@@ -95,6 +100,16 @@ async def _between_commands(cluster: Cluster, leader: AgentProcess, *, after: in
     return all(commands[sid] in recorded for sid in done)
 
 
+async def paced(load: Load, count: int) -> list[str]:
+    """Launch ``count`` sessions one every ``PACE`` s, so starts run staggered (launched at
+    once, they would all finish together and leave no moment with one in flight)."""
+    created: list[str] = []
+    for _ in range(count):
+        created += await load.create(1)
+        await asyncio.sleep(PACE)  # load shaping, not a wait for a condition
+    return created
+
+
 def _log_lines(path: Path) -> list[dict[str, object]]:
     text = path.read_text() if path.exists() else ""
     return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -112,7 +127,7 @@ async def test_killed_leader_follower_takes_over_nothing_lost_or_run_twice(
     await follower.wait_following()
 
     async with await cluster.load(concurrency=4) as load:
-        creating = asyncio.create_task(load.create(SESSIONS))
+        creating = asyncio.create_task(paced(load, SESSIONS))
 
         await kill_mid_command(cluster, leader, after=SESSIONS // 4)
         killed = time.monotonic()
