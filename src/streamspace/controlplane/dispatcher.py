@@ -4,14 +4,17 @@ A worker wakes for an agent when its doorbell rings (a command was just created)
 the poll tick finds pending rows of a local agent (a doorbell was lost); it claims the
 rows, sends them in creation order and leaves any it could not send pending. Commands of
 one agent are delivered by one worker at a time, so their order is kept. A new session's
-first command may skip the claim: :meth:`CommandDispatcher.send_now`.
+first command may skip the claim: :meth:`CommandDispatcher.hand_off`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import uuid
+from datetime import datetime
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
@@ -39,7 +42,8 @@ class CommandDispatcher:
         self._waiting: set[str] = set()
         self._busy: set[str] = set()
         self._again: set[str] = set()
-        hub.on_doorbell(self.wake)
+        self._handing: set[asyncio.Task[None]] = set()
+        hub.on_doorbell(self._doorbell)
 
     def wake(self, agent_id: str) -> None:
         """Schedule delivery for an agent (cheap, idempotent, callable from anywhere)."""
@@ -49,24 +53,41 @@ class CommandDispatcher:
             self._waiting.add(agent_id)
             self._queue.put_nowait(agent_id)
 
-    def can_send_now(self, agent_id: str) -> bool:
-        """Whether a new command for this agent can go out at once: it is connected here.
+    async def hand_off(self, agent_id: str, command: AgentCommand) -> None:
+        """Deliver a new session's first command, which its creator wrote already ``sent``,
+        without the claim's round trip: sent from here if the agent is connected here, else
+        handed to its replica with the doorbell. Nothing older of a new session can be
+        waiting to go first. If nobody takes it, it goes back to ``pending`` for the normal
+        path; a crash on the way leaves it ``sent``, which the ack timeout and the agent's
+        reconnect both send again."""
+        if self._ready(agent_id) is not None:
+            await self._send_handed_off(agent_id, command)
+        elif not await self._hub.ring(agent_id, parcel=_parcel(command)):
+            await self._release(agent_id, command)
 
-        Its creator then inserts it already ``sent`` and calls :meth:`send_now` after the
-        commit, saving the claim's round trip. Only for a new session's first command:
-        nothing older of that session can be waiting to go first.
-        """
-        return self._ready(agent_id) is not None
+    def _doorbell(self, agent_id: str, parcel: str | None) -> None:
+        if parcel is None:
+            self.wake(agent_id)
+            return
+        try:
+            command = _unparcel(parcel)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring a malformed parcel for agent %s: %s", agent_id, exc)
+            return  # still ``sent``: the ack timeout sends it again
+        task = asyncio.create_task(self._send_handed_off(agent_id, command))
+        self._handing.add(task)
+        task.add_done_callback(self._handing.discard)
 
-    async def send_now(self, agent_id: str, command: AgentCommand) -> None:
-        """Send a command its creator marked ``sent``; if it cannot go out after all, put
-        it back to ``pending`` for the normal path (a crash in between leaves it ``sent``,
-        which the ack timeout and the agent's reconnect both send again)."""
+    async def _send_handed_off(self, agent_id: str, command: AgentCommand) -> None:
         connection = self._ready(agent_id)
         if connection is None or await self._send_all(connection, [command]):
-            async with one_statement_each(self._db) as db:
-                await command_repo.release(db, [command.id])
-            self.wake(agent_id)
+            await self._release(agent_id, command)
+
+    async def _release(self, agent_id: str, command: AgentCommand) -> None:
+        """Back to ``pending`` (it could not be sent), for whoever holds the agent next."""
+        async with one_statement_each(self._db) as db:
+            await command_repo.release(db, [command.id])
+        self.wake(agent_id)
 
     def _ready(self, agent_id: str) -> AgentConnection | None:
         """The agent's connection here, once welcomed (commands sent before the welcome
@@ -160,3 +181,31 @@ class CommandDispatcher:
             metrics.COMMANDS_SENT.labels(command.action).inc()
             metrics.DISPATCH_LATENCY.observe((utcnow() - command.created_at).total_seconds())
         return []
+
+
+def _parcel(command: AgentCommand) -> str:
+    """A handed-off command as the doorbell carries it (JSON naming its agent)."""
+    return json.dumps(
+        {
+            "agent_id": command.agent_id,
+            "id": str(command.id),
+            "command_id": command.command_id,
+            "session_id": command.session_id,
+            "action": command.action,
+            "payload": command.payload,
+            "created_at": command.created_at.isoformat(),
+        }
+    )
+
+
+def _unparcel(parcel: str) -> AgentCommand:
+    data = json.loads(parcel)
+    return AgentCommand(
+        id=uuid.UUID(data["id"]),
+        command_id=str(data["command_id"]),
+        agent_id=str(data["agent_id"]),
+        session_id=str(data["session_id"]),
+        action=Action(data["action"]).value,
+        payload=dict(data["payload"]),
+        created_at=datetime.fromisoformat(data["created_at"]),
+    )

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from streamspace.controlplane.hub.connection import AgentConnection
 
-DoorbellHandler = Callable[[str], None]
-"""Called with an agent id when an agent connected HERE has commands waiting."""
+DoorbellHandler = Callable[[str, str | None], None]
+"""Called when an agent connected HERE has commands waiting: with the agent id and, when
+the ringer handed a command over with the doorbell, that command (the ringer's parcel)."""
 
 
 class AgentHub(abc.ABC):
@@ -48,15 +49,19 @@ class AgentHub(abc.ABC):
         del self._local[connection.agent_id]
         return True
 
-    def _ring_local(self, agent_id: str) -> bool:
+    def _ring_local(self, agent_id: str, parcel: str | None = None) -> bool:
         if agent_id not in self._local or self._on_doorbell is None:
             return False
-        self._on_doorbell(agent_id)
+        self._on_doorbell(agent_id, parcel)
         return True
 
     @abc.abstractmethod
-    async def ring(self, agent_id: str) -> bool:
-        """Tell the replica holding ``agent_id`` that it has commands; ``True`` if one heard."""
+    async def ring(self, agent_id: str, parcel: str | None = None) -> bool:
+        """Tell the replica holding ``agent_id`` that it has commands; ``True`` if one heard.
+
+        ``parcel`` (a JSON object naming ``agent_id``) travels with the doorbell: a command
+        the ringer already marked ``sent``, for the holder to send without claiming it.
+        """
 
     async def refresh(self, connection: AgentConnection) -> bool:
         """Renew the registration on a heartbeat; ``False`` if a newer connection of the

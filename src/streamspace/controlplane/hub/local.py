@@ -8,5 +8,5 @@ from streamspace.controlplane.hub.base import AgentHub
 class LocalAgentHub(AgentHub):
     """All agents connect to this one replica, so a doorbell is a local call."""
 
-    async def ring(self, agent_id: str) -> bool:
-        return self._ring_local(agent_id)
+    async def ring(self, agent_id: str, parcel: str | None = None) -> bool:
+        return self._ring_local(agent_id, parcel)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 
 from redis.asyncio import Redis
@@ -149,8 +150,8 @@ class RedisAgentHub(AgentHub):
             return True  # cannot tell; the registration is re-created once Redis is back
         return bool(renewed)
 
-    async def ring(self, agent_id: str) -> bool:
-        if self._ring_local(agent_id):
+    async def ring(self, agent_id: str, parcel: str | None = None) -> bool:
+        if self._ring_local(agent_id, parcel):
             return True
         if not self._up:
             # Known down: don't make every request wait for Redis timeouts; the owner's
@@ -163,12 +164,15 @@ class RedisAgentHub(AgentHub):
                 metrics.DOORBELLS.labels("no_owner").inc()
                 return False
             pod_name = pod.decode() if isinstance(pod, bytes) else str(pod)
-            heard = await self._redis.publish(names.pod_commands_channel(pod_name), agent_id)
+            heard = await self._redis.publish(
+                names.pod_commands_channel(pod_name), agent_id if parcel is None else parcel
+            )
         except (RedisError, OSError) as exc:
             self._set_up(False, exc)
             metrics.DOORBELLS.labels("error").inc()
             return False
-        # Nobody listening is NOT delivery: the row stays pending for the poll to find.
+        # Nobody listening is NOT delivery: the row stays (or, for a parcel, goes back to)
+        # pending for the poll to find.
         metrics.DOORBELLS.labels("delivered" if heard else "lost").inc()
         return bool(heard)
 
@@ -229,11 +233,24 @@ class RedisAgentHub(AgentHub):
                     await self._renew_all()  # Redis may have lost our keys (restart)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            data = message["data"]
-                            self._ring_local(data.decode() if isinstance(data, bytes) else data)
+                            self._heard(message["data"])
             except (RedisError, OSError) as exc:
                 self._set_up(False, exc)
             await asyncio.sleep(RECONNECT_DELAY)
+
+    def _heard(self, data: bytes | str) -> None:
+        """A doorbell on this replica's channel: an agent id, or a parcel (JSON object)."""
+        text = data.decode() if isinstance(data, bytes) else data
+        if not text.startswith("{"):
+            self._ring_local(text)
+            return
+        try:
+            agent_id = json.loads(text)["agent_id"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed parcel on %s", self._channel)
+            return
+        if isinstance(agent_id, str):
+            self._ring_local(agent_id, text)
 
     async def _keep_alive_forever(self) -> None:
         """Renew the liveness key and every local registration (the reconcile loop of the

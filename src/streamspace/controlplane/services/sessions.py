@@ -30,12 +30,10 @@ Doorbell = Callable[[str], Awaitable[object]]
 """Tells the replica holding an agent that it has a command waiting."""
 
 
-class DirectSend(Protocol):
-    """Sends a new command at once when its agent is connected to this replica."""
+class HandOff(Protocol):
+    """Delivers a new session's first command, written already ``sent``, without a claim."""
 
-    def can_send_now(self, agent_id: str) -> bool: ...
-
-    async def send_now(self, agent_id: str, command: AgentCommand) -> None: ...
+    async def hand_off(self, agent_id: str, command: AgentCommand) -> None: ...
 
 
 _Method = Callable[["SessionService", User, str], Awaitable[Session]]
@@ -56,7 +54,7 @@ class SessionService:
     """Create, stop, hibernate and wake sessions on behalf of users."""
 
     def __init__(
-        self, *, db: SessionFactory, settings: ApiSettings, ring: Doorbell, direct: DirectSend
+        self, *, db: SessionFactory, settings: ApiSettings, ring: Doorbell, direct: HandOff
     ) -> None:
         self._db = db
         self._settings = settings
@@ -91,19 +89,15 @@ class SessionService:
             session = await session_repo.create(
                 db, owner=user, template=template, agent_id=agent_id, idle_timeout=None
             )
-            direct = self._direct.can_send_now(agent_id)
             command = await command_repo.create(
                 db,
                 agent_id=agent_id,
                 session_id=session.id,
                 action=Action.START_SESSION,
                 payload={"spec": _spec(session, template, user).model_dump()},
-                sent=direct,
+                sent=True,
             )
-        if direct:
-            await self._direct.send_now(agent_id, command)
-        else:
-            await self._ring(agent_id)
+        await self._direct.hand_off(agent_id, command)
         return session
 
     @_admitted
