@@ -66,6 +66,9 @@ class ApiSettings(RedisSettings):
     """How often the dispatcher re-checks pending rows of its agents (the doorbell's safety net)."""
     command_ack_timeout: float = Field(default=10.0, gt=0)
     """A ``sent`` command not acknowledged in this many seconds is sent again."""
+    command_window: int = Field(default=100, ge=1, le=100_000)
+    """Commands sent to one agent connection and not yet answered (ack or outcome); more
+    wait as ``pending`` rows, so an overloaded replica never lets acks go stale."""
     command_max_attempts: int = Field(default=5, ge=1)
     command_deadline: float = Field(default=120.0, gt=0)
     """An acknowledged command not finished in this many seconds fails."""

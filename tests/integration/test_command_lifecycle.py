@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.database import Database
 from tests.helpers import eventually, logged_in, wait_for_agent, wait_for_state
@@ -266,3 +267,36 @@ async def test_a_start_completed_after_its_command_failed_is_cleaned_up(
         assert cleanup.payload.session_id == session_id  # type: ignore[union-attr]
         assert cleanup.payload.payload["state"] == state  # type: ignore[union-attr]
         assert (await wait_for_state(admin, session_id, "failed"))["vnc"] is None
+
+
+async def test_no_more_than_the_window_is_in_flight_to_an_agent(
+    processes: None, tmp_path: Path, pg_url: str
+) -> None:
+    """Commands beyond COMMAND_WINDOW unanswered ones wait as pending rows; each answer
+    lets the next one go (so an overloaded replica never lets acks go stale)."""
+    api = ApiProcess(
+        tmp_path / "api",
+        database_url=pg_url,
+        env={"AGENT_AUTO_APPROVE": "true", "COMMAND_WINDOW": "2", "COMMAND_ACK_TIMEOUT": "30"},
+    )
+    api.start()
+    agent = await ManualAgent.registered(api.url, "agent-window")
+    await agent.connect()
+    database = Database(pg_url)
+    async with logged_in(api.url) as admin:
+        for _ in range(4):
+            created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
+            assert created.status_code == 201, created.text
+        first, second = await agent.receive(), await agent.receive()
+        with pytest.raises(TimeoutError):
+            await agent.receive(timeout=1.5)  # the window is full: the rest wait
+        statuses = sorted(command.status for command in await database.commands())
+        assert statuses == ["pending", "pending", "sent", "sent"]
+
+        await agent.send("ack", {"command_id": first.payload.command_id})  # type: ignore[union-attr]
+        third = await agent.receive()  # one answer, one more in flight
+        await agent.send("ack", {"command_id": second.payload.command_id})  # type: ignore[union-attr]
+        fourth = await agent.receive()
+        received = {m.payload.command_id for m in (first, second, third, fourth)}  # type: ignore[union-attr]
+        assert received == {command.command_id for command in await database.commands()}
+    await database.close()

@@ -80,7 +80,10 @@ class CommandDispatcher:
 
     async def _send_handed_off(self, agent_id: str, command: AgentCommand) -> None:
         connection = self._ready(agent_id)
-        if connection is None or await self._send_all(connection, [command]):
+        unsent = [command]
+        if connection is not None and self._room(connection) > 0:
+            unsent = await self._send_all(connection, unsent)
+        if unsent:  # not here, its window full, or the send failed
             await self._release(agent_id, command)
 
     async def _release(self, agent_id: str, command: AgentCommand) -> None:
@@ -147,8 +150,11 @@ class CommandDispatcher:
         if connection is None:
             return  # woken again once the welcome is out
         while not connection.closed.is_set():
+            limit = min(CLAIM_BATCH, self._room(connection))
+            if not limit:
+                return  # window full: the agent's next answer wakes us
             async with one_statement_each(self._db) as db:
-                claimed = await command_repo.claim_pending(db, agent_id, limit=CLAIM_BATCH)
+                claimed = await command_repo.claim_pending(db, agent_id, limit=limit)
             if not claimed:
                 return
             unsent = await self._send_all(connection, claimed)
@@ -156,8 +162,12 @@ class CommandDispatcher:
                 async with one_statement_each(self._db) as db:
                     await command_repo.release(db, [command.id for command in unsent])
                 return
-            if len(claimed) < CLAIM_BATCH:
+            if len(claimed) < limit:
                 return  # all there was; a command created since rang the doorbell again
+
+    def _room(self, connection: AgentConnection) -> int:
+        settings = self._settings
+        return connection.room(settings.command_window, forget_after=settings.command_ack_timeout)
 
     @staticmethod
     async def _send_all(
@@ -178,6 +188,7 @@ class CommandDispatcher:
             except Exception as exc:
                 log.info("could not send to %r (%s); left pending", connection, exc)
                 return claimed[index:]
+            connection.note_sent(command.command_id)
             metrics.COMMANDS_SENT.labels(command.action).inc()
             metrics.DISPATCH_LATENCY.observe((utcnow() - command.created_at).total_seconds())
         return []

@@ -28,8 +28,10 @@ from streamspace.protocol import (
     Ack,
     AgentMessage,
     CloseCode,
+    Complete,
     Error,
     ErrorPayload,
+    Failed,
     Heartbeat,
     Hello,
     ProtocolError,
@@ -229,7 +231,8 @@ class AgentGateway:
         for error in applied.errors:
             log.warning("agent %s: %s", connection.agent_id, error.payload.message)
             await connection.send(error)
-        if applied.wake:
+        answered = (r.payload.command_id for r in reports if isinstance(r, Ack | Complete | Failed))
+        if connection.note_answered(answered) or applied.wake:
             self._replica.dispatcher.wake(connection.agent_id)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Iterable
 
 from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -25,9 +26,34 @@ class AgentConnection:
         self.last_seen = time.monotonic()
         self._send_lock = asyncio.Lock()
         self.closed = asyncio.Event()
+        self._unanswered: dict[str, float] = {}
+        self.window_full = False
+        """Set when a command had to wait for room; the next answer wakes the dispatcher."""
         self.welcomed = asyncio.Event()
         """Set once ``welcome`` went out: commands sent before it would reach an agent
         that cannot answer them yet."""
+
+    def note_sent(self, command_id: str) -> None:
+        """A command went out on this connection; it is in flight until answered."""
+        self._unanswered[command_id] = time.monotonic()
+
+    def note_answered(self, command_ids: Iterable[str]) -> bool:
+        """The agent answered these (ack or outcome); ``True`` if that opened a full window."""
+        was_full, self.window_full = self.window_full, False
+        for command_id in command_ids:
+            self._unanswered.pop(command_id, None)
+        return was_full
+
+    def room(self, window: int, *, forget_after: float) -> int:
+        """How many more commands may go out now: ``window`` minus those unanswered, not
+        counting any older than ``forget_after`` seconds (the ack timeout sends those again)."""
+        stale = time.monotonic() - forget_after
+        for command_id in [c for c, sent in self._unanswered.items() if sent < stale]:
+            del self._unanswered[command_id]
+        free = window - len(self._unanswered)
+        if free <= 0:
+            self.window_full = True
+        return max(free, 0)
 
     def touch(self) -> None:
         """Note that the agent just spoke (any frame counts as a sign of life)."""
