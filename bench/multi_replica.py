@@ -39,7 +39,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from tests.helpers import login, wait_for_agent
-from tests.processes import AgentProcess, ApiProcess, kill_all
+from tests.processes import AgentProcess, ApiProcess, kill_all, redis_env
 from tests.services import PostgresServer, RedisServer, make_postgres_dir
 
 from bench.agents_scale import CLOCK_TICKS, family_cpu_ticks, machine_cpu_ticks
@@ -366,10 +366,7 @@ async def main(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str
                 name=pod,
                 env={
                     **PRODUCTION_ENV,
-                    "AGENTHUB_REDIS_ENABLED": "true",
-                    "REDIS_HOST": "127.0.0.1",
-                    "REDIS_PORT": str(redis_server.port),
-                    "POD_NAME": pod,
+                    **redis_env(redis_server, pod),
                 },
             )
             for pod in ("pod-1", "pod-2")

@@ -44,7 +44,7 @@ from typing import Protocol
 import httpx
 import redis.asyncio as aioredis
 from tests.helpers import eventually, login, wait_for_agent, wait_for_state
-from tests.processes import VENV_BIN, AgentProcess, ApiProcess, kill_all
+from tests.processes import VENV_BIN, AgentProcess, ApiProcess, kill_all, redis_env
 from tests.services import PostgresServer, RedisServer, free_port, make_postgres_dir
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -449,10 +449,7 @@ async def main(args: argparse.Namespace) -> list[Route]:
                 name=pod,
                 env={
                     **API_ENV,
-                    "AGENTHUB_REDIS_ENABLED": "true",
-                    "REDIS_HOST": "127.0.0.1",
-                    "REDIS_PORT": str(redis_server.port),
-                    "POD_NAME": pod,
+                    **redis_env(redis_server, pod),
                     "INTERNAL_SECRET": SECRET,
                 },
             )

@@ -145,6 +145,13 @@ class Cluster:
             rows = (await db.scalars(select(Agent))).all()
         return {row.agent_id: row for row in rows}
 
+    async def start_with_agents(self, count: int) -> dict[str, Agent]:
+        """Start the replicas and ``count`` fake agents (see :meth:`add_agents`); returns
+        the agents' rows once all are online."""
+        await self.start()
+        self.add_agents(count)
+        return await self.wait_online()
+
     async def wait_online(
         self, agent_ids: Iterable[str] | None = None, *, timeout: float = 30.0
     ) -> dict[str, Agent]:

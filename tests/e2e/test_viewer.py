@@ -17,7 +17,6 @@ import select
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +26,7 @@ from fastapi import FastAPI
 from playwright.sync_api import Browser, Page, expect
 
 from streamspace.web import pages
-from tests.e2e.test_web_ui import (
-    ADMIN_USER,
-    SCREENSHOTS,
-    SESSION_TIMEOUT_MS,
-    Platform,
-    headless_chromium,
-    running_platform,
-    sign_in,
-)
+from tests.e2e.harness import ADMIN_USER, SCREENSHOTS, SESSION_TIMEOUT_MS, Platform, sign_in
 
 SHOTS = SCREENSHOTS / "viewer"
 MARKER = "STREAMSPACE_SESSION_ID"
@@ -208,18 +199,6 @@ def _wait_canvas_changed(page: Page, pixels: int = 200) -> None:
 
 def _type_into_session(page: Page, text: str) -> None:
     page.keyboard.type(text, delay=15)
-
-
-@pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
-    with running_platform(tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with headless_chromium() as started:
-        yield started
 
 
 @pytest.mark.slow

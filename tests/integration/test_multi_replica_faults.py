@@ -54,9 +54,7 @@ def redis_up(scrape: str, pod: str) -> float | None:
 @pytest.mark.timeout(240)  # ~25-45 commands/s on a 2-core machine: 30-60 s of load
 async def test_thousand_commands_three_replicas_ten_agents(make_cluster: MakeCluster) -> None:
     cluster = make_cluster(replicas=3)
-    await cluster.start()
-    cluster.add_agents(10)
-    rows = await cluster.wait_online()
+    rows = await cluster.start_with_agents(10)
     # Agent i dialled replica i % 3 first: the agents are spread over all three.
     placed = {agent_id: row.replica for agent_id, row in rows.items()}
     assert placed == {f"agent-{i}": f"pod-{i % 3 + 1}" for i in range(10)}
@@ -81,9 +79,7 @@ async def test_replica_killed_mid_stream_agents_move_to_survivors(
     make_cluster: MakeCluster,
 ) -> None:
     cluster = make_cluster(replicas=3)
-    await cluster.start()
-    cluster.add_agents(6)
-    rows = await cluster.wait_online()
+    rows = await cluster.start_with_agents(6)
     victim = cluster.replica("pod-2")
     moved = sorted(agent_id for agent_id, row in rows.items() if row.replica == "pod-2")
     assert len(moved) == 2, {agent_id: row.replica for agent_id, row in rows.items()}
@@ -118,9 +114,7 @@ async def test_redis_restarted_mid_stream(
     make_cluster: MakeCluster, redis_server: RedisServer
 ) -> None:
     cluster = make_cluster(replicas=3)
-    await cluster.start()
-    cluster.add_agents(3)  # one per replica: most doorbells cross replicas
-    await cluster.wait_online()
+    await cluster.start_with_agents(3)  # one per replica: most doorbells cross replicas
 
     async with await cluster.load(concurrency=10) as load:
         creating = asyncio.create_task(load.create(200))
@@ -163,9 +157,7 @@ async def test_redis_down_ten_seconds_commands_flow_by_database_polling(
     make_cluster: MakeCluster, redis_server: RedisServer
 ) -> None:
     cluster = make_cluster(replicas=3)
-    await cluster.start()
-    cluster.add_agents(3)  # one per replica: most doorbells cross replicas
-    await cluster.wait_online()
+    await cluster.start_with_agents(3)  # one per replica: most doorbells cross replicas
 
     async with await cluster.load(concurrency=10) as load:
         await load.create(30)
@@ -218,9 +210,7 @@ async def test_postgres_restart_503_then_recovery(
     make_cluster: MakeCluster, postgres_server: PostgresServer
 ) -> None:
     cluster = make_cluster(replicas=2)
-    await cluster.start()
-    cluster.add_agents(4)
-    await cluster.wait_online()
+    await cluster.start_with_agents(4)
 
     async with await cluster.load(concurrency=10) as load, await cluster.load() as fresh:
         await load.create(50)

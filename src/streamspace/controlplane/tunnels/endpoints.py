@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,6 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from streamspace.db.models import Session
 from streamspace.protocol import CloseCode, VncEndpoint
 from streamspace.states import SessionState
+
+log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0
 """A close waits at most this long for a peer that does not read (a stalled viewer)."""
@@ -49,6 +53,20 @@ class Endpoint(Protocol):
 
     async def close(self, code: int, reason: str) -> None:
         """Close with a code and reason; idempotent, never raises, bounded in time."""
+
+
+@contextlib.asynccontextmanager
+async def closed_on_failure(peer: Endpoint, what: str) -> AsyncIterator[None]:
+    """Serve a tunnel's peer: a refusal closes it with its code and reason, anything else
+    with 1011; ``what`` names the tunnel in the log."""
+    try:
+        yield
+    except TunnelRefused as refused:
+        log.info("%s refused: %s", what, refused.reason)
+        await peer.close(refused.code, refused.reason)
+    except Exception:
+        log.exception("%s failed", what)
+        await peer.close(CloseCode.INTERNAL_ERROR, "internal error")
 
 
 def clip(reason: str) -> str:

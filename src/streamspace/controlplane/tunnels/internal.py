@@ -25,6 +25,7 @@ from streamspace.controlplane.tunnels.endpoints import (
     ClientEndpoint,
     Endpoint,
     TunnelRefused,
+    closed_on_failure,
     viewable_endpoint,
 )
 from streamspace.controlplane.tunnels.relay import Traffic, relay
@@ -92,7 +93,7 @@ async def serve_internal(replica: Replica, websocket: WebSocket, session_id: str
     """The owner's side: check the secret and the session, open the local tunnel, relay."""
     await websocket.accept()
     peer = AsgiEndpoint(websocket)
-    try:
+    async with closed_on_failure(peer, f"relayed tunnel to session {session_id}"):
         _check_secret(replica, websocket.headers.get(SECRET_HEADER.lower(), ""))
         async with replica.db() as db:
             session = await session_repo.get(db, session_id)
@@ -102,12 +103,6 @@ async def serve_internal(replica: Replica, websocket: WebSocket, session_id: str
         assert session.agent_id is not None  # checked by viewable_endpoint
         async with open_local(replica, session.agent_id, session.id, vnc) as agent:
             await relay(peer, agent, Traffic())
-    except TunnelRefused as refused:
-        log.info("relayed tunnel to session %s refused: %s", session_id, refused.reason)
-        await peer.close(refused.code, refused.reason)
-    except Exception:
-        log.exception("relayed tunnel to session %s failed", session_id)
-        await peer.close(CloseCode.INTERNAL_ERROR, "internal error")
 
 
 def _check_secret(replica: Replica, presented: str) -> None:

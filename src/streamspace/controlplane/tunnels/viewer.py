@@ -26,6 +26,7 @@ from streamspace.controlplane.tunnels.endpoints import (
     AsgiEndpoint,
     Endpoint,
     TunnelRefused,
+    closed_on_failure,
     viewable_endpoint,
 )
 from streamspace.controlplane.tunnels.relay import Traffic, relay
@@ -55,16 +56,10 @@ async def serve_viewer(replica: Replica, websocket: WebSocket, session_id: str) 
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     viewer = AsgiEndpoint(websocket)
-    try:
+    async with closed_on_failure(viewer, f"VNC tunnel to session {session_id}"):
         target = await admit(replica, session_id, websocket.query_params.get("token", ""))
         async with open_upstream(replica, target) as agent_side:
             await _view(replica, target, viewer, agent_side)
-    except TunnelRefused as refused:
-        log.info("VNC tunnel to session %s refused: %s", session_id, refused.reason)
-        await viewer.close(refused.code, refused.reason)
-    except Exception:
-        log.exception("VNC tunnel to session %s failed", session_id)
-        await viewer.close(CloseCode.INTERNAL_ERROR, "internal error")
 
 
 async def admit(replica: Replica, session_id: str, token: str) -> Target:
