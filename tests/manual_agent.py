@@ -23,12 +23,12 @@ BOOTSTRAP_KEY = "bootstrap-secret"
 
 
 async def register(
-    base_url: str, agent_id: str, *, bootstrap_key: str = BOOTSTRAP_KEY
+    base_url: str, agent_id: str, *, bootstrap_key: str = BOOTSTRAP_KEY, capacity: int = 10
 ) -> httpx.Response:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         return await client.post(
             "/api/v1/agents/register",
-            json={"agent_id": agent_id, "platform": "local", "capacity": 10},
+            json={"agent_id": agent_id, "platform": "local", "capacity": capacity},
             headers={"Authorization": f"Bearer {bootstrap_key}"},
         )
 
@@ -39,10 +39,11 @@ class ManualAgent:
     opened: ClassVar[list[ClientConnection]] = []
     """Every socket any instance opened; ``close_all`` closes them (fixture teardown)."""
 
-    def __init__(self, base_url: str, agent_id: str, api_key: str) -> None:
+    def __init__(self, base_url: str, agent_id: str, api_key: str, *, capacity: int = 10) -> None:
         self.url = base_url.replace("http://", "ws://") + "/api/v1/agents/connect"
         self.agent_id = agent_id
         self.api_key = api_key
+        self.capacity = capacity
         self.ws: ClientConnection | None = None
 
     @classmethod
@@ -52,10 +53,10 @@ class ManualAgent:
         cls.opened.clear()
 
     @classmethod
-    async def registered(cls, base_url: str, agent_id: str) -> ManualAgent:
-        response = await register(base_url, agent_id)
+    async def registered(cls, base_url: str, agent_id: str, *, capacity: int = 10) -> ManualAgent:
+        response = await register(base_url, agent_id, capacity=capacity)
         assert response.status_code == 201, response.text
-        return cls(base_url, agent_id, response.json()["api_key"])
+        return cls(base_url, agent_id, response.json()["api_key"], capacity=capacity)
 
     async def open(self, *, agent_id: str | None = None, api_key: str | None = None) -> None:
         """Open the WebSocket (nothing sent yet)."""
@@ -86,7 +87,7 @@ class ManualAgent:
                 agent_id=self.agent_id,
                 platform=PlatformName.LOCAL,
                 version="test",
-                capacity=10,
+                capacity=self.capacity,
                 sessions=sessions or [],
                 leader_epoch=leader_epoch,
             )

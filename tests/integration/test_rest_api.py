@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
+
 import httpx
 import pytest
 
@@ -73,6 +76,28 @@ async def test_no_agent_available_is_503_and_creates_nothing(
     missing = await admin.post("/api/v1/sessions", json={"template": "nope"})
     assert (missing.status_code, missing.json()["detail"]) == (404, "template 'nope' not found")
     assert await database.sessions() == [] and await database.commands() == []
+
+
+async def test_concurrent_launches_fill_agents_exactly_to_capacity(
+    api: ApiProcess, admin: httpx.AsyncClient, database: Database
+) -> None:
+    """Launches arriving together are placed on the least loaded agent that fits, counting
+    each other: capacity is never exceeded, and whatever cannot be placed creates nothing."""
+    small = await ManualAgent.registered(api.url, "small", capacity=2)
+    large = await ManualAgent.registered(api.url, "large", capacity=3)
+    await small.connect()
+    await large.connect()
+    bodies = [{"template": "xterm"}] * 8 + [{"template": "nope"}] * 2
+    responses = await asyncio.gather(*(admin.post("/api/v1/sessions", json=b) for b in bodies))
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [201] * 5 + [404] * 2 + [503] * 3, [r.text for r in responses]
+    created = [response.json() for response in responses if response.status_code == 201]
+    sessions = await database.sessions()
+    assert sorted(s.id for s in sessions) == sorted(c["id"] for c in created)
+    assert Counter(s.agent_id for s in sessions) == {"small": 2, "large": 3}
+    commands = await database.commands()
+    assert sorted(c.session_id or "" for c in commands) == sorted(s.id for s in sessions)
+    assert {c.action for c in commands} == {"start_session"}
 
 
 async def test_users_see_only_their_own_sessions(

@@ -11,6 +11,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ class Outcome:
 class ExecutedCommands:
     """Persistent map of command id -> :class:`Outcome`, bounded to the newest ``limit`` ids.
 
-    Methods are synchronous and thread-safe, so the runtime can call :meth:`record` through
+    Methods are synchronous and thread-safe, so the runtime can call :meth:`record_many` through
     ``asyncio.to_thread`` (it fsyncs) while reading with :meth:`get` on the event loop.
     """
 
@@ -113,13 +114,19 @@ class ExecutedCommands:
 
     def record(self, command_id: str, outcome: Outcome) -> None:
         """Store the outcome (the first one wins) and drop ids beyond the newest ``limit``."""
-        text = outcome.to_json()
-        # One transaction: the insert and the pruning land together or not at all.
+        self.record_many([(command_id, outcome)])
+
+    def record_many(self, outcomes: Sequence[tuple[str, Outcome]]) -> None:
+        """Store several outcomes with one transaction (one fsync): the first one of each
+        id wins; ids beyond the newest ``limit`` are dropped."""
+        now = time.time()
+        rows = [(command_id, outcome.to_json(), now) for command_id, outcome in outcomes]
+        # One transaction: the inserts and the pruning land together or not at all.
         with self._lock, self._db:
-            self._db.execute(
+            self._db.executemany(
                 "INSERT OR IGNORE INTO executed (command_id, outcome, recorded_at)"
                 " VALUES (?, ?, ?)",
-                (command_id, text, time.time()),
+                rows,
             )
             self._db.execute(
                 "DELETE FROM executed WHERE seq <= (SELECT MAX(seq) FROM executed) - ?",

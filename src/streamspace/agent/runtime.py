@@ -38,10 +38,11 @@ from streamspace.agent.connection import (
     websocket_log,
     ws_url,
 )
-from streamspace.agent.executed import ExecutedCommands
+from streamspace.agent.executed import ExecutedCommands, Outcome
 from streamspace.agent.leader.base import Term
 from streamspace.agent.platforms.base import Platform
 from streamspace.agent.tunnel import Tunnels
+from streamspace.batching import Coalescer
 from streamspace.config import AgentSettings
 from streamspace.protocol import (
     MAX_FRAME_BYTES,
@@ -86,6 +87,7 @@ class AgentRuntime:
         self.settings = settings
         self.platform = platform
         self.executed = executed
+        self._recorder = Coalescer(self._record, max_batch=500, name="record-outcomes")
         self._api_key = api_key
         self.backoff = backoff or Backoff()
         self.command_timeouts = {**DEFAULT_TIMEOUTS, **(command_timeouts or {})}
@@ -292,7 +294,7 @@ class AgentRuntime:
             # and it must then really run again, not be answered from the record.
             if not outcome.retryable:
                 try:
-                    await asyncio.to_thread(self.executed.record, cid, outcome)
+                    await self._recorder.submit((cid, outcome))
                 except Exception:
                     log.exception("could not store the outcome of %s; sending it anyway", cid)
         finally:
@@ -306,6 +308,11 @@ class AgentRuntime:
             await self._send_current(outcome.to_message(cid), cid)
         except Exception:
             log.exception("could not send the outcome of command %s", cid)
+
+    async def _record(self, outcomes: list[tuple[str, Outcome]]) -> list[None]:
+        """Store outcomes that finished together with one write (one fsync for all)."""
+        await asyncio.to_thread(self.executed.record_many, outcomes)
+        return [None] * len(outcomes)
 
     async def _send_current(self, message: Complete | Failed, cid: str) -> None:
         conn = self._conn

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from asyncpg import InterfaceError, PostgresError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from streamspace import __version__
@@ -112,7 +113,10 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         await hub.close()
         await engine.dispose()
 
-    app = FastAPI(title="StreamSpace", version=__version__, lifespan=lifespan)
+    # No OpenTelemetry here (metrics are Prometheus, at /metrics): switching FastAPI's
+    # native telemetry off saves it looking for providers on every request.
+    off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="StreamSpace", version=__version__, lifespan=lifespan, telemetry=off)
     for module in (health, auth, templates, sessions, vnc, agents, commands, agent_ws):
         app.include_router(module.router)
     app.add_exception_handler(ServiceError, _service_error)

@@ -16,6 +16,7 @@ import logging
 import uuid
 from datetime import datetime
 
+from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
 from streamspace.controlplane.hub.base import AgentHub
@@ -43,6 +44,7 @@ class CommandDispatcher:
         self._busy: set[str] = set()
         self._again: set[str] = set()
         self._handing: set[asyncio.Task[None]] = set()
+        self._releases = Coalescer(self._release_all, max_batch=1000, name="command-release")
         hub.on_doorbell(self._doorbell)
 
     def wake(self, agent_id: str) -> None:
@@ -87,10 +89,15 @@ class CommandDispatcher:
             await self._release(agent_id, command)
 
     async def _release(self, agent_id: str, command: AgentCommand) -> None:
-        """Back to ``pending`` (it could not be sent), for whoever holds the agent next."""
-        async with one_statement_each(self._db) as db:
-            await command_repo.release(db, [command.id])
+        """Back to ``pending`` (it could not be sent), for whoever holds the agent next.
+        Under load many hand-offs find the window full at once: they share one UPDATE."""
+        await self._releases.submit(command.id)
         self.wake(agent_id)
+
+    async def _release_all(self, command_ids: list[uuid.UUID]) -> list[None]:
+        async with one_statement_each(self._db) as db:
+            await command_repo.release(db, command_ids)
+        return [None] * len(command_ids)
 
     def _ready(self, agent_id: str) -> AgentConnection | None:
         """The agent's connection here, once welcomed (commands sent before the welcome

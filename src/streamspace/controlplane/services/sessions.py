@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.services.errors import Conflict, NotFound, Unavailable
+from streamspace.controlplane.services.errors import Conflict, NotFound
+from streamspace.controlplane.services.launches import LaunchWriter, session_spec
 from streamspace.db.engine import SessionFactory
-from streamspace.db.models import AgentCommand, Session, Template, User, utcnow
-from streamspace.db.repo import agents as agent_repo
+from streamspace.db.models import AgentCommand, Session, User
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
-from streamspace.protocol import Action, SessionSpec
+from streamspace.protocol import Action
 from streamspace.states import (
     ACTIVE_SESSION_STATES,
     FINAL_SESSION_STATES,
@@ -61,6 +60,7 @@ class SessionService:
         self._ring = ring
         self._direct = direct
         self._admission = asyncio.Semaphore(settings.session_request_concurrency)
+        self._launches = LaunchWriter(db=db, settings=settings)
 
     async def get(self, user: User, session_id: str) -> Session:
         async with self._db() as db:
@@ -71,34 +71,11 @@ class SessionService:
         async with self._db() as db:
             return list(await session_repo.list_sessions(db, owner_id=owner))
 
-    @_admitted
     async def create(self, user: User, template_name: str) -> Session:
         """Pick an agent and queue ``start_session``; nothing is written if none is available."""
-        async with self._db() as db, db.begin():
-            fresh = utcnow() - timedelta(seconds=3 * self._settings.heartbeat_interval)
-            chosen = await agent_repo.template_and_agent(db, template_name, heartbeat_after=fresh)
-            if chosen is None:
-                raise NotFound(f"template {template_name!r} not found")
-            template, agent_id = chosen
-            if agent_id is None:
-                wanted = f" for platform {template.platform!r}" if template.platform else ""
-                raise Unavailable(
-                    f"no agent available{wanted}: none is online with free capacity; "
-                    "try again later or ask an administrator"
-                )
-            session = await session_repo.create(
-                db, owner=user, template=template, agent_id=agent_id, idle_timeout=None
-            )
-            command = await command_repo.create(
-                db,
-                agent_id=agent_id,
-                session_id=session.id,
-                action=Action.START_SESSION,
-                payload={"spec": _spec(session, template, user).model_dump()},
-                sent=True,
-            )
-        await self._direct.hand_off(agent_id, command)
-        return session
+        launched = await self._launches.launch(user, template_name)
+        await self._direct.hand_off(launched.agent_id, launched.command)
+        return launched.session
 
     @_admitted
     async def stop(self, user: User, session_id: str) -> Session:
@@ -141,7 +118,7 @@ class SessionService:
             template = await template_repo.get(db, session.template_name)
             if template is None:
                 raise Conflict(f"template {session.template_name!r} no longer exists")
-            spec = _spec(session, template, session.owner)
+            spec = session_spec(session, template, session.owner)
             payload = {"spec": spec.model_dump(), "state": session.platform_state}
             await _queue(db, session, Action.WAKE_SESSION, payload)
         await self._ring_agent(session)
@@ -179,20 +156,6 @@ async def _queue(
 def _require(session: Session, state: SessionState, verb: str) -> None:
     if session.state != state:
         raise Conflict(f"session is {session.state}; only a {state.value} session can be {verb}")
-
-
-def _spec(session: Session, template: Template, user: User) -> SessionSpec:
-    return SessionSpec(
-        session_id=session.id,
-        user=user.username,
-        template=template.name,
-        image=template.image,
-        command=list(template.command),
-        env=dict(template.env),
-        vnc_port=template.vnc_port,
-        resources=dict(template.resources),
-        persistent_home=session.persistent_home,
-    )
 
 
 async def terminate_agent_sessions(db: SessionFactory, agent_id: str, *, reason: str) -> int:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Agent, Session, Template, utcnow
@@ -115,51 +116,48 @@ async def mark_silent_offline(db: AsyncSession, *, heartbeat_before: datetime) -
     return int(getattr(result, "rowcount", 0))
 
 
-def _template_and_agent() -> Select[Template, str | None]:
-    # Counted per candidate through the (agent_id, state) index, not over every session.
-    used = (
-        select(func.count())
-        .where(Session.agent_id == Agent.agent_id, Session.state.in_(ACTIVE_SESSION_STATES))
-        .correlate(Agent)
-        .scalar_subquery()
-    )
-    agent = (
-        select(Agent.agent_id)
-        .where(
-            Agent.approval == "approved",
-            Agent.status == "online",
-            Agent.last_heartbeat >= bindparam("heartbeat_after"),
-            used < Agent.capacity,
-            or_(Template.platform.is_(None), Agent.platform == Template.platform),
-        )
-        .order_by(used, Agent.agent_id)
-        .limit(1)
-        .correlate(Template)
-        .scalar_subquery()
-    )
-    return select(Template, agent).where(Template.name == bindparam("template_name"))
+@dataclass
+class Candidate:
+    """An agent that can take new sessions now, with the sessions it already has."""
+
+    agent_id: str
+    platform: str
+    capacity: int
+    used: int
+
+    def takes(self, template: Template) -> bool:
+        """Room for one more session of ``template`` (its platform, if it names one)."""
+        platform_fits = template.platform is None or template.platform == self.platform
+        return platform_fits and self.used < self.capacity
 
 
-_TEMPLATE_AND_AGENT = _template_and_agent()
+_CANDIDATES = (
+    select(Agent.agent_id, Agent.platform, Agent.capacity, func.count(Session.id))
+    .outerjoin(
+        Session,
+        (Session.agent_id == Agent.agent_id) & Session.state.in_(ACTIVE_SESSION_STATES),
+    )
+    .where(
+        Agent.approval == "approved",
+        Agent.status == "online",
+        Agent.last_heartbeat >= bindparam("heartbeat_after"),
+    )
+    .group_by(Agent.agent_id, Agent.platform, Agent.capacity)
+)
 """Built once: constructing this statement costs more than running it."""
 
 
-async def template_and_agent(
-    db: AsyncSession, template_name: str, *, heartbeat_after: datetime
-) -> tuple[Template, str | None] | None:
-    """A template and the agent a new session of it goes to, in one round trip.
+async def launch_candidates(db: AsyncSession, *, heartbeat_after: datetime) -> list[Candidate]:
+    """Approved, online agents with a heartbeat since ``heartbeat_after`` and their active
+    session counts, in one round trip (full ones included: the caller counts its own)."""
+    rows = await db.execute(_CANDIDATES, {"heartbeat_after": heartbeat_after})
+    return [Candidate(*row) for row in rows]
 
-    The agent is the least loaded approved, online agent with a fresh heartbeat, free
-    capacity and the template's platform (any platform if the template names none);
-    ``None`` if there is no such agent, and no tuple at all if there is no such template.
-    """
-    row = (
-        await db.execute(
-            _TEMPLATE_AND_AGENT,
-            {"template_name": template_name, "heartbeat_after": heartbeat_after},
-        )
-    ).first()
-    return None if row is None else (row[0], row[1])
+
+def least_loaded(candidates: Sequence[Candidate], template: Template) -> Candidate | None:
+    """The candidate with the fewest sessions that takes ``template`` (ties: lowest id)."""
+    fitting = [candidate for candidate in candidates if candidate.takes(template)]
+    return min(fitting, key=lambda c: (c.used, c.agent_id), default=None)
 
 
 async def online_by_replica(db: AsyncSession) -> set[str]:

@@ -6,7 +6,7 @@ import functools
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,21 +19,42 @@ from streamspace.states import OPEN_COMMAND_STATUSES, CommandStatus
 IN_FLIGHT = (CommandStatus.SENT, CommandStatus.ACKNOWLEDGED)
 
 
+_COMMANDS = Base.metadata.tables[AgentCommand.__tablename__]
+"""The table, for Core statements whose rows need no ORM objects (cheaper on hot paths)."""
+
+
+class Ended(NamedTuple):
+    """What applying a command's outcome to its session needs to know of the command."""
+
+    command_id: str
+    session_id: str | None
+    action: str
+    status: str
+
+
+_ENDED_COLUMNS = (
+    _COMMANDS.c.command_id,
+    _COMMANDS.c.session_id,
+    _COMMANDS.c.action,
+    _COMMANDS.c.status,
+)
+
+
 def _outcome(*, result: Any) -> dict[str, Any]:
     """Column values recording an outcome, for statements built once: ``outcome_status``,
     ``error`` and ``now`` are bound at execution. The outcome implies the acknowledgement,
     which is not written separately when both arrive together."""
-    now = bindparam("now", type_=AgentCommand.completed_at.type)
+    now = bindparam("now", type_=_COMMANDS.c.completed_at.type)
     return {
-        "status": bindparam("outcome_status", type_=AgentCommand.status.type),
+        "status": bindparam("outcome_status", type_=_COMMANDS.c.status.type),
         "result": result,
-        "error_message": bindparam("error", type_=AgentCommand.error_message.type),
+        "error_message": bindparam("error", type_=_COMMANDS.c.error_message.type),
         "completed_at": now,
-        "acknowledged_at": func.coalesce(AgentCommand.acknowledged_at, now),
+        "acknowledged_at": func.coalesce(_COMMANDS.c.acknowledged_at, now),
     }
 
 
-_INSERT_COMMAND = insert(Base.metadata.tables[AgentCommand.__tablename__])
+_INSERT_COMMAND = insert(_COMMANDS)
 """Built once, values bound per call (building an INSERT costs more than running it)."""
 _INSERTED = (
     "id",
@@ -49,22 +70,13 @@ _INSERTED = (
 )
 
 
-async def create(
-    db: AsyncSession,
-    *,
-    agent_id: str,
-    session_id: str,
-    action: Action,
-    payload: dict[str, Any],
-    sent: bool = False,
+def new(
+    *, agent_id: str, session_id: str, action: Action, payload: dict[str, Any], sent: bool = False
 ) -> AgentCommand:
-    """Insert a command in the caller's transaction, ``pending`` (for the dispatcher to
-    claim) or, when the caller sends it itself right after the commit, already ``sent``.
-
-    The returned row is not attached to ``db``.
-    """
+    """A command, ``pending`` (for the dispatcher to claim) or, when the caller sends it
+    itself right after the commit, already ``sent``; not written yet (:func:`insert_new`)."""
     now = utcnow()
-    command = AgentCommand(
+    return AgentCommand(
         id=uuid.uuid4(),
         command_id=f"cmd-{uuid.uuid4().hex}",
         agent_id=agent_id,
@@ -76,7 +88,21 @@ async def create(
         created_at=now,
         sent_at=now if sent else None,
     )
-    await db.execute(_INSERT_COMMAND, {name: getattr(command, name) for name in _INSERTED})
+
+
+async def insert_new(db: AsyncSession, commands: Sequence[AgentCommand]) -> None:
+    """Insert new commands with one statement in the caller's transaction; they are not
+    attached to ``db``."""
+    rows = [{name: getattr(command, name) for name in _INSERTED} for command in commands]
+    await db.execute(_INSERT_COMMAND, rows)
+
+
+async def create(
+    db: AsyncSession, *, agent_id: str, session_id: str, action: Action, payload: dict[str, Any]
+) -> AgentCommand:
+    """Insert a ``pending`` command in the caller's transaction."""
+    command = new(agent_id=agent_id, session_id=session_id, action=action, payload=payload)
+    await insert_new(db, [command])
     return command
 
 
@@ -141,13 +167,20 @@ async def claim_pending(db: AsyncSession, agent_id: str, *, limit: int = 100) ->
     return sorted(claimed.all(), key=lambda command: command.created_at)
 
 
+_RELEASE = (
+    update(AgentCommand)
+    .where(
+        AgentCommand.id.in_(bindparam("command_uuids", expanding=True)),
+        AgentCommand.status == CommandStatus.SENT,
+    )
+    .values(status=CommandStatus.PENDING)
+    .execution_options(synchronize_session=False)
+)
+
+
 async def release(db: AsyncSession, command_ids: Collection[uuid.UUID]) -> None:
     """Put claimed commands back to ``pending`` (they could not be sent)."""
-    await db.execute(
-        update(AgentCommand)
-        .where(AgentCommand.id.in_(command_ids), AgentCommand.status == CommandStatus.SENT)
-        .values(status=CommandStatus.PENDING)
-    )
+    await db.execute(_RELEASE, {"command_uuids": list(command_ids)})
 
 
 _ACKNOWLEDGE = (
@@ -175,47 +208,46 @@ async def acknowledge(db: AsyncSession, *, agent_id: str, command_ids: Collectio
     return set((await db.scalars(_ACKNOWLEDGE, parameters)).all())
 
 
-async def of_agent(
-    db: AsyncSession, *, agent_id: str, command_ids: Collection[str]
-) -> list[AgentCommand]:
+_OF_AGENT = select(*_ENDED_COLUMNS).where(
+    _COMMANDS.c.command_id.in_(bindparam("command_ids", expanding=True)),
+    _COMMANDS.c.agent_id == bindparam("for_agent"),
+)
+
+
+async def of_agent(db: AsyncSession, *, agent_id: str, command_ids: Collection[str]) -> list[Ended]:
     """Those of these commands that were addressed to this agent."""
-    found = await db.scalars(
-        select(AgentCommand).where(
-            AgentCommand.command_id.in_(command_ids), AgentCommand.agent_id == agent_id
-        )
-    )
-    return list(found.all())
+    found = await db.execute(_OF_AGENT, {"command_ids": list(command_ids), "for_agent": agent_id})
+    return [Ended._make(row) for row in found]
 
 
 @functools.lru_cache(maxsize=256)
-def _complete_statement(count: int) -> ReturningUpdate[AgentCommand]:
+def _complete_statement(count: int) -> ReturningUpdate[tuple[str, str | None, str, str]]:
     """The UPDATE recording ``count`` completes (built once per run length): command ids
     ``c0..``, their results ``r0..``."""
     result_of = case(
         {
-            bindparam(f"c{n}", type_=AgentCommand.command_id.type): bindparam(
-                f"r{n}", type_=AgentCommand.result.type
+            bindparam(f"c{n}", type_=_COMMANDS.c.command_id.type): bindparam(
+                f"r{n}", type_=_COMMANDS.c.result.type
             )
             for n in range(count)
         },
-        value=AgentCommand.command_id,
+        value=_COMMANDS.c.command_id,
     )
     return (
-        update(AgentCommand)
+        update(_COMMANDS)
         .where(
-            AgentCommand.command_id.in_(bindparam("command_ids", expanding=True)),
-            AgentCommand.agent_id == bindparam("for_agent"),
-            AgentCommand.status.in_(OPEN_COMMAND_STATUSES),
+            _COMMANDS.c.command_id.in_(bindparam("command_ids", expanding=True)),
+            _COMMANDS.c.agent_id == bindparam("for_agent"),
+            _COMMANDS.c.status.in_(OPEN_COMMAND_STATUSES),
         )
         .values(_outcome(result=result_of))
-        .returning(AgentCommand)
-        .execution_options(synchronize_session=False)
+        .returning(*_ENDED_COLUMNS)
     )
 
 
 async def complete_for_agent(
     db: AsyncSession, *, agent_id: str, results: Mapping[str, dict[str, Any]]
-) -> list[AgentCommand]:
+) -> list[Ended]:
     """Record an agent's ``complete`` reports (command id -> result) in one statement.
 
     Returns the commands that were open; the others had an outcome already (duplicate
@@ -230,8 +262,8 @@ async def complete_for_agent(
     }
     for n, (command_id, result) in enumerate(results.items()):
         parameters[f"c{n}"], parameters[f"r{n}"] = command_id, result
-    finished = await db.scalars(_complete_statement(len(results)), parameters)
-    return list(finished.all())
+    finished = await db.execute(_complete_statement(len(results)), parameters)
+    return [Ended._make(row) for row in finished]
 
 
 _FINISH = (
