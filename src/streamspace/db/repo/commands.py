@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from streamspace.db.models import AgentCommand, Base, utcnow
+from streamspace.db.repo.lists import padded
 from streamspace.protocol import Action
 from streamspace.states import OPEN_COMMAND_STATUSES, CommandStatus
 
@@ -180,7 +181,7 @@ _RELEASE = (
 
 async def release(db: AsyncSession, command_ids: Collection[uuid.UUID]) -> None:
     """Put claimed commands back to ``pending`` (they could not be sent)."""
-    await db.execute(_RELEASE, {"command_uuids": list(command_ids)})
+    await db.execute(_RELEASE, {"command_uuids": padded(command_ids)})
 
 
 _ACKNOWLEDGE = (
@@ -204,7 +205,7 @@ async def acknowledge(db: AsyncSession, *, agent_id: str, command_ids: Collectio
     Returns the ids that were waiting for an ack; the others were acknowledged or
     finished already, or are not this agent's.
     """
-    parameters = {"command_ids": list(command_ids), "for_agent": agent_id, "now": utcnow()}
+    parameters = {"command_ids": padded(command_ids), "for_agent": agent_id, "now": utcnow()}
     return set((await db.scalars(_ACKNOWLEDGE, parameters)).all())
 
 
@@ -216,11 +217,11 @@ _OF_AGENT = select(*_ENDED_COLUMNS).where(
 
 async def of_agent(db: AsyncSession, *, agent_id: str, command_ids: Collection[str]) -> list[Ended]:
     """Those of these commands that were addressed to this agent."""
-    found = await db.execute(_OF_AGENT, {"command_ids": list(command_ids), "for_agent": agent_id})
+    found = await db.execute(_OF_AGENT, {"command_ids": padded(command_ids), "for_agent": agent_id})
     return [Ended._make(row) for row in found]
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=16)
 def _complete_statement(count: int) -> ReturningUpdate[tuple[str, str | None, str, str]]:
     """The UPDATE recording ``count`` completes (built once per run length): command ids
     ``c0..``, their results ``r0..``."""
@@ -253,16 +254,17 @@ async def complete_for_agent(
     Returns the commands that were open; the others had an outcome already (duplicate
     reports) or are not this agent's.
     """
+    command_ids = padded(results)  # the statement for a power-of-two run (a few texts)
     parameters: dict[str, Any] = {
-        "command_ids": list(results),
+        "command_ids": command_ids,
         "for_agent": agent_id,
         "now": utcnow(),
         "outcome_status": CommandStatus.COMPLETED.value,
         "error": None,
     }
-    for n, (command_id, result) in enumerate(results.items()):
-        parameters[f"c{n}"], parameters[f"r{n}"] = command_id, result
-    finished = await db.execute(_complete_statement(len(results)), parameters)
+    for n, command_id in enumerate(command_ids):
+        parameters[f"c{n}"], parameters[f"r{n}"] = command_id, results[command_id]
+    finished = await db.execute(_complete_statement(len(command_ids)), parameters)
     return [Ended._make(row) for row in finished]
 
 

@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,6 +21,7 @@ from streamspace.db.models import (
     new_id,
     utcnow,
 )
+from streamspace.db.repo.lists import padded
 from streamspace.states import (
     FINAL_SESSION_STATES,
     OPEN_COMMAND_STATUSES,
@@ -78,6 +79,14 @@ async def insert_new(db: AsyncSession, sessions: Sequence[Session]) -> None:
     await db.execute(_INSERT_EVENT, events)
 
 
+_GET_MANY = (
+    select(Session)
+    .where(Session.id.in_(bindparam("session_ids", expanding=True)))
+    .order_by(Session.id)
+)
+_LOCK_MANY = _GET_MANY.with_for_update(of=Session)
+
+
 async def get(
     db: AsyncSession, session_id: str, *, for_update: bool = False, with_owner: bool = False
 ) -> Session | None:
@@ -94,10 +103,9 @@ async def get_many(
     db: AsyncSession, session_ids: Collection[str], *, for_update: bool = False
 ) -> dict[str, Session]:
     """Sessions by id; ``for_update`` locks them (in id order, so lockers never cross)."""
-    query = select(Session).where(Session.id.in_(session_ids)).order_by(Session.id)
-    if for_update:
-        query = query.with_for_update(of=Session)
-    return {session.id: session for session in await db.scalars(query)}
+    query = _LOCK_MANY if for_update else _GET_MANY
+    found = await db.scalars(query, {"session_ids": padded(session_ids)})
+    return {session.id: session for session in found}
 
 
 async def list_sessions(
