@@ -573,6 +573,21 @@ def test_executed_store_survives_reopen_and_stays_bounded(tmp_path: Path) -> Non
         reopened.close()
 
 
+def test_executed_store_records_many_in_one_write(tmp_path: Path) -> None:
+    store = ExecutedCommands(tmp_path / "executed.sqlite3", limit=3)
+    try:
+        store.record("c0", Outcome.complete({"n": 0}))
+        store.record_many([(f"c{n}", Outcome.complete({"n": n})) for n in range(4)])
+        assert len(store) == 3  # bounded after the whole batch
+        assert store.get("c0") is None
+        assert store.get("c3") == Outcome.complete({"n": 3})
+        store.record_many([("c3", Outcome.fail("later")), ("c9", Outcome.fail("x"))])
+        assert store.get("c3") == Outcome.complete({"n": 3})  # the first outcome wins
+        assert store.get("c9") == Outcome.fail("x")
+    finally:
+        store.close()
+
+
 # --- backoff and URLs --------------------------------------------------------------------
 
 
