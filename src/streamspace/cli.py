@@ -13,6 +13,7 @@ import typer
 from streamspace import logs
 from streamspace.config import DEFAULT_DATA_DIR, AgentSettings, ApiSettings
 from streamspace.images.recipe import DEFAULT_TAG as DEFAULT_SESSION_IMAGE
+from streamspace.memory import tune_garbage_collection
 from streamspace.protocol import PlatformName
 
 app = typer.Typer(
@@ -80,6 +81,7 @@ def agent(
         chosen = create_platform(platform, settings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    tune_garbage_collection()
     asyncio.run(until_signal(lambda stop: run_agent(settings, chosen, stop)))
 
 

@@ -274,8 +274,10 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from streamspace.agent.credentials import AgentConfigError
+    from streamspace.memory import tune_garbage_collection
 
     try:
+        tune_garbage_collection()
         asyncio.run(run_fake_agent(args))
     except AgentConfigError as exc:
         raise SystemExit(f"fake-agent: {exc}") from None

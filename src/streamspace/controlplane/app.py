@@ -38,6 +38,7 @@ from streamspace.controlplane.services.users import ensure_admin
 from streamspace.controlplane.state import Replica
 from streamspace.db.engine import create_engine, create_session_factory
 from streamspace.db.migrations.runner import upgrade_async
+from streamspace.memory import tune_garbage_collection
 from streamspace.protocol import CloseCode
 from streamspace.redis_client import create_redis
 from streamspace.redis_client import describe as describe_redis
@@ -78,6 +79,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         hub = create_hub(settings)
         await hub.start()
         dispatcher = CommandDispatcher(db=db, hub=hub, settings=settings)
+        tune_garbage_collection()
         replica = Replica(
             settings=settings,
             engine=engine,
