@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
 from streamspace.db.migrations import runner
 from streamspace.db.models import Session, User, utcnow
-from streamspace.db.repo import vnc_tokens
+from streamspace.db.repo import viewers, vnc_tokens
 
 
 @pytest.fixture
@@ -61,19 +61,42 @@ async def test_viewer_count_and_activity(db: SessionFactory) -> None:
         updated_at = before.updated_at
     later = utcnow() + timedelta(seconds=5)
     async with db() as session, session.begin():
-        await vnc_tokens.viewer_joined(session, "s1", now=later)
-        await vnc_tokens.viewer_joined(session, "s1", now=later)
-        await vnc_tokens.viewer_left(session, "s1", now=later)
+        first = await viewers.viewer_joined(session, "s1", replica="pod-1", now=later)
+        second = await viewers.viewer_joined(session, "s1", replica="pod-1", now=later)
+        await viewers.viewer_left(session, first, "s1", now=later)
+    assert await _viewers_and_activity(db) == (1, later)
+    async with db() as session:
+        row = await session.get(Session, "s1")
+        assert row is not None and row.updated_at == updated_at  # activity is no state change
+    async with db() as session, session.begin():
+        for _ in range(3):  # the same viewer reported gone again: counted once
+            await viewers.viewer_left(session, first, "s1", now=later)
+    assert await _viewers_and_activity(db) == (1, later)
+    async with db() as session, session.begin():
+        await viewers.viewer_left(session, second, "s1", now=later)
+        await viewers.viewer_active(session, "s1", now=later + timedelta(seconds=1))
+    assert await _viewers_and_activity(db) == (0, later + timedelta(seconds=1))
+
+
+async def test_a_dead_replicas_viewers_are_uncounted_together(db: SessionFactory) -> None:
+    now = utcnow()
+    async with db() as session, session.begin():
+        on_1 = [await viewers.viewer_joined(session, "s1", replica="pod-1", now=now) for _ in "ab"]
+        await viewers.viewer_joined(session, "s1", replica="pod-2", now=now)
+        assert await viewers.replicas_with_viewers(session) == {"pod-1", "pod-2"}
+    async with db() as session, session.begin():
+        assert await viewers.forget_replica(session, "pod-1") == 2
+        assert await viewers.replicas_with_viewers(session) == {"pod-2"}
+    assert (await _viewers_and_activity(db))[0] == 1
+    async with db() as session, session.begin():
+        # pod-1's own close arriving after the cleanup changes nothing more.
+        await viewers.viewer_left(session, on_1[0], "s1", now=now)
+        assert await viewers.forget_replica(session, "pod-1") == 0
+    assert (await _viewers_and_activity(db))[0] == 1
+
+
+async def _viewers_and_activity(db: SessionFactory) -> tuple[int, datetime | None]:
     async with db() as session:
         row = await session.get(Session, "s1")
         assert row is not None
-        assert (row.active_viewers, row.last_activity) == (1, later)
-        assert row.updated_at == updated_at  # activity is not a state change
-    async with db() as session, session.begin():
-        for _ in range(3):
-            await vnc_tokens.viewer_left(session, "s1", now=later)
-        await vnc_tokens.viewer_active(session, "s1", now=later + timedelta(seconds=1))
-    async with db() as session:
-        row = await session.get(Session, "s1")
-        assert row is not None and row.active_viewers == 0
-        assert row.last_activity == later + timedelta(seconds=1)
+        return row.active_viewers, row.last_activity

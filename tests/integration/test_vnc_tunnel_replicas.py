@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests.helpers import eventually, logged_in, session_state, wait_for_agent, wait_for_state
-from tests.integration.test_vnc_tunnel import closed_with, connect_token, viewed, ws_url
+from tests.integration.test_vnc_tunnel import FakeVnc, closed_with, connect_token, viewed, ws_url
 from tests.local_sessions import kill_session_processes
 from tests.processes import AgentProcess, ApiProcess, redis_env
 from tests.services import RedisServer
@@ -81,3 +81,69 @@ async def test_browser_on_pod_2_agent_on_pod_1(
             kill_session_processes(sid)
     assert f"relayed tunnel to session {sid} failed" not in pods[0].output()
     assert f"VNC tunnel to session {sid} closed by the viewer" in pods[1].output()
+
+
+async def test_viewers_of_a_dead_replica_are_uncounted(
+    processes: None, tmp_path: Path, pg_url: str, redis_server: RedisServer
+) -> None:
+    """kill -9 the replica the browser reached: the survivor uncounts its viewers once the
+    dead replica's liveness key stays gone for a full TTL; a restart under the same name
+    uncounts what its earlier run left."""
+    vnc = FakeVnc()
+    port = await vnc.start()
+    fast = {"INTERNAL_SECRET": SECRET, "REPLICA_ALIVE_TTL": "2"}
+    pods = [
+        ApiProcess(
+            tmp_path / pod,
+            database_url=pg_url,
+            env={**redis_env(redis_server, pod), **fast},
+            name=pod,
+        )
+        for pod in ("pod-1", "pod-2")
+    ]
+    for pod in pods:
+        pod.start()
+    agent = AgentProcess(
+        tmp_path / "agent",
+        control_plane_url=pods[0].url,
+        agent_id="agent-on-pod-1",
+        extra_args=["--vnc-port", str(port)],
+    )
+    agent.start()
+    sockets: list[ClientConnection] = []
+    try:
+        async with logged_in(pods[0].url) as admin:
+            await wait_for_agent(admin, "agent-on-pod-1", timeout=TIMEOUT)
+            created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
+            sid = created.json()["id"]
+            await wait_for_state(admin, sid, "running", timeout=TIMEOUT)
+
+            async def viewers_are(count: int) -> bool:
+                return (await session_state(admin, sid))["active_viewers"] == count
+
+            for pod in pods:  # one viewer on each replica
+                ticket = await connect_token(admin, sid)
+                ws = await connect(ws_url(pod, ticket["url"]), subprotocols=["binary"])
+                sockets.append(ws)
+                assert isinstance(await ws.recv(), bytes)  # counted before bytes flow
+            await eventually(lambda: viewers_are(2), timeout=TIMEOUT, message="2 viewers")
+
+            pods[1].kill()
+            await eventually(
+                lambda: viewers_are(1), timeout=TIMEOUT, message="pod-2's viewer uncounted"
+            )
+            assert "replica pod-2 is gone; 0 agent(s) marked offline, 1 viewer(s)" in (
+                pods[0].output()
+            )
+
+            pods[0].kill()  # pod-1 dies with its own viewer counted, and comes back
+            pods[0].start()
+            await eventually(lambda: viewers_are(0), timeout=TIMEOUT, message="count reset")
+            assert "uncounted 1 viewer(s) left by an earlier run of replica pod-1" in (
+                pods[0].output()
+            )
+    finally:
+        for ws in sockets:  # their replicas are gone: nothing to say goodbye to
+            ws.transport.abort()
+        vnc.stop()
+        agent.kill()

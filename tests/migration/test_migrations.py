@@ -34,6 +34,7 @@ TABLES = {
     "agent_commands",
     "session_events",
     "vnc_tokens",
+    "session_viewers",
 }
 TRIGGER = "agent_commands_updated_at_trigger"
 FUNCTION = "update_agent_commands_updated_at"

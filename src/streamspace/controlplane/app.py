@@ -36,8 +36,9 @@ from streamspace.controlplane.services.sessions import SessionService
 from streamspace.controlplane.services.templates import ensure_default_templates
 from streamspace.controlplane.services.users import ensure_admin
 from streamspace.controlplane.state import Replica
-from streamspace.db.engine import create_engine, create_session_factory
+from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
 from streamspace.db.migrations.runner import upgrade_async
+from streamspace.db.repo import viewers
 from streamspace.memory import tune_garbage_collection
 from streamspace.protocol import CloseCode
 from streamspace.redis_client import create_redis
@@ -61,6 +62,15 @@ def create_hub(settings: ApiSettings) -> AgentHub:
         where=describe_redis(settings),
         address=settings.advertised_url,
     )
+
+
+async def _forget_own_viewers(db: SessionFactory, pod_name: str) -> None:
+    """Viewers counted by an earlier process under this replica's name (it crashed with
+    tunnels open) are not viewing any more: this process holds none yet."""
+    async with db() as session, session.begin():
+        stale = await viewers.forget_replica(session, pod_name)
+    if stale:
+        log.warning("uncounted %d viewer(s) left by an earlier run of replica %s", stale, pod_name)
 
 
 def create_app(settings: ApiSettings | None = None, *, announce_password: bool = True) -> FastAPI:
@@ -100,6 +110,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         if generated and announce_password:
             print(f"Created administrator 'admin' with password: {generated}", flush=True)
         await ensure_default_templates(db)
+        await _forget_own_viewers(db, settings.pod_name)
         stop = asyncio.Event()
         reconciler = Reconciler(db=db, hub=hub, settings=settings)
         async with asyncio.TaskGroup() as group:

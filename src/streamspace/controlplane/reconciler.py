@@ -24,6 +24,7 @@ from streamspace.db.models import AgentCommand, utcnow
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
+from streamspace.db.repo import viewers
 from streamspace.protocol import CloseCode
 from streamspace.states import CommandStatus, SessionState
 
@@ -122,17 +123,18 @@ class Reconciler:
 
     async def check_dead_replicas(self) -> None:
         """Agents marked online at a replica whose liveness key is gone: offline now,
-        without waiting for their heartbeats to age (they reconnect to a survivor).
+        without waiting for their heartbeats to age (they reconnect to a survivor); the
+        viewers it held: uncounted (their browsers lost the tunnel with it).
 
         A key missing once may just have been lost with Redis (restart, failover); a live
         replica re-creates it within a third of its TTL, so only a key still missing a full
         TTL later means the replica is dead.
         """
         async with self._db() as db:
-            online = await agent_repo.online_by_replica(db)
+            named = await agent_repo.online_by_replica(db) | await viewers.replicas_with_viewers(db)
         now = time.monotonic()
         dead = []
-        for name in online:
+        for name in named - {self._settings.pod_name}:
             if await self._hub.replica_alive(name) is not False:
                 self._missing_since.pop(name, None)
             elif (
@@ -144,7 +146,13 @@ class Reconciler:
         async with self._db() as db, db.begin():
             for name in dead:
                 count = await agent_repo.mark_replica_offline(db, name)
-                log.warning("replica %s is gone; %d agent(s) marked offline", name, count)
+                gone = await viewers.forget_replica(db, name)
+                log.warning(
+                    "replica %s is gone; %d agent(s) marked offline, %d viewer(s) uncounted",
+                    name,
+                    count,
+                    gone,
+                )
                 self._missing_since.pop(name, None)
 
     @staticmethod

@@ -179,6 +179,23 @@ class VncToken(Base):
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class SessionViewer(Base):
+    """An open VNC tunnel to a session, held by the replica the browser reached.
+
+    ``sessions.active_viewers`` counts these rows; keeping them per replica lets the
+    survivors uncount the viewers of a replica that died with tunnels open.
+    """
+
+    __tablename__ = "session_viewers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    replica: Mapped[str] = mapped_column(String(255), index=True)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class SessionEvent(Base):
     """Audit trail: one row per session state transition."""
 

@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.websockets import WebSocket
@@ -32,17 +32,15 @@ from streamspace.controlplane.tunnels.endpoints import (
 from streamspace.controlplane.tunnels.relay import Traffic, relay
 from streamspace.db.models import utcnow
 from streamspace.db.repo import sessions as session_repo
-from streamspace.db.repo import vnc_tokens
+from streamspace.db.repo import viewers, vnc_tokens
 from streamspace.protocol import CloseCode, VncEndpoint
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 SUBPROTOCOL = "binary"
 """Offered back when the client asks for it (noVNC does)."""
-
-
-class _ViewerChange(Protocol):
-    async def __call__(self, db: AsyncSession, session_id: str, *, now: datetime) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -100,14 +98,20 @@ async def open_upstream(replica: Replica, target: Target) -> AsyncIterator[Endpo
 async def _view(replica: Replica, target: Target, viewer: Endpoint, agent: Endpoint) -> None:
     traffic = Traffic()
     began = time.monotonic()
-    await _record(replica, vnc_tokens.viewer_joined, target.session_id)
-    ticker = asyncio.create_task(_activity(replica, target.session_id, traffic))
+    sid, here = target.session_id, replica.settings.pod_name
+    viewer_id = await _record(
+        replica, sid, lambda db, now: viewers.viewer_joined(db, sid, replica=here, now=now)
+    )
+    ticker = asyncio.create_task(_activity(replica, sid, traffic))
     try:
         ending = await relay(viewer, agent, traffic)
     finally:
         ticker.cancel()
         await asyncio.gather(ticker, return_exceptions=True)
-        await _record(replica, vnc_tokens.viewer_left, target.session_id)
+        if viewer_id is not None:
+            await _record(
+                replica, sid, lambda db, now: viewers.viewer_left(db, viewer_id, sid, now=now)
+            )
     log.info(
         "VNC tunnel to session %s closed by the %s (%s %s) after %.1f s: %d B to viewer, %d B up",
         target.session_id,
@@ -128,13 +132,19 @@ async def _activity(replica: Replica, session_id: str, traffic: Traffic) -> None
         await asyncio.sleep(interval)
         if traffic.last_flow > noted:
             noted = time.monotonic()
-            await _record(replica, vnc_tokens.viewer_active, session_id)
+            await _record(
+                replica, session_id, lambda db, now: viewers.viewer_active(db, session_id, now=now)
+            )
 
 
-async def _record(replica: Replica, change: _ViewerChange, session_id: str) -> None:
-    """Apply a viewer-count/activity change; a database hiccup must not break the tunnel."""
+async def _record(
+    replica: Replica, session_id: str, change: Callable[[AsyncSession, datetime], Awaitable[T]]
+) -> T | None:
+    """Apply a viewer-count/activity change; a database hiccup must not break the tunnel
+    (``None`` then)."""
     try:
         async with replica.db() as db, db.begin():
-            await change(db, session_id, now=utcnow())
+            return await change(db, utcnow())
     except Exception:
         log.warning("could not record viewer activity of session %s", session_id, exc_info=True)
+        return None

@@ -1,16 +1,14 @@
-"""Queries on ``vnc_tokens`` (single-use VNC connect tickets) and the viewer counters of
-``sessions`` that opening and closing a tunnel maintain."""
+"""Queries on ``vnc_tokens``: single-use VNC connect tickets."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from streamspace.db.models import Session, User, VncToken
+from streamspace.db.models import User, VncToken
 
 
 @dataclass(frozen=True)
@@ -70,29 +68,3 @@ async def consume(db: AsyncSession, token_hash: str, *, now: datetime) -> Ticket
     session_id, user_id = row
     role = await db.scalar(select(User.role).where(User.id == user_id))
     return Ticket(session_id=session_id, user_id=user_id, is_admin=role == "admin")
-
-
-async def viewer_joined(db: AsyncSession, session_id: str, *, now: datetime) -> None:
-    """One more viewer: count it and note the activity."""
-    await _note_viewers(db, session_id, now, active_viewers=Session.active_viewers + 1)
-
-
-async def viewer_left(db: AsyncSession, session_id: str, *, now: datetime) -> None:
-    """One viewer fewer (never below zero), and note the activity."""
-    fewer = case((Session.active_viewers > 0, Session.active_viewers - 1), else_=0)
-    await _note_viewers(db, session_id, now, active_viewers=fewer)
-
-
-async def viewer_active(db: AsyncSession, session_id: str, *, now: datetime) -> None:
-    """VNC bytes flowed: the session is in use (the idle timeout reads this)."""
-    await _note_viewers(db, session_id, now)
-
-
-async def _note_viewers(db: AsyncSession, session_id: str, now: datetime, **change: Any) -> None:
-    """Note viewer activity (``updated_at`` is left alone: it tracks state changes, which
-    the reconciler reads)."""
-    await db.execute(
-        update(Session)
-        .where(Session.id == session_id)
-        .values(last_activity=now, updated_at=Session.updated_at, **change)
-    )
