@@ -28,6 +28,11 @@ class Coalescer(Generic[Item, Result]):
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._writer: asyncio.Task[None] | None = None
 
+    @property
+    def waiting(self) -> int:
+        """Items queued and not yet taken into a batch."""
+        return len(self._waiting)
+
     async def submit(self, item: Item) -> Result:
         """Queue ``item`` for the next batch and wait for its result (or exception).
 

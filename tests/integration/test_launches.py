@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.services.errors import NotFound
+from streamspace.controlplane.services.errors import NotFound, Unavailable
 from streamspace.controlplane.services.launches import Launched, LaunchWriter
 from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
 from streamspace.db.migrations import runner
@@ -72,3 +72,15 @@ async def test_one_bad_launch_does_not_spoil_its_batch(
         (first.session.id, "sent", 1),
         (second.session.id, "sent", 1),
     }
+
+
+async def test_launches_beyond_the_queue_limit_are_refused(db: SessionFactory) -> None:
+    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10), max_waiting=3)
+    results = await asyncio.gather(
+        *(writer.launch(ANN, "xterm") for _ in range(5)), return_exceptions=True
+    )
+    assert [type(result) for result in results] == [Launched] * 3 + [Unavailable] * 2
+    assert "3 launches are waiting on this replica" in str(results[3])
+    async with db() as session:
+        assert len((await session.scalars(select(Session.id))).all()) == 3
+    assert isinstance(await writer.launch(ANN, "xterm"), Launched)  # room again

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 100
 """Launches written per transaction at most."""
+MAX_WAITING = 5_000
+"""Launches queued on one replica at most; more are refused (503) rather than left to grow."""
 
 
 class Launched(NamedTuple):
@@ -52,17 +54,25 @@ class _Launch:
 class LaunchWriter:
     """Writes new sessions with their first command, many launches per transaction."""
 
-    def __init__(self, *, db: SessionFactory, settings: ApiSettings) -> None:
+    def __init__(
+        self, *, db: SessionFactory, settings: ApiSettings, max_waiting: int = MAX_WAITING
+    ) -> None:
         self._db = db
         self._settings = settings
+        self._max_waiting = max_waiting
         self._queue = Coalescer(self._write_batch, max_batch=MAX_BATCH, name="launch-writer")
 
     async def launch(self, user: User, template_name: str) -> Launched:
         """Write a pending session of the template on the least loaded agent that fits.
 
         Raises :class:`NotFound` for an unknown template and :class:`Unavailable` when no
-        agent can take it; nothing is written for that launch then.
+        agent can take it or this replica already has ``max_waiting`` launches queued;
+        nothing is written for that launch then.
         """
+        if self._queue.waiting >= self._max_waiting:
+            raise Unavailable(
+                f"{self._queue.waiting} launches are waiting on this replica; try again in a moment"
+            )
         return await self._queue.submit(_Launch(user, template_name))
 
     async def _write_batch(self, batch: list[_Launch]) -> list[Launched | BaseException]:
