@@ -39,7 +39,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from tests.helpers import login, wait_for_agent
-from tests.processes import AgentProcess, ApiProcess, kill_all, redis_env
+from tests.processes import AgentProcess, ApiProcess, kill_all, replica_processes
 from tests.services import PostgresServer, RedisServer, make_postgres_dir
 
 from bench.agents_scale import CLOCK_TICKS, family_cpu_ticks, machine_cpu_ticks
@@ -359,18 +359,9 @@ async def main(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str
         postgres.start()
         redis_server.start()
         url = postgres.create_database("bench")
-        pods = [
-            ApiProcess(
-                work / pod,
-                database_url=url,
-                name=pod,
-                env={
-                    **PRODUCTION_ENV,
-                    **redis_env(redis_server, pod),
-                },
-            )
-            for pod in ("pod-1", "pod-2")
-        ]
+        pods = replica_processes(
+            work, database_url=url, redis_server=redis_server, env=PRODUCTION_ENV
+        )
         for pod in pods:
             pod.start()
         agent = AgentProcess(

@@ -44,7 +44,13 @@ from typing import Protocol
 import httpx
 import redis.asyncio as aioredis
 from tests.helpers import eventually, login, wait_for_agent, wait_for_state
-from tests.processes import VENV_BIN, AgentProcess, ApiProcess, kill_all, redis_env
+from tests.processes import (
+    VENV_BIN,
+    AgentProcess,
+    ApiProcess,
+    kill_all,
+    replica_processes,
+)
 from tests.services import PostgresServer, RedisServer, free_port, make_postgres_dir
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -442,19 +448,12 @@ async def main(args: argparse.Namespace) -> list[Route]:
             work / "single", database_url=postgres.create_database("single"), env=API_ENV
         )
         pair_url = postgres.create_database("pair")
-        pods = [
-            ApiProcess(
-                work / pod,
-                database_url=pair_url,
-                name=pod,
-                env={
-                    **API_ENV,
-                    **redis_env(redis_server, pod),
-                    "INTERNAL_SECRET": SECRET,
-                },
-            )
-            for pod in ("pod-1", "pod-2")
-        ]
+        pods = replica_processes(
+            work,
+            database_url=pair_url,
+            redis_server=redis_server,
+            env={**API_ENV, "INTERNAL_SECRET": SECRET},
+        )
         for api in (single, *pods):
             api.start()
         agent_args = ["--vnc-port", str(source.port), "--poll-interval", "2"]

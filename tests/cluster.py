@@ -36,7 +36,7 @@ from streamspace.states import OPEN_COMMAND_STATUSES
 from streamspace.testing import finished_executions
 from tests.database import Database
 from tests.helpers import eventually
-from tests.processes import AgentProcess, ApiProcess, redis_env
+from tests.processes import AgentProcess, ApiProcess, replica_processes
 from tests.services import RedisServer
 
 START = "start_session"
@@ -57,15 +57,9 @@ class Cluster:
     ) -> None:
         self.directory = directory
         self.redis_server = redis_server
-        self.replicas = [
-            ApiProcess(
-                directory / pod,
-                database_url=pg_url,
-                env={**redis_env(redis_server, pod), **env},
-                name=pod,
-            )
-            for pod in (f"pod-{n}" for n in range(1, replicas + 1))
-        ]
+        self.replicas = replica_processes(
+            directory, database_url=pg_url, redis_server=redis_server, env=env, count=replicas
+        )
         self.agents: list[AgentProcess] = []
         """Every agent process started, restarted ones included (in start order)."""
         self.database = Database(pg_url)

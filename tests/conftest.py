@@ -10,6 +10,7 @@ Per-test URLs (function-scoped):
   db_url      parametrized: runs the test once with sqlite_url and once with pg_url
   redis_url   ``redis://127.0.0.1:PORT/1`` with DB 1 flushed
   redis_client  an asyncio client on redis_url (``str`` answers)
+  migrated_db   a session factory on db_url, migrated to head (both databases)
 
 Docker (tests/docker_env.py): docker_image (session-scoped: dockerd running, session image
 built), docker_scope (a test's agent id and user; fails the test for leftovers) and
@@ -21,6 +22,7 @@ ends (the per-test fixtures restart a server they find down, as a safety net).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import shutil
@@ -31,6 +33,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
+from streamspace.db.migrations import runner
 from tests.database import Database
 from tests.docker_env import DockerScope, ensure_docker
 from tests.helpers import login, wait_for_agent
@@ -144,6 +148,17 @@ async def database(pg_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
+
+
+@pytest.fixture
+async def migrated_db(db_url: str) -> AsyncIterator[SessionFactory]:
+    """Sessions on ``db_url`` (SQLite, then PostgreSQL) with the schema at head."""
+    await asyncio.to_thread(runner.upgrade, db_url, "head")
+    engine = create_engine(db_url)
+    try:
+        yield create_session_factory(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture(autouse=True)

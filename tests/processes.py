@@ -236,6 +236,26 @@ def redis_env(redis_server: RedisServer, pod: str) -> dict[str, str]:
     }
 
 
+def replica_processes(
+    directory: Path,
+    *,
+    database_url: str,
+    redis_server: RedisServer,
+    env: Mapping[str, str] = {},
+    count: int = 2,
+) -> list[ApiProcess]:
+    """Replicas pod-1..``count`` on one database and one Redis (not started yet)."""
+    return [
+        ApiProcess(
+            directory / pod,
+            database_url=database_url,
+            env={**redis_env(redis_server, pod), **env},
+            name=pod,
+        )
+        for pod in (f"pod-{n}" for n in range(1, count + 1))
+    ]
+
+
 def create_user(database_url: str, username: str, password: str) -> None:
     """``streamspace users create`` (role user) against ``database_url``."""
     subprocess.run(

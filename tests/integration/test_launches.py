@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
@@ -12,19 +11,15 @@ from sqlalchemy.exc import IntegrityError
 from streamspace.config import ApiSettings
 from streamspace.controlplane.services.errors import NotFound, Unavailable
 from streamspace.controlplane.services.launches import Launched, LaunchWriter
-from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
-from streamspace.db.migrations import runner
+from streamspace.db.engine import SessionFactory
 from streamspace.db.models import Agent, AgentCommand, Session, Template, User, utcnow
 
 ANN = User(id="u1", username="ann", password_hash="x", role="user")
 
 
 @pytest.fixture
-async def db(db_url: str) -> AsyncIterator[SessionFactory]:
-    await asyncio.to_thread(runner.upgrade, db_url, "head")
-    engine = create_engine(db_url)
-    factory = create_session_factory(engine)
-    async with factory() as session, session.begin():
+async def db(migrated_db: SessionFactory) -> SessionFactory:
+    async with migrated_db() as session, session.begin():
         session.add(User(id=ANN.id, username=ANN.username, password_hash="x", role="user"))
         session.add(Template(name="xterm", display_name="XTerm", command=["xterm"]))
         session.add(
@@ -38,10 +33,7 @@ async def db(db_url: str) -> AsyncIterator[SessionFactory]:
                 last_heartbeat=utcnow(),
             )
         )
-    try:
-        yield factory
-    finally:
-        await engine.dispose()
+    return migrated_db
 
 
 async def test_one_bad_launch_does_not_spoil_its_batch(

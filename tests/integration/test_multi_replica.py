@@ -7,17 +7,14 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from tests.helpers import eventually, logged_in, wait_for_agent, wait_for_state
-from tests.processes import AgentProcess, ApiProcess, redis_env
+from tests.processes import AgentProcess, replica_processes
 from tests.services import RedisServer
 
 
 async def test_seed_multi_pod_validation(
     processes: None, tmp_path: Path, pg_url: str, redis_url: str, redis_server: RedisServer
 ) -> None:
-    pods = [
-        ApiProcess(tmp_path / pod, database_url=pg_url, env=redis_env(redis_server, pod), name=pod)
-        for pod in ("pod-1", "pod-2")
-    ]
+    pods = replica_processes(tmp_path, database_url=pg_url, redis_server=redis_server)
     for pod in pods:
         pod.start()
     agent = AgentProcess(

@@ -12,7 +12,7 @@ from streamspace.db.models import AgentCommand
 from tests.database import Database
 from tests.helpers import eventually, logged_in, wait_for_agent, wait_for_state
 from tests.manual_agent import ManualAgent
-from tests.processes import AgentProcess, ApiProcess, redis_env
+from tests.processes import AgentProcess, ApiProcess, replica_processes
 from tests.services import RedisServer
 
 
@@ -37,15 +37,9 @@ async def test_registry_keys_are_recreated_and_dead_replicas_noticed(
     processes: None, tmp_path: Path, pg_url: str, redis_url: str, redis_server: RedisServer
 ) -> None:
     slow_beats = {"HEARTBEAT_INTERVAL": "10", "REPLICA_ALIVE_TTL": "2"}
-    pods = [
-        ApiProcess(
-            tmp_path / pod,
-            database_url=pg_url,
-            name=pod,
-            env={**redis_env(redis_server, pod), **slow_beats},
-        )
-        for pod in ("pod-1", "pod-2")
-    ]
+    pods = replica_processes(
+        tmp_path, database_url=pg_url, redis_server=redis_server, env=slow_beats
+    )
     for pod in pods:
         pod.start()
     agent = AgentProcess(tmp_path / "agent", control_plane_url=pods[0].url, agent_id="agent-2")

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
 
-from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
-from streamspace.db.migrations import runner
+from streamspace.db.engine import SessionFactory
 from streamspace.db.models import Session, User, utcnow
 from streamspace.db.repo import viewers, vnc_tokens
 
 
 @pytest.fixture
-async def db(db_url: str) -> AsyncIterator[SessionFactory]:
-    await asyncio.to_thread(runner.upgrade, db_url, "head")
-    engine = create_engine(db_url)
-    factory = create_session_factory(engine)
-    async with factory() as session, session.begin():
+async def db(migrated_db: SessionFactory) -> SessionFactory:
+    async with migrated_db() as session, session.begin():
         session.add(User(id="u1", username="ann", password_hash="x", role="user"))
         session.add(User(id="u2", username="root", password_hash="x", role="admin"))
         session.add(Session(id="s1", owner_id="u1", template_name="xterm", platform_state={}))
-    try:
-        yield factory
-    finally:
-        await engine.dispose()
+    return migrated_db
 
 
 async def test_a_token_is_consumed_once_and_only_before_it_expires(db: SessionFactory) -> None:

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.helpers import eventually, logged_in, session_state, wait_for_agent, wait_for_state
 from tests.integration.test_vnc_tunnel import FakeVnc, closed_with, connect_token, viewed, ws_url
 from tests.local_sessions import kill_session_processes
-from tests.processes import AgentProcess, ApiProcess, redis_env
+from tests.processes import AgentProcess, replica_processes
 from tests.services import RedisServer
 
 TIMEOUT = 20.0
@@ -25,15 +25,9 @@ SECRET = "replicas-share-this"
 async def test_browser_on_pod_2_agent_on_pod_1(
     processes: None, tmp_path: Path, pg_url: str, redis_url: str, redis_server: RedisServer
 ) -> None:
-    pods = [
-        ApiProcess(
-            tmp_path / pod,
-            database_url=pg_url,
-            env={**redis_env(redis_server, pod), "INTERNAL_SECRET": SECRET},
-            name=pod,
-        )
-        for pod in ("pod-1", "pod-2")
-    ]
+    pods = replica_processes(
+        tmp_path, database_url=pg_url, redis_server=redis_server, env={"INTERNAL_SECRET": SECRET}
+    )
     for pod in pods:
         pod.start()
     agent = AgentProcess(
@@ -92,15 +86,7 @@ async def test_viewers_of_a_dead_replica_are_uncounted(
     vnc = FakeVnc()
     port = await vnc.start()
     fast = {"INTERNAL_SECRET": SECRET, "REPLICA_ALIVE_TTL": "2"}
-    pods = [
-        ApiProcess(
-            tmp_path / pod,
-            database_url=pg_url,
-            env={**redis_env(redis_server, pod), **fast},
-            name=pod,
-        )
-        for pod in ("pod-1", "pod-2")
-    ]
+    pods = replica_processes(tmp_path, database_url=pg_url, redis_server=redis_server, env=fast)
     for pod in pods:
         pod.start()
     agent = AgentProcess(

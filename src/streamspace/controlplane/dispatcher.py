@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from datetime import datetime
@@ -19,7 +18,7 @@ from datetime import datetime
 from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
-from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.hub.base import AgentHub, Parcel
 from streamspace.controlplane.hub.connection import AgentConnection
 from streamspace.db.engine import SessionFactory, one_statement_each
 from streamspace.db.models import AgentCommand, utcnow
@@ -67,7 +66,7 @@ class CommandDispatcher:
         elif not await self._hub.ring(agent_id, parcel=_parcel(command)):
             await self._release(agent_id, command)
 
-    def _doorbell(self, agent_id: str, parcel: str | None) -> None:
+    def _doorbell(self, agent_id: str, parcel: Parcel | None) -> None:
         if parcel is None:
             self.wake(agent_id)
             return
@@ -166,8 +165,7 @@ class CommandDispatcher:
                 return
             unsent = await self._send_all(connection, claimed)
             if unsent:
-                async with one_statement_each(self._db) as db:
-                    await command_repo.release(db, [command.id for command in unsent])
+                await self._release_all([command.id for command in unsent])
                 return
             if len(claimed) < limit:
                 return  # all there was; a command created since rang the doorbell again
@@ -201,23 +199,20 @@ class CommandDispatcher:
         return []
 
 
-def _parcel(command: AgentCommand) -> str:
-    """A handed-off command as the doorbell carries it (JSON naming its agent)."""
-    return json.dumps(
-        {
-            "agent_id": command.agent_id,
-            "id": str(command.id),
-            "command_id": command.command_id,
-            "session_id": command.session_id,
-            "action": command.action,
-            "payload": command.payload,
-            "created_at": command.created_at.isoformat(),
-        }
-    )
+def _parcel(command: AgentCommand) -> Parcel:
+    """A handed-off command as the doorbell carries it (JSON-able, naming its agent)."""
+    return {
+        "agent_id": command.agent_id,
+        "id": str(command.id),
+        "command_id": command.command_id,
+        "session_id": command.session_id,
+        "action": command.action,
+        "payload": command.payload,
+        "created_at": command.created_at.isoformat(),
+    }
 
 
-def _unparcel(parcel: str) -> AgentCommand:
-    data = json.loads(parcel)
+def _unparcel(data: Parcel) -> AgentCommand:
     return AgentCommand(
         id=uuid.UUID(data["id"]),
         command_id=str(data["command_id"]),

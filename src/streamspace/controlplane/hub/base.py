@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import Any
 
 from streamspace.controlplane.hub.connection import AgentConnection
 
-DoorbellHandler = Callable[[str, str | None], None]
+Parcel = dict[str, Any]
+"""A command handed over with a doorbell (a JSON object naming its ``agent_id``)."""
+DoorbellHandler = Callable[[str, Parcel | None], None]
 """Called when an agent connected HERE has commands waiting: with the agent id and, when
 the ringer handed a command over with the doorbell, that command (the ringer's parcel)."""
 
@@ -49,17 +52,17 @@ class AgentHub(abc.ABC):
         del self._local[connection.agent_id]
         return True
 
-    def _ring_local(self, agent_id: str, parcel: str | None = None) -> bool:
+    def _ring_local(self, agent_id: str, parcel: Parcel | None = None) -> bool:
         if agent_id not in self._local or self._on_doorbell is None:
             return False
         self._on_doorbell(agent_id, parcel)
         return True
 
     @abc.abstractmethod
-    async def ring(self, agent_id: str, parcel: str | None = None) -> bool:
+    async def ring(self, agent_id: str, parcel: Parcel | None = None) -> bool:
         """Tell the replica holding ``agent_id`` that it has commands; ``True`` if one heard.
 
-        ``parcel`` (a JSON object naming ``agent_id``) travels with the doorbell: a command
+        ``parcel`` (a JSON-able object naming ``agent_id``) travels with the doorbell: a command
         the ringer already marked ``sent``, for the holder to send without claiming it.
         """
 

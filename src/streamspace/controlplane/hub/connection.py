@@ -35,6 +35,7 @@ class AgentConnection:
 
     def note_sent(self, command_id: str) -> None:
         """A command went out on this connection; it is in flight until answered."""
+        self._unanswered.pop(command_id, None)  # a re-send goes to the back: oldest first
         self._unanswered[command_id] = time.monotonic()
 
     def note_answered(self, command_ids: Iterable[str]) -> bool:
@@ -48,7 +49,10 @@ class AgentConnection:
         """How many more commands may go out now: ``window`` minus those unanswered, not
         counting any older than ``forget_after`` seconds (the ack timeout sends those again)."""
         stale = time.monotonic() - forget_after
-        for command_id in [c for c, sent in self._unanswered.items() if sent < stale]:
+        while self._unanswered:  # oldest first: only the stale head is looked at
+            command_id, sent = next(iter(self._unanswered.items()))
+            if sent >= stale:
+                break
             del self._unanswered[command_id]
         free = window - len(self._unanswered)
         if free <= 0:

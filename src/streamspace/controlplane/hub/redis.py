@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from streamspace import names
 from streamspace.controlplane import metrics
-from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.hub.base import AgentHub, Parcel
 from streamspace.controlplane.hub.connection import AgentConnection
 from streamspace.protocol import CloseCode
 
@@ -150,7 +150,7 @@ class RedisAgentHub(AgentHub):
             return True  # cannot tell; the registration is re-created once Redis is back
         return bool(renewed)
 
-    async def ring(self, agent_id: str, parcel: str | None = None) -> bool:
+    async def ring(self, agent_id: str, parcel: Parcel | None = None) -> bool:
         if self._ring_local(agent_id, parcel):
             return True
         if not self._up:
@@ -164,9 +164,8 @@ class RedisAgentHub(AgentHub):
                 metrics.DOORBELLS.labels("no_owner").inc()
                 return False
             pod_name = pod.decode() if isinstance(pod, bytes) else str(pod)
-            heard = await self._redis.publish(
-                names.pod_commands_channel(pod_name), agent_id if parcel is None else parcel
-            )
+            message = agent_id if parcel is None else json.dumps(parcel)
+            heard = await self._redis.publish(names.pod_commands_channel(pod_name), message)
         except (RedisError, OSError) as exc:
             self._set_up(False, exc)
             metrics.DOORBELLS.labels("error").inc()
@@ -239,18 +238,20 @@ class RedisAgentHub(AgentHub):
             await asyncio.sleep(RECONNECT_DELAY)
 
     def _heard(self, data: bytes | str) -> None:
-        """A doorbell on this replica's channel: an agent id, or a parcel (JSON object)."""
+        """A doorbell on this replica's channel: an agent id, or a parcel (JSON object),
+        decoded here once for the dispatcher."""
         text = data.decode() if isinstance(data, bytes) else data
         if not text.startswith("{"):
             self._ring_local(text)
             return
         try:
-            agent_id = json.loads(text)["agent_id"]
+            parcel = json.loads(text)
+            agent_id = parcel["agent_id"]
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed parcel on %s", self._channel)
             return
         if isinstance(agent_id, str):
-            self._ring_local(agent_id, text)
+            self._ring_local(agent_id, parcel)
 
     async def _keep_alive_forever(self) -> None:
         """Renew the liveness key and every local registration (the reconcile loop of the

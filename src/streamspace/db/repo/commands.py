@@ -196,6 +196,7 @@ _ACKNOWLEDGE = (
         acknowledged_at=bindparam("now", type_=AgentCommand.acknowledged_at.type),
     )
     .returning(AgentCommand.command_id)
+    .execution_options(synchronize_session=False)
 )
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Template
+from streamspace.db.repo.lists import padded
 
 _BY_NAMES = select(Template).where(Template.name.in_(bindparam("names", expanding=True)))
 """Built once: constructing a statement costs more than running it."""
@@ -23,7 +24,7 @@ async def get(db: AsyncSession, name: str) -> Template | None:
 
 async def get_many(db: AsyncSession, names: Collection[str]) -> dict[str, Template]:
     """Templates by name (names that do not exist are left out)."""
-    found = await db.scalars(_BY_NAMES, {"names": list(names)})
+    found = await db.scalars(_BY_NAMES, {"names": padded(names)})
     return {template.name: template for template in found}
 
 
