@@ -12,6 +12,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.balancer import Balancer
 from tests.helpers import eventually, logged_in, session_state, wait_for_agent, wait_for_state
 from tests.integration.test_vnc_tunnel import FakeVnc, closed_with, connect_token, viewed, ws_url
 from tests.local_sessions import kill_session_processes
@@ -133,3 +134,68 @@ async def test_viewers_of_a_dead_replica_are_uncounted(
             ws.transport.abort()
         vnc.stop()
         agent.kill()
+
+
+async def test_data_socket_landing_on_another_replica_is_forwarded(
+    processes: None, tmp_path: Path, pg_url: str, redis_server: RedisServer
+) -> None:
+    """Agents dial the control plane through a load balancer: the agent's control socket is
+    on pod-1, its data sockets land on pod-2, which forwards them to pod-1; viewers on
+    either replica get their session's screen."""
+    vnc = FakeVnc()
+    port = await vnc.start()
+    pods = replica_processes(
+        tmp_path, database_url=pg_url, redis_server=redis_server, env={"INTERNAL_SECRET": SECRET}
+    )
+    for pod in pods:
+        pod.start()
+    balancer = Balancer(pods)
+    await balancer.start()
+    agent = AgentProcess(
+        tmp_path / "agent",
+        control_plane_url=balancer.url,
+        agent_id="agent-behind-lb",
+        extra_args=["--vnc-port", str(port)],
+    )
+    agent.start()
+    try:
+        async with logged_in(pods[0].url) as admin:
+            await wait_for_agent(admin, "agent-behind-lb", timeout=TIMEOUT)
+            created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
+            sid = created.json()["id"]
+            await wait_for_state(admin, sid, "running", timeout=TIMEOUT)
+            balancer.send_to(1)  # from now on the balancer picks pod-2
+            routed_before = len(balancer.routed)
+
+            for index, pod in enumerate(pods):  # a viewer on the agent's replica, then pod-2
+                ticket = await connect_token(admin, sid)
+                async with connect(ws_url(pod, ticket["url"]), subprotocols=["binary"]) as ws:
+                    down = await ws.recv()
+                    assert isinstance(down, bytes) and down and set(down) == {1}
+                    await ws.send(f"up-{index}".encode())
+
+                    async def arrived(index: int = index) -> bool:
+                        return f"up-{index}".encode() in vnc.received
+
+                    await eventually(arrived, timeout=TIMEOUT, message="bytes up reach the VNC")
+
+            assert balancer.routed[routed_before:] == [1, 1]  # both data sockets on pod-2
+            forwarded = "(agent agent-behind-lb) forwarded to " + pods[0].url
+            assert pods[1].output().count(forwarded) == 2
+            assert "not waiting here" not in pods[0].output() + pods[1].output()
+            assert len(vnc.sent) == 2
+
+            # The forwarding endpoint wants the shared secret and a tunnel waiting there.
+            internal = ws_url(pods[0], "/api/v1/internal/agent-tunnels/no-such-tunnel")
+            async with connect(internal, additional_headers={"X-Internal-Secret": "x"}) as ws:
+                assert await closed_with(ws) == (4401, "invalid internal credentials")
+            headers = {"X-Internal-Secret": SECRET, "X-Agent-ID": "agent-behind-lb"}
+            async with connect(internal, additional_headers=headers) as ws:
+                assert await closed_with(ws) == (
+                    4404,
+                    "no such tunnel waiting (expired or not yours)",
+                )
+    finally:
+        agent.kill()
+        await balancer.close()
+        vnc.stop()

@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamspace.agent.tunnel import run_tunnel, tunnel_url
 from streamspace.controlplane.tunnels.endpoints import Closed, Gone, clip
-from streamspace.controlplane.tunnels.internal import internal_url
+from streamspace.controlplane.tunnels.internal import agent_data_path, internal_url, session_path
 from streamspace.controlplane.tunnels.registry import TunnelRegistry
 from streamspace.controlplane.tunnels.relay import Traffic, relay, upstream_close
 from streamspace.logs import RedactTokens
@@ -160,10 +160,15 @@ async def test_registry_refuses_sockets_after_the_viewer_gave_up() -> None:
 def test_urls_and_reasons() -> None:
     connect = "wss://cp.example:8443/api/v1/agents/connect"
     assert tunnel_url(connect, "abc") == "wss://cp.example:8443/api/v1/agents/tunnels/abc"
-    assert internal_url("http://10.0.0.5:8080/", "s-1") == (
+    assert internal_url("http://10.0.0.5:8080/", session_path("s-1")) == (
         "ws://10.0.0.5:8080/api/v1/internal/tunnels/s-1"
     )
-    assert internal_url("https://pod-1", "s") == "wss://pod-1/api/v1/internal/tunnels/s"
+    assert internal_url("https://pod-1", session_path("s")) == (
+        "wss://pod-1/api/v1/internal/tunnels/s"
+    )
+    assert internal_url("http://pod-1:80", agent_data_path("t1")) == (
+        "ws://pod-1:80/api/v1/internal/agent-tunnels/t1"
+    )
     assert len(clip("é" * 200).encode()) <= 120
 
 

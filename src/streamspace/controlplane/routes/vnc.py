@@ -7,7 +7,10 @@ from pydantic import BaseModel
 
 from streamspace.controlplane.deps import ReplicaDep, UserDep
 from streamspace.controlplane.tunnels import tokens
-from streamspace.controlplane.tunnels.agent_side import serve_agent_data
+from streamspace.controlplane.tunnels.agent_side import (
+    serve_agent_data,
+    serve_forwarded_agent_data,
+)
 from streamspace.controlplane.tunnels.internal import serve_internal
 from streamspace.controlplane.tunnels.viewer import serve_viewer
 
@@ -48,3 +51,10 @@ async def agent_tunnel(websocket: WebSocket, tunnel_id: str) -> None:
 async def internal_tunnel(websocket: WebSocket, session_id: str) -> None:
     """Another replica relaying a viewer to an agent connected here (``INTERNAL_SECRET``)."""
     await serve_internal(websocket.app.state.replica, websocket, session_id)
+
+
+@router.websocket("/api/v1/internal/agent-tunnels/{tunnel_id}")
+async def forwarded_agent_tunnel(websocket: WebSocket, tunnel_id: str) -> None:
+    """An agent's data socket that reached another replica, forwarded to the replica
+    holding the agent's control socket (``INTERNAL_SECRET``)."""
+    await serve_forwarded_agent_data(websocket.app.state.replica, websocket, tunnel_id)

@@ -1,9 +1,11 @@
 """``WS /api/v1/agents/tunnels/{tunnel_id}``: an agent's data socket for one tunnel.
 
 The agent authenticates like on its control socket (``Authorization: Bearer <key>``,
-``X-Agent-ID``); the tunnel must be waiting on this replica and have been sent to that
-agent. The socket is handed to the viewer's relay and this handler waits until the relay
-is done with it (the ASGI server closes a socket once its handler returns).
+``X-Agent-ID``); the tunnel must have been sent to that agent. It waits on the replica
+holding the agent's control socket; a data socket that a load balancer sent to another
+replica is forwarded there (``WS /api/v1/internal/agent-tunnels/{tunnel_id}``, shared
+``INTERNAL_SECRET``). The socket is handed to the viewer's relay and the handler waits
+until the relay is done with it (the ASGI server closes a socket once its handler returns).
 """
 
 from __future__ import annotations
@@ -15,11 +17,19 @@ from starlette.websockets import WebSocket
 
 from streamspace.controlplane.secrets import matches
 from streamspace.controlplane.state import Replica
-from streamspace.controlplane.tunnels.endpoints import AsgiEndpoint, TunnelRefused
+from streamspace.controlplane.tunnels import internal
+from streamspace.controlplane.tunnels.endpoints import (
+    AsgiEndpoint,
+    TunnelRefused,
+    closed_on_failure,
+)
+from streamspace.controlplane.tunnels.relay import Traffic, relay
 from streamspace.db.repo import agents as agent_repo
 from streamspace.protocol import CloseCode
 
 log = logging.getLogger(__name__)
+
+NOT_WAITING = "no such tunnel waiting (expired or not yours)"
 
 
 async def serve_agent_data(replica: Replica, websocket: WebSocket, tunnel_id: str) -> None:
@@ -31,12 +41,49 @@ async def serve_agent_data(replica: Replica, websocket: WebSocket, tunnel_id: st
         log.warning("tunnel data socket refused: %s", refused.reason)
         await endpoint.close(refused.code, refused.reason)
         return
+    async with closed_on_failure(endpoint, f"data socket of tunnel {tunnel_id}"):
+        if replica.tunnels.waiting(tunnel_id) or replica.hub.local(agent_id) is not None:
+            await _hand_over(replica, websocket, tunnel_id, agent_id)
+        else:
+            await _forward(replica, endpoint, tunnel_id, agent_id)
+
+
+async def serve_forwarded_agent_data(
+    replica: Replica, websocket: WebSocket, tunnel_id: str
+) -> None:
+    """The agent's replica taking a data socket that reached another replica first."""
+    await websocket.accept()
+    endpoint = AsgiEndpoint(websocket)
+    async with closed_on_failure(endpoint, f"forwarded data socket of tunnel {tunnel_id}"):
+        internal.check_secret(replica, websocket.headers)
+        agent_id = websocket.headers.get(internal.AGENT_HEADER.lower(), "")
+        await _hand_over(replica, websocket, tunnel_id, agent_id)
+
+
+async def _hand_over(replica: Replica, websocket: WebSocket, tunnel_id: str, agent_id: str) -> None:
     tunnel = replica.tunnels.claim(tunnel_id, agent_id)
     if tunnel is None or not tunnel.attach(websocket):
         log.info("agent %s dialed tunnel %s, which is not waiting here", agent_id, tunnel_id)
-        await endpoint.close(CloseCode.NOT_FOUND, "no such tunnel waiting (expired or not yours)")
-        return
+        raise TunnelRefused(CloseCode.NOT_FOUND, NOT_WAITING)
     await tunnel.finished.wait()
+
+
+async def _forward(replica: Replica, agent: AsgiEndpoint, tunnel_id: str, agent_id: str) -> None:
+    """Relay the agent's data socket to the replica holding its control socket."""
+    address = await internal.owner_address(replica, agent_id)
+    path = internal.agent_data_path(tunnel_id)
+    headers = {internal.AGENT_HEADER: agent_id}
+    async with internal.open_remote(replica, address, path, headers) as owner:
+        ending = await relay(owner, agent, Traffic())
+    log.info(
+        "data socket of tunnel %s (agent %s) forwarded to %s, closed by the %s (%s %s)",
+        tunnel_id,
+        agent_id,
+        address,
+        "agent" if ending.by == "upstream" else "agent's replica",
+        ending.code,
+        ending.reason,
+    )
 
 
 async def authenticate_agent(replica: Replica, headers: Headers) -> str:

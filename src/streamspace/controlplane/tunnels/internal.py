@@ -5,6 +5,11 @@ The browser's replica checks the token and the session, finds the agent's replic
 and dials ``WS <address>/api/v1/internal/tunnels/{session_id}`` with the shared
 ``INTERNAL_SECRET``. The owner opens the tunnel to its agent and relays; close codes and
 reasons travel back unchanged.
+
+The other way round, an agent's data socket can reach a replica that is not the one
+waiting for it (agents dial the control plane's public address, and a load balancer picks
+the replica per connection): that replica forwards it to the agent's replica over
+``WS <address>/api/v1/internal/agent-tunnels/{tunnel_id}`` (see ``agent_side``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
+from starlette.datastructures import Headers
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
@@ -36,7 +42,10 @@ from streamspace.protocol import CloseCode
 log = logging.getLogger(__name__)
 
 INTERNAL_PATH = "/api/v1/internal/tunnels/"
+AGENT_DATA_PATH = "/api/v1/internal/agent-tunnels/"
 SECRET_HEADER = "X-Internal-Secret"
+AGENT_HEADER = "X-Agent-ID"
+"""On a forwarded data socket: the agent the forwarding replica authenticated."""
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
@@ -58,23 +67,36 @@ async def owner_address(replica: Replica, agent_id: str) -> str:
     return address
 
 
-def internal_url(address: str, session_id: str) -> str:
-    """``http(s)://host:port`` → ``ws(s)://host:port/api/v1/internal/tunnels/<id>``."""
+def internal_url(address: str, path: str) -> str:
+    """``http(s)://host:port`` + ``path`` → ``ws(s)://host:port<path>``."""
     for plain, ws in (("https://", "wss://"), ("http://", "ws://")):
         if address.startswith(plain):
             address = ws + address[len(plain) :]
             break
-    return address.rstrip("/") + INTERNAL_PATH + quote(session_id)
+    return address.rstrip("/") + path
+
+
+def session_path(session_id: str) -> str:
+    """Where the owner replica serves a viewer relayed to one of its sessions."""
+    return INTERNAL_PATH + quote(session_id)
+
+
+def agent_data_path(tunnel_id: str) -> str:
+    """Where the owner replica takes a data socket that reached another replica."""
+    return AGENT_DATA_PATH + quote(tunnel_id)
 
 
 @contextlib.asynccontextmanager
-async def open_remote(replica: Replica, address: str, session_id: str) -> AsyncIterator[Endpoint]:
-    """Dial the owner replica; yield the relay socket (closed when the block ends)."""
+async def open_remote(
+    replica: Replica, address: str, path: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[Endpoint]:
+    """Dial ``path`` on the owner replica; yield the relay socket (closed when the block
+    ends)."""
     secret = replica.settings.internal_secret or ""
     try:
         connection = await connect(
-            internal_url(address, session_id),
-            additional_headers={SECRET_HEADER: secret},
+            internal_url(address, path),
+            additional_headers={SECRET_HEADER: secret, **(headers or {})},
             compression=None,
             max_size=MAX_MESSAGE,
             open_timeout=replica.settings.tunnel_open_timeout,
@@ -94,7 +116,7 @@ async def serve_internal(replica: Replica, websocket: WebSocket, session_id: str
     await websocket.accept()
     peer = AsgiEndpoint(websocket)
     async with closed_on_failure(peer, f"relayed tunnel to session {session_id}"):
-        _check_secret(replica, websocket.headers.get(SECRET_HEADER.lower(), ""))
+        check_secret(replica, websocket.headers)
         async with replica.db() as db:
             session = await session_repo.get(db, session_id)
         if session is None:
@@ -105,7 +127,9 @@ async def serve_internal(replica: Replica, websocket: WebSocket, session_id: str
             await relay(peer, agent, Traffic())
 
 
-def _check_secret(replica: Replica, presented: str) -> None:
+def check_secret(replica: Replica, headers: Headers) -> None:
+    """Refuse (4401) a peer that does not present this deployment's ``INTERNAL_SECRET``."""
+    presented = headers.get(SECRET_HEADER.lower(), "")
     expected = replica.settings.internal_secret
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise TunnelRefused(CloseCode.UNAUTHORIZED, "invalid internal credentials")

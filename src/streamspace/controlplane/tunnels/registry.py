@@ -63,6 +63,10 @@ class TunnelRegistry(Generic[S]):
                 tunnel.socket.cancel()
             tunnel.finished.set()
 
+    def waiting(self, tunnel_id: str) -> bool:
+        """Whether ``tunnel_id`` waits here for its data socket."""
+        return tunnel_id in self._waiting
+
     def claim(self, tunnel_id: str, agent_id: str) -> PendingTunnel[S] | None:
         """The waiting tunnel ``tunnel_id`` if it was sent to ``agent_id`` (once)."""
         tunnel = self._waiting.get(tunnel_id)

@@ -91,7 +91,8 @@ async def open_upstream(replica: Replica, target: Target) -> AsyncIterator[Endpo
             yield local
         return
     address = await internal.owner_address(replica, target.agent_id)
-    async with internal.open_remote(replica, address, target.session_id) as remote:
+    path = internal.session_path(target.session_id)
+    async with internal.open_remote(replica, address, path) as remote:
         yield remote
 
 
