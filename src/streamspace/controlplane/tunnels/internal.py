@@ -99,6 +99,10 @@ async def open_remote(
             additional_headers={SECRET_HEADER: secret, **(headers or {})},
             compression=None,
             max_size=MAX_MESSAGE,
+            # Stop reading once a frame waits for the relay, as the ASGI side does: with the
+            # default 16 frames queued, the receive buffer's copies cost this hop ~0.6 ms
+            # of CPU per MB more (bench.tunnel (d): pod-2 1.34 → 0.75 ms/MB).
+            max_queue=1,
             open_timeout=replica.settings.tunnel_open_timeout,
         )
     except (OSError, TimeoutError, InvalidStatus, WebSocketException) as exc:
