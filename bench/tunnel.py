@@ -9,7 +9,10 @@ client (this process, ``websockets``, subprotocol ``binary``, no compression):
     fake agent whose sessions report the source as their VNC port; token from
     ``POST /api/v1/sessions/{id}/connect``, then ``WS {url}``;
 (d) our path across two replicas (PostgreSQL + Redis, shared ``INTERNAL_SECRET``): agent on
-    pod-1, viewer on pod-2 (pod-2 relays over the internal WebSocket to pod-1).
+    pod-1, viewer on pod-2 (pod-2 relays over the internal WebSocket to pod-1);
+(e) reference: the API's web server stack alone (uvicorn, same WebSocket implementation and
+    settings) as a single hop, ``bench.asgi_hop``: no agent, framework, database or checks,
+    the least any tunnel served through that stack can cost on this machine.
 
 The source has two modes, switched by this process between connections: *throughput*
 writes ``--mib`` MiB of random bytes as fast as the socket takes them, then closes;
@@ -18,8 +21,10 @@ receives to the last (tunnel set-up is reported apart as "open → first byte"),
 interleave the paths, MB/s = 10^6 bytes/s, median of ``--transfers``. Latency: one
 connection per path, 16-byte messages, wait for the 16 bytes back, ``--round-trips``
 round trips after 50 warm-up ones; "added" is the path's p50/p99 minus direct TCP's.
+Relay CPU: user + system time of each relaying process (with its children: websockify
+forks one per connection) from the first byte to the last, per MB carried.
 
-    .venv/bin/python -m bench.tunnel [--mib 64] [--transfers 3] [--round-trips 500]
+    .venv/bin/python -m bench.tunnel [--mib 256] [--transfers 3] [--round-trips 500]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +62,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from bench.agents_scale import CLOCK_TICKS, family_cpu_ticks
 from bench.report import RESULTS, append_results, percentile
 
 MIB = 1024 * 1024
@@ -252,10 +259,14 @@ def tunnel_opener(
 @dataclass
 class Route:
     name: str
-    relays: int
-    """Processes relaying between client and source (websockify, API replica, agent)."""
+    relays: dict[str, int]
+    """Processes relaying between client and source (websockify, API replica, agent): pids."""
     open: Callable[[], Awaitable[Stream]]
     rates: list[float] = field(default_factory=list)
+    cpu_ticks: Counter[str] = field(default_factory=Counter)
+    """Each relay's CPU (clock ticks) over the transfers, first byte to last."""
+    megabytes: float = 0.0
+    """What those transfers carried in that time."""
     first_byte_ms: list[float] = field(default_factory=list)
     trips_ms: list[float] = field(default_factory=list)
 
@@ -263,12 +274,43 @@ class Route:
 # --- the measurements ---------------------------------------------------------------------
 
 
+def relay_ticks(route: Route) -> dict[str, int]:
+    return {name: family_cpu_ticks(pid) for name, pid in route.relays.items()}
+
+
+def has_children(pid: int) -> bool:
+    for entry in os.scandir("/proc"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if (
+                entry.name.isdigit()
+                and int(Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                == pid
+            ):
+                return True
+    return False
+
+
+async def settled_relay_ticks(route: Route) -> dict[str, int]:
+    """:func:`relay_ticks` once forked handlers (websockify's) have exited and been reaped:
+    an exited child's CPU shows nowhere until its parent has reaped it."""
+
+    async def reaped() -> bool:
+        return not any(map(has_children, route.relays.values()))
+
+    await eventually(
+        reaped, timeout=5, interval=0.01, message=f"{route.name}: relay handlers reaped"
+    )
+    return relay_ticks(route)
+
+
 async def transfer(route: Route, size: int) -> tuple[float, float]:
-    """MB/s from first to last byte, and ms from the open connection to its first byte."""
+    """MB/s from first to last byte, and ms from the open connection to its first byte;
+    notes the relays' CPU per MB in ``route``."""
     stream = await route.open()
     try:
         opened = time.perf_counter()
         first = await stream.recv()
+        ticks = relay_ticks(route)
         began = time.perf_counter()
         received = len(first)
         while received < size:
@@ -277,9 +319,13 @@ async def transfer(route: Route, size: int) -> tuple[float, float]:
                 raise RuntimeError(f"{route.name}: closed after {received} of {size} bytes")
             received += len(data)
         ended = time.perf_counter()
+        spent = await settled_relay_ticks(route)
     finally:
         await stream.close()
-    return (size - len(first)) / (ended - began) / 1e6, (began - opened) * 1000
+    megabytes = (size - len(first)) / 1e6
+    route.cpu_ticks.update({name: spent[name] - ticks[name] for name in ticks})
+    route.megabytes += megabytes
+    return megabytes / (ended - began), (began - opened) * 1000
 
 
 async def round_trips(route: Route, count: int) -> list[float]:
@@ -311,6 +357,8 @@ async def measure(routes: list[Route], source: Source, args: argparse.Namespace)
     for route in routes:  # warm-up: connections, code paths, websockify's fork
         await source.mode(f"throughput {WARM_UP_MIB * MIB}")
         await transfer(route, WARM_UP_MIB * MIB)
+        route.cpu_ticks.clear()
+        route.megabytes = 0.0
     for round_ in range(args.transfers):
         for route in routes:  # interleaved, so drift hits every path alike
             await source.mode(f"throughput {size}")
@@ -330,6 +378,14 @@ async def measure(routes: list[Route], source: Source, args: argparse.Namespace)
         await asyncio.sleep(0.3)
 
 
+def relay_cpu(route: Route) -> dict[str, float]:
+    """CPU ms per MB of each relay of ``route`` over all its transfers (a clock tick is
+    10 ms: transfers of a few hundred MB in all keep the rounding small)."""
+    return {
+        name: route.cpu_ticks[name] / CLOCK_TICKS * 1000 / route.megabytes for name in route.relays
+    }
+
+
 def rows_of(routes: list[Route], args: argparse.Namespace) -> list[dict[str, str]]:
     base = routes[0]
     base_p50, base_p99 = statistics.median(base.trips_ms), percentile(base.trips_ms, 99)
@@ -337,19 +393,24 @@ def rows_of(routes: list[Route], args: argparse.Namespace) -> list[dict[str, str
     for route in routes:
         p50, p99 = statistics.median(route.trips_ms), percentile(route.trips_ms, 99)
         added = p50 - base_p50
+        cpu = relay_cpu(route)
         rows.append(
             {
                 "path": route.name,
-                "relays": str(route.relays),
+                "relays": str(len(route.relays)),
                 f"MB/s (median of {args.transfers})": f"{statistics.median(route.rates):.0f}",
                 "MB/s each": " / ".join(f"{rate:.0f}" for rate in route.rates),
+                "relay CPU ms/MB": f"{sum(cpu.values()):.2f}" if cpu else "-",
+                "relay CPU ms/MB each": (
+                    " + ".join(f"{name} {value:.2f}" for name, value in cpu.items()) or "-"
+                ),
                 "open → first byte ms": f"{statistics.median(route.first_byte_ms):.2f}",
                 "RTT p50 ms": f"{p50:.3f}",
                 "RTT p99 ms": f"{p99:.3f}",
                 "added p50 ms": "-" if route is base else f"{added:+.3f}",
                 "added p99 ms": "-" if route is base else f"{p99 - base_p99:+.3f}",
                 "added p50 ms per relay": (
-                    "-" if route is base else f"{added / route.relays:+.3f}"
+                    "-" if route is base else f"{added / len(route.relays):+.3f}"
                 ),
             }
         )
@@ -358,60 +419,78 @@ def rows_of(routes: list[Route], args: argparse.Namespace) -> list[dict[str, str
 
 def reading(routes: list[Route]) -> str:
     """The paragraph after the table: the targets, met or not, from the figures."""
-    direct, websockify, same, cross = routes
+    direct, websockify, same, cross, stack = routes
     rate = {route.name: statistics.median(route.rates) for route in routes}
+    cpu = {route.name: relay_cpu(route) for route in routes}
     base = statistics.median(direct.trips_ms)
 
     def added(route: Route) -> float:
         return statistics.median(route.trips_ms) - base
 
+    def ratio(route: Route) -> str:
+        return f"{rate[route.name] / rate[websockify.name]:.2f}x"
+
+    def cpu_of(route: Route) -> str:
+        return " + ".join(f"{value:.2f} ({name})" for name, value in cpu[route.name].items())
+
     fast = rate[same.name] >= rate[websockify.name]
-    per_hop = {route.name: added(route) / route.relays for route in (websockify, same, cross)}
+    per_hop = {route.name: added(route) / len(route.relays) for route in (websockify, same, cross)}
     under = all(value < 1.0 for value in per_hop.values())
+    floor = (
+        ": no tunnel served through it, let alone one with a second relay on the agent, "
+        "can be faster on this machine"
+        if rate[stack.name] < rate[websockify.name]
+        else ""
+    )
     return (
         "\nReading: throughput target ((c) at least as fast as websockify) "
         f"{'met' if fast else 'NOT met'}: (c) {rate[same.name]:.0f} MB/s vs websockify "
-        f"{rate[websockify.name]:.0f} MB/s ({rate[same.name] / rate[websockify.name]:.2f}x); "
-        f"across replicas (d) {rate[cross.name]:.0f} MB/s, direct TCP "
-        f"{rate[direct.name]:.0f} MB/s. Latency target (added p50 under 1 ms per hop) "
-        f"{'met' if under else 'NOT met'}: added p50 {added(websockify):.3f} ms for websockify "
-        f"(1 relay), {added(same):.3f} ms for (c) (2 relays: replica + agent, "
-        f"{per_hop[same.name]:.3f} ms each), {added(cross):.3f} ms for (d) (3 relays: pod-2 + "
-        f"pod-1 + agent, {per_hop[cross.name]:.3f} ms each); the Go original budgets 10-20 ms "
-        "for its extra hop. Every process (source, client, relays, idle PostgreSQL/Redis) "
-        "shares this machine's cores, so each relay's CPU comes out of the same budget as the "
-        "client's; the single-stream figures are CPU-bound Python on both ends, not a network "
-        "limit.\n"
+        f"{rate[websockify.name]:.0f} MB/s ({ratio(same)}); across replicas (d) "
+        f"{rate[cross.name]:.0f} MB/s, direct TCP {rate[direct.name]:.0f} MB/s. The API's web "
+        f"server stack alone as one hop, (e), carries {rate[stack.name]:.0f} MB/s "
+        f"({ratio(stack)}){floor}. Relay CPU per MB: websockify "
+        f"{cpu_of(websockify)} ms, (c) {cpu_of(same)} ms, (e) {cpu_of(stack)} ms. "
+        f"Latency target (added p50 under 1 ms per hop) {'met' if under else 'NOT met'}: "
+        f"added p50 {added(websockify):.3f} ms for websockify (1 relay), {added(same):.3f} ms "
+        f"for (c) (2 relays: replica + agent, {per_hop[same.name]:.3f} ms each), "
+        f"{added(cross):.3f} ms for (d) (3 relays: pod-2 + pod-1 + agent, "
+        f"{per_hop[cross.name]:.3f} ms each); the Go original budgets 10-20 ms for its extra "
+        "hop. Every process (source, client, relays, idle PostgreSQL/Redis) shares this "
+        "machine's 2 cores, so each relay's CPU comes out of the same budget as the client's; "
+        "the single-stream figures are CPU-bound Python on both ends, not a network limit.\n"
     )
 
 
 # --- the set-up ---------------------------------------------------------------------------
 
 
-def start_websockify(work: Path, target_port: int) -> tuple[subprocess.Popen[bytes], int]:
-    binary = VENV_BIN / "websockify"
-    if not binary.exists():
-        raise RuntimeError(f"{binary} missing: .venv/bin/pip install websockify")
-    port = free_port()
-    with (work / "websockify.log").open("wb") as log:
+def start_listener(
+    work: Path, name: str, argv: list[str], port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a reference relay listening on ``port``; wait until it accepts connections."""
+    if not Path(argv[0]).exists():
+        raise RuntimeError(f"{argv[0]} missing: make install")
+    log_path = work / f"{name}.log"
+    with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(binary), f"127.0.0.1:{port}", f"127.0.0.1:{target_port}"],
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: its forked handlers die with it
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group: forked handlers die with it
         )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"websockify exited: {(work / 'websockify.log').read_text()}")
+            raise RuntimeError(f"{name} exited: {log_path.read_text()}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return proc, port
+            return proc
         time.sleep(0.05)
-    stop_websockify(proc)
-    raise TimeoutError("websockify did not listen within 15 s")
+    stop_listener(proc)
+    raise TimeoutError(f"{name} did not listen within 15 s")
 
 
-def stop_websockify(proc: subprocess.Popen[bytes]) -> None:
+def stop_listener(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -420,6 +499,23 @@ def stop_websockify(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def start_references(work: Path, target_port: int) -> list[tuple[subprocess.Popen[bytes], int]]:
+    """websockify, and the API's server stack alone (``bench.asgi_hop``), both to the source."""
+    websockify_port, stack_port = free_port(), free_port()
+    websockify = start_listener(
+        work,
+        "websockify",
+        [str(VENV_BIN / "websockify"), f"127.0.0.1:{websockify_port}", f"127.0.0.1:{target_port}"],
+        websockify_port,
+    )
+    stack_argv = [str(VENV_BIN / "uvicorn"), "bench.asgi_hop:app", "--port", str(stack_port)]
+    stack_argv += ["--log-level", "warning", "--ws-per-message-deflate", "false"]
+    stack = start_listener(
+        work, "asgi-hop", stack_argv, stack_port, {"HOP_TARGET_PORT": str(target_port)}
+    )
+    return [(websockify, websockify_port), (stack, stack_port)]
 
 
 async def running_session(client: httpx.AsyncClient) -> str:
@@ -437,11 +533,12 @@ async def main(args: argparse.Namespace) -> list[Route]:
     postgres = PostgresServer(pg_dir)
     redis_server = RedisServer(work / "redis")
     source = Source()
-    websockify: subprocess.Popen[bytes] | None = None
+    references: list[tuple[subprocess.Popen[bytes], int]] = []
     clients: list[httpx.AsyncClient] = []
     try:
         await source.start()
-        websockify, websockify_port = start_websockify(work, source.port)
+        references = start_references(work, source.port)
+        (websockify, websockify_port), (stack, stack_port) = references
         postgres.start()
         redis_server.start()
         single = ApiProcess(
@@ -457,7 +554,7 @@ async def main(args: argparse.Namespace) -> list[Route]:
         for api in (single, *pods):
             api.start()
         agent_args = ["--vnc-port", str(source.port), "--poll-interval", "2"]
-        for api, agent_id in ((single, "tunnel-single"), (pods[0], "tunnel-pod-1")):
+        agents = [
             AgentProcess(
                 work / agent_id,
                 control_plane_url=api.url,
@@ -465,7 +562,11 @@ async def main(args: argparse.Namespace) -> list[Route]:
                 behaviour="noop",
                 extra_args=agent_args,
                 env=AGENT_ENV,
-            ).start()
+            )
+            for api, agent_id in ((single, "tunnel-single"), (pods[0], "tunnel-pod-1"))
+        ]
+        for agent in agents:
+            agent.start()
         single_admin = await login(single.url)
         clients.append(single_admin)
         pod2_admin = await login(pods[1].url)
@@ -486,17 +587,26 @@ async def main(args: argparse.Namespace) -> list[Route]:
         cross_session = await running_session(pod2_admin)
 
         routes = [
-            Route("(a) direct TCP", 0, tcp_opener(source.port)),
-            Route("(b) websockify, 1 hop", 1, ws_opener(f"ws://127.0.0.1:{websockify_port}/")),
+            Route("(a) direct TCP", {}, tcp_opener(source.port)),
+            Route(
+                "(b) websockify, 1 hop",
+                {"websockify": websockify.pid},
+                ws_opener(f"ws://127.0.0.1:{websockify_port}/"),
+            ),
             Route(
                 "(c) StreamSpace, same replica",
-                2,
+                {"replica": single.pid, "agent": agents[0].pid},
                 tunnel_opener(single, single_admin, same_session),
             ),
             Route(
                 "(d) StreamSpace, across replicas",
-                3,
+                {"pod-2": pods[1].pid, "pod-1": pods[0].pid, "agent": agents[1].pid},
                 tunnel_opener(pods[1], pod2_admin, cross_session),
+            ),
+            Route(
+                "(e) reference: uvicorn alone, 1 hop",
+                {"uvicorn": stack.pid},
+                ws_opener(f"ws://127.0.0.1:{stack_port}/"),
             ),
         ]
         await measure(routes, source, args)
@@ -507,8 +617,8 @@ async def main(args: argparse.Namespace) -> list[Route]:
         for client in clients:
             await client.aclose()
         await source.stop()
-        if websockify is not None:
-            stop_websockify(websockify)
+        for proc, _ in references:
+            stop_listener(proc)
         kill_all()
         redis_server.stop()
         postgres.stop()
@@ -519,7 +629,7 @@ async def main(args: argparse.Namespace) -> list[Route]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mib", type=int, default=64, help="MiB per throughput transfer")
+    parser.add_argument("--mib", type=int, default=256, help="MiB per throughput transfer")
     parser.add_argument("--transfers", type=int, default=3, help="transfers per path")
     parser.add_argument("--round-trips", type=int, default=500, help="round trips per path")
     parser.add_argument("--source", action="store_true", help=argparse.SUPPRESS)
