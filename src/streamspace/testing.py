@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import time
 from pathlib import Path
 
+from streamspace import logs
 from streamspace.agent.platforms.base import Exited, Platform, PlatformError, PlatformState, Started
 from streamspace.protocol import Action, RunningSession, SessionSpec, VncEndpoint
 
@@ -270,9 +270,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m streamspace.testing``."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure()  # LOG_LEVEL, as the real agent
     from streamspace.agent.credentials import AgentConfigError
     from streamspace.memory import tune_garbage_collection
 

@@ -21,13 +21,14 @@ from sqlalchemy.exc import IntegrityError
 from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
 from streamspace.controlplane.services.errors import NotFound, Unavailable
+from streamspace.controlplane.services.specs import session_spec
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import AgentCommand, Session, Template, User, utcnow
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
-from streamspace.protocol import Action, SessionSpec
+from streamspace.protocol import Action
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +135,3 @@ def _place(
         sent=True,
     )
     return Launched(session, agent.agent_id, command)
-
-
-def session_spec(session: Session, template: Template, user: User) -> SessionSpec:
-    """What an agent needs to start (or wake) the session."""
-    return SessionSpec(
-        session_id=session.id,
-        user=user.username,
-        template=template.name,
-        image=template.image,
-        command=list(template.command),
-        env=dict(template.env),
-        vnc_port=template.vnc_port,
-        resources=dict(template.resources),
-        persistent_home=session.persistent_home,
-    )
