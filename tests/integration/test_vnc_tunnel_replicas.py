@@ -185,6 +185,25 @@ async def test_data_socket_landing_on_another_replica_is_forwarded(
             assert "not waiting here" not in pods[0].output() + pods[1].output()
             assert len(vnc.sent) == 2
 
+            # The forwarding replica dies mid-stream: the viewer gets a clear close, is
+            # uncounted, and a new tunnel works once the balancer routes around the dead pod.
+            ticket = await connect_token(admin, sid)
+            async with connect(ws_url(pods[0], ticket["url"]), subprotocols=["binary"]) as ws:
+                assert isinstance(await ws.recv(), bytes)
+                pods[1].kill()
+                code, reason = await closed_with(ws)
+            assert code == 4502 and reason.startswith("tunnel to the agent lost"), reason
+
+            async def uncounted() -> bool:
+                return (await session_state(admin, sid))["active_viewers"] == 0
+
+            await eventually(uncounted, timeout=TIMEOUT, message="viewer uncounted")
+            balancer.send_to(0)
+            ticket = await connect_token(admin, sid)
+            async with connect(ws_url(pods[0], ticket["url"]), subprotocols=["binary"]) as ws:
+                assert isinstance(await ws.recv(), bytes)
+            assert balancer.routed[-1] == 0
+
             # The forwarding endpoint wants the shared secret and a tunnel waiting there.
             internal = ws_url(pods[0], "/api/v1/internal/agent-tunnels/no-such-tunnel")
             async with connect(internal, additional_headers={"X-Internal-Secret": "x"}) as ws:
