@@ -198,7 +198,7 @@ class AgentProcess(_Process):
         if not self.execution_log.exists():
             return []
         return [
-            line["action"]
+            str(line["action"])
             for line in finished_executions(self.execution_log)
             if session_id in (None, line["session_id"])
         ]
