@@ -29,6 +29,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -308,14 +309,27 @@ class Sample:
     cpu_ticks: int
 
 
+def stat_fields(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name: state(0) ppid(1) ...
+    utime(11) stime(12) cutime(13) cstime(14) (fields 3.. of stat(5))."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def all_stat_fields() -> Iterator[tuple[int, list[str]]]:
+    """``(pid, stat_fields(pid))`` of every process now (those that vanish meanwhile left out)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                yield int(entry.name), stat_fields(entry.name)
+
+
 def sample(pid: int) -> Sample:
     """VmRSS and utime+stime of one process, now."""
     rss = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # after the ")": state(0) ppid(1) ... utime(11) stime(12) (fields 14 and 15 of stat(5))
+    fields = stat_fields(pid)
     return Sample(time.monotonic(), rss, int(fields[11]) + int(fields[12]))
 
 
@@ -323,16 +337,12 @@ def family_cpu_ticks(pid: int) -> int:
     """utime+stime of a process, its live children and the children it has reaped
     (PostgreSQL: postmaster + backends, which have process groups of their own)."""
     total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError):
-            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(entry.name) == pid:
-                # Its own CPU plus that of children it reaped (e.g. closed backends).
-                total += sum(int(f) for f in fields[11:15])
-            elif int(fields[1]) == pid:
-                total += int(fields[11]) + int(fields[12])
+    for other, fields in all_stat_fields():
+        if other == pid:
+            # Its own CPU plus that of children it reaped (e.g. closed backends).
+            total += sum(int(f) for f in fields[11:15])
+        elif int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
     return total
 
 

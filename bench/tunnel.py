@@ -22,7 +22,8 @@ interleave the paths, MB/s = 10^6 bytes/s, median of ``--transfers``. Latency: o
 connection per path, 16-byte messages, wait for the 16 bytes back, ``--round-trips``
 round trips after 50 warm-up ones; "added" is the path's p50/p99 minus direct TCP's.
 Relay CPU: user + system time of each relaying process (with its children: websockify
-forks one per connection) from the first byte to the last, per MB carried.
+forks one per connection) from the first byte to the last (and until such a child has been
+reaped), per MB carried.
 
     .venv/bin/python -m bench.tunnel [--mib 256] [--transfers 3] [--round-trips 500]
 """
@@ -49,7 +50,7 @@ from typing import Protocol
 
 import httpx
 import redis.asyncio as aioredis
-from tests.helpers import eventually, login, wait_for_agent, wait_for_state
+from tests.helpers import eventually, login, running_session, wait_for_agent
 from tests.processes import (
     VENV_BIN,
     AgentProcess,
@@ -62,7 +63,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from bench.agents_scale import CLOCK_TICKS, family_cpu_ticks
+from bench.agents_scale import CLOCK_TICKS, all_stat_fields, family_cpu_ticks
 from bench.report import RESULTS, append_results, percentile
 
 MIB = 1024 * 1024
@@ -278,24 +279,13 @@ def relay_ticks(route: Route) -> dict[str, int]:
     return {name: family_cpu_ticks(pid) for name, pid in route.relays.items()}
 
 
-def has_children(pid: int) -> bool:
-    for entry in os.scandir("/proc"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if (
-                entry.name.isdigit()
-                and int(Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1])
-                == pid
-            ):
-                return True
-    return False
-
-
 async def settled_relay_ticks(route: Route) -> dict[str, int]:
     """:func:`relay_ticks` once forked handlers (websockify's) have exited and been reaped:
     an exited child's CPU shows nowhere until its parent has reaped it."""
+    relays = set(route.relays.values())
 
     async def reaped() -> bool:
-        return not any(map(has_children, route.relays.values()))
+        return not any(int(fields[1]) in relays for _, fields in all_stat_fields())
 
     await eventually(
         reaped, timeout=5, interval=0.01, message=f"{route.name}: relay handlers reaped"
@@ -518,15 +508,6 @@ def start_references(work: Path, target_port: int) -> list[tuple[subprocess.Pope
     return [(websockify, websockify_port), (stack, stack_port)]
 
 
-async def running_session(client: httpx.AsyncClient) -> str:
-    created = await client.post("/api/v1/sessions", json={"template": "xterm"})
-    if created.status_code != 201:
-        raise RuntimeError(f"POST /api/v1/sessions: {created.status_code} {created.text}")
-    session_id = str(created.json()["id"])
-    await wait_for_state(client, session_id, "running", timeout=30)
-    return session_id
-
-
 async def main(args: argparse.Namespace) -> list[Route]:
     work = Path(mkdtemp(prefix="streamspace-bench-tunnel-"))
     pg_dir = make_postgres_dir()
@@ -583,8 +564,8 @@ async def main(args: argparse.Namespace) -> list[Route]:
             await eventually(advertised, timeout=30, message="pod-1 advertises its address")
         finally:
             await redis.aclose()
-        same_session = await running_session(single_admin)
-        cross_session = await running_session(pod2_admin)
+        same_session = await running_session(single_admin, timeout=30)
+        cross_session = await running_session(pod2_admin, timeout=30)
 
         routes = [
             Route("(a) direct TCP", {}, tcp_opener(source.port)),

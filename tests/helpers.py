@@ -75,6 +75,19 @@ async def wait_for_state(
     return await eventually(reached, timeout=timeout, message=f"session {session_id} {state}")
 
 
+async def running_session(
+    client: httpx.AsyncClient, template: str = "xterm", *, timeout: float = 20.0
+) -> str:
+    """Launch a session of ``template`` and wait until it runs; its id."""
+    created = await client.post("/api/v1/sessions", json={"template": template})
+    assert created.status_code == 201, (
+        f"POST /api/v1/sessions: {created.status_code} {created.text}"
+    )
+    session_id = str(created.json()["id"])
+    await wait_for_state(client, session_id, "running", timeout=timeout)
+    return session_id
+
+
 async def wait_for_agent(
     client: httpx.AsyncClient, agent_id: str, *, timeout: float = 20.0
 ) -> dict[str, Any]:

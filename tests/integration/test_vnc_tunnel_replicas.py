@@ -13,7 +13,13 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.balancer import Balancer
-from tests.helpers import eventually, logged_in, session_state, wait_for_agent, wait_for_state
+from tests.helpers import (
+    eventually,
+    logged_in,
+    running_session,
+    session_state,
+    wait_for_agent,
+)
 from tests.integration.test_vnc_tunnel import FakeVnc, closed_with, connect_token, viewed, ws_url
 from tests.local_sessions import kill_session_processes
 from tests.processes import AgentProcess, replica_processes
@@ -47,10 +53,7 @@ async def test_browser_on_pod_2_agent_on_pod_1(
             assert await eventually(advertised, timeout=TIMEOUT) == pods[0].url
             assert await redis.get("agent:agent-on-pod-1:pod") == "pod-1"
 
-            created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
-            assert created.status_code == 201, created.text
-            sid = created.json()["id"]
-            await wait_for_state(admin, sid, "running", timeout=TIMEOUT)
+            sid = await running_session(admin, timeout=TIMEOUT)
 
             ticket = await connect_token(admin, sid)
             async with connect(ws_url(pods[1], ticket["url"]), subprotocols=["binary"]) as ws:
@@ -101,9 +104,7 @@ async def test_viewers_of_a_dead_replica_are_uncounted(
     try:
         async with logged_in(pods[0].url) as admin:
             await wait_for_agent(admin, "agent-on-pod-1", timeout=TIMEOUT)
-            created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
-            sid = created.json()["id"]
-            await wait_for_state(admin, sid, "running", timeout=TIMEOUT)
+            sid = await running_session(admin, timeout=TIMEOUT)
 
             async def viewers_are(count: int) -> bool:
                 return (await session_state(admin, sid))["active_viewers"] == count
@@ -161,9 +162,7 @@ async def test_data_socket_landing_on_another_replica_is_forwarded(
     try:
         async with logged_in(pods[0].url) as admin:
             await wait_for_agent(admin, "agent-behind-lb", timeout=TIMEOUT)
-            created = await admin.post("/api/v1/sessions", json={"template": "xterm"})
-            sid = created.json()["id"]
-            await wait_for_state(admin, sid, "running", timeout=TIMEOUT)
+            sid = await running_session(admin, timeout=TIMEOUT)
             balancer.send_to(1)  # from now on the balancer picks pod-2
             routed_before = len(balancer.routed)
 
