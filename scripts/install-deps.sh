@@ -35,7 +35,7 @@ trap 'rm -rf "$LOG_DIR"' EXIT
 APT_PACKAGES=(
     python3 python3-venv
     tigervnc-standalone-server xterm x11-apps x11-utils
-    postgresql redis-server chromium
+    postgresql redis-server chromium bubblewrap
 )
 if [[ "$MODE" == test ]]; then
     APT_PACKAGES+=(docker.io debootstrap) # the docker platform's tests and image builder
