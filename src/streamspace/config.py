@@ -29,6 +29,16 @@ def to_async_url(url: str) -> str:
     raise ValueError(f"unsupported DATABASE_URL scheme: {url.split(':', 1)[0]!r}")
 
 
+def _memory_bytes(quantity: str) -> int:
+    """A memory quantity (``512Mi``) in bytes; ``ValueError`` says what is wrong with it."""
+    # Imported here: the platforms package imports this module.
+    from streamspace.agent.platforms.resources import parse_limits
+
+    memory = parse_limits({"memory": quantity}).memory_bytes
+    assert memory is not None
+    return memory
+
+
 class RedisSettings(BaseSettings):
     """Where Redis is: shared by the control plane's hub and the agent's leader election."""
 
@@ -131,12 +141,26 @@ class AgentSettings(RedisSettings):
     """The Docker daemon of the docker platform (the variable the docker CLI reads too)."""
     docker_session_image: str = DEFAULT_SESSION_IMAGE
     """Image of sessions whose template names none (``streamspace images build`` makes it)."""
+    docker_session_memory: str = "2Gi"
+    """Memory limit of a session container whose template sets none (``512Mi``, ``4G``)."""
+    docker_session_pids: int = Field(default=1024, ge=16, le=4_194_304)
+    """Most processes and threads one session container may have (a fork bomb stops there)."""
     leader_election: Literal["none", "redis", "file"] = "none"
     """Run several replicas of ONE agent identity; only the lease holder acts."""
     leader_lease_seconds: float = Field(default=10.0, gt=0)
     """How long a leader's lease lasts unless renewed (renewed every third of it)."""
     leader_lock_file: Path | None = None
     """The ``file`` backend's lock (default ``<AGENT_DATA_DIR>/leader.lock``)."""
+
+    @field_validator("docker_session_memory")
+    @classmethod
+    def _memory_quantity(cls, value: str) -> str:
+        _memory_bytes(value)
+        return value
+
+    @property
+    def docker_session_memory_bytes(self) -> int:
+        return _memory_bytes(self.docker_session_memory)
 
     @property
     def leader_lock_path(self) -> Path:

@@ -21,5 +21,7 @@ def create_platform(name: PlatformName, settings: AgentSettings) -> Platform:
             client=DockerClient(settings.docker_host),
             agent_id=settings.agent_id,
             image=settings.docker_session_image,
+            memory_bytes=settings.docker_session_memory_bytes,
+            pids_limit=settings.docker_session_pids,
         )
     raise ValueError(f"the {name.value} platform is not available yet")

@@ -5,9 +5,16 @@ template's command; see ``streamspace.images``) with ``--init``, so the command'
 the container. Its VNC port is published on 127.0.0.1 at a port Docker picks: the agent
 reaches it through loopback, which works with any local daemon (rootless, Docker Desktop)
 and needs no route to the bridge network. A persistent home is a named volume per user and
-template; any other home is the container's own disk, kept while it is stopped
+template; any other home is an anonymous volume of the container, kept while it is stopped
 (hibernated) and gone when it is removed. Labels (``streamspace.*``) say whose a container
 is, so a restarted agent re-adopts its containers from Docker alone.
+
+Sessions are isolated from each other and from the host: each container has a bridge
+network of its own, ``streamspace-<session id>`` like the container (Docker drops traffic
+between bridge networks, so no session reaches another's VNC server), made with the
+container and removed with it; its processes run as the image's unprivileged user with no
+capabilities, ``no-new-privileges``, a read-only root file system (writable: the home and a
+fresh ``/tmp``), and pid and memory limits.
 """
 
 from __future__ import annotations
@@ -43,7 +50,11 @@ LOG_LINES = 20
 ADOPTABLE = frozenset({"created", "running"})
 """Container states a re-delivered start carries on from rather than replacing."""
 CONFLICT = 409
-"""The Docker API's answer to creating a container under a name already taken."""
+"""The Docker API's answer to creating a container or network under a name already taken."""
+DEFAULT_MEMORY = 2 * 2**30
+"""Memory limit of a session whose template sets none (``DOCKER_SESSION_MEMORY``)."""
+DEFAULT_PIDS = 1024
+"""Processes and threads one session container may have (``DOCKER_SESSION_PIDS``)."""
 
 
 def container_name(session_id: str) -> str:
@@ -69,11 +80,17 @@ class DockerPlatform(Platform):
         agent_id: str,
         image: str = recipe.DEFAULT_TAG,
         start_timeout: float = 20.0,
+        memory_bytes: int = DEFAULT_MEMORY,
+        pids_limit: int = DEFAULT_PIDS,
     ) -> None:
         self._docker = client
         self._agent_id = agent_id
         self._image = image
         self._start_timeout = start_timeout
+        self._memory_bytes = memory_bytes
+        self._pids_limit = pids_limit
+        self._starting: set[str] = set()
+        """Sessions whose start runs now: their network may have no container yet."""
 
     # --- contract ---------------------------------------------------------------------
 
@@ -83,12 +100,20 @@ class DockerPlatform(Platform):
         made: a running one is waited for, one created but never started is started; only
         one that exited (a failed attempt) is replaced."""
         name = container_name(spec.session_id)
-        async with _as_platform_error(f"cannot start session {spec.session_id}"):
-            found = await self._docker.inspect_container(name)
-            if found is not None and found["State"]["Status"] not in ADOPTABLE:
-                await self._docker.remove_container(name)
-                found = None
-            volume, made_volume = None, False
+        self._starting.add(spec.session_id)
+        try:
+            async with _as_platform_error(f"cannot start session {spec.session_id}"):
+                return await self._start(spec, name)
+        finally:
+            self._starting.discard(spec.session_id)
+
+    async def _start(self, spec: SessionSpec, name: str) -> Started:
+        found = await self._docker.inspect_container(name)
+        if found is not None and found["State"]["Status"] not in ADOPTABLE:
+            await self._docker.remove_container(name)
+            found = None
+        volume, made_volume = None, False
+        try:
             if found is None:
                 image = spec.image or self._image
                 if not await self._docker.image_exists(image):
@@ -99,15 +124,16 @@ class DockerPlatform(Platform):
                 config = self._container_config(spec, image)
                 volume = config["Labels"][HOME_LABEL] or None
                 made_volume = volume is not None and await self._ensure_volume(volume, spec)
-            try:
-                if found is None:
-                    await self._create_unless_taken(name, config)
-                return await self._run(name)
-            except BaseException:
-                await self._docker.remove_container(name)
-                if made_volume and volume is not None:  # a home made for nothing but this start
-                    await self._docker.remove_volume(volume)
-                raise
+            await self._ensure_network(name, spec.session_id)
+            if found is None:
+                await self._create_unless_taken(name, config)
+            return await self._run(name)
+        except BaseException:  # nothing of a failed start is left, but a home kept before
+            await self._docker.remove_container(name)
+            await self._docker.remove_network(name)
+            if made_volume and volume is not None:
+                await self._docker.remove_volume(volume)
+            raise
 
     async def wake(self, spec: SessionSpec, state: PlatformState) -> Started:
         name = container_name(spec.session_id)
@@ -120,6 +146,7 @@ class DockerPlatform(Platform):
             if found["State"]["Running"]:
                 return self._started(found)
             try:
+                await self._ensure_network(name, spec.session_id)
                 return await self._run(name)
             except BaseException:  # keep the hibernated session as it was
                 await self._docker.stop_container(name, grace=0)
@@ -130,8 +157,9 @@ class DockerPlatform(Platform):
         async with _as_platform_error(f"cannot stop session {state['session_id']}"):
             await self._docker.stop_container(name, grace=STOP_GRACE)
             if keep_home and not state.get("home_volume"):
-                return  # the home is the container's own disk: keep the stopped container
+                return  # the home is the container's own volume: keep the stopped container
             await self._docker.remove_container(name)
+            await self._docker.remove_network(name)
 
     async def hibernate(self, state: PlatformState) -> PlatformState:
         name = container_name(state["session_id"])
@@ -173,6 +201,8 @@ class DockerPlatform(Platform):
                                 state=started.state,
                             )
                         )
+            sessions = {summary["Labels"][SESSION_LABEL] for summary in containers}
+            await self._remove_lone_networks(sessions)
         return running
 
     async def close(self) -> None:
@@ -192,18 +222,23 @@ class DockerPlatform(Platform):
             "STREAMSPACE_SESSION_ID": spec.session_id,
             "VNC_PORT": str(spec.vnc_port),
         }
+        home: dict[str, Any] = {"Type": "volume", "Target": recipe.HOME}
+        if volume:
+            home["Source"] = volume  # else an anonymous volume, removed with the container
         host: dict[str, Any] = {
             "Init": True,  # forwards signals to the command, reaps what it leaves behind
+            "NetworkMode": container_name(spec.session_id),  # its own network, see start
             "PortBindings": {port: [{"HostIp": VNC_HOST, "HostPort": ""}]},
+            "ReadonlyRootfs": True,  # writable: the home and /tmp only
+            "Mounts": [home],
             "Tmpfs": {"/tmp": "rw,nosuid,nodev"},  # a fresh /tmp (X sockets, locks) per start
+            "CapDrop": ["ALL"],  # Xvnc, the window manager and the apps need none
             "SecurityOpt": ["no-new-privileges"],
+            "PidsLimit": self._pids_limit,
+            "Memory": limits.memory_bytes or self._memory_bytes,
         }
-        if volume:
-            host["Mounts"] = [{"Type": "volume", "Source": volume, "Target": recipe.HOME}]
         if limits.cpus is not None:
             host["NanoCpus"] = int(limits.cpus * 1e9)
-        if limits.memory_bytes is not None:
-            host["Memory"] = limits.memory_bytes
         labels = {
             SESSION_LABEL: spec.session_id,
             f"{LABEL}user": spec.user,
@@ -214,6 +249,7 @@ class DockerPlatform(Platform):
         }
         return {
             "Image": image,
+            "User": f"{recipe.UID}:{recipe.UID}",  # never root, whatever the image says
             "Cmd": list(spec.command) or None,  # none: the image's default command
             "Env": [f"{key}={value}" for key, value in env.items()],
             "Labels": labels,
@@ -228,6 +264,32 @@ class DockerPlatform(Platform):
         labels = {HOME_LABEL: "true", f"{LABEL}user": spec.user, f"{LABEL}template": spec.template}
         await self._docker.create_volume(volume, labels)
         return True
+
+    async def _ensure_network(self, name: str, session_id: str) -> None:
+        """The session's own network, unless it exists (made by a start that died)."""
+        if await self._docker.network_exists(name):
+            return
+        labels = {SESSION_LABEL: session_id, AGENT_LABEL: self._agent_id}
+        try:
+            await self._docker.create_network(name, labels)
+        except DockerApiError as exc:
+            if "address pool" in str(exc):
+                raise PlatformError(
+                    f"cannot create network {name}: the Docker daemon has no address pool "
+                    "left for another network (each session has one; widen "
+                    f'"default-address-pools" in its daemon.json): {exc}'
+                ) from exc
+            if exc.status != CONFLICT:  # else an earlier run's create landed after our look
+                raise
+
+    async def _remove_lone_networks(self, sessions: set[str]) -> None:
+        """Remove this agent's session networks left without a container (an agent that
+        died between making one and its container), except those of starts running now."""
+        for network in await self._docker.list_networks(f"{AGENT_LABEL}={self._agent_id}"):
+            session_id = network["Labels"].get(SESSION_LABEL)
+            if session_id not in sessions and session_id not in self._starting:
+                log.info("removing network %s: its session has no container", network["Name"])
+                await self._docker.remove_network(network["Name"])
 
     async def _create_unless_taken(self, name: str, config: dict[str, Any]) -> None:
         try:

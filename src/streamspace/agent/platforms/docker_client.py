@@ -14,6 +14,7 @@ from typing import Any
 
 import aiodocker
 import aiohttp
+from aiodocker.networks import DockerNetwork
 from aiodocker.volumes import DockerVolume
 
 NOT_FOUND = 404
@@ -79,9 +80,9 @@ class DockerClient:
             await self._docker().containers.container(name).stop(t=grace)
 
     async def remove_container(self, name: str) -> None:
-        """Remove (killing it if it runs); an absent container is fine."""
+        """Remove (killing it if it runs) with its anonymous volumes; absent is fine."""
         with _errors(self.url, missing_ok=True):
-            await self._docker().containers.container(name).delete(force=True)
+            await self._docker().containers.container(name).delete(force=True, v=True)
 
     async def list_containers(self, label: str) -> list[dict[str, Any]]:
         """Summaries of all containers (any state) carrying ``label``."""
@@ -99,6 +100,31 @@ class DockerClient:
             )
             return "".join(chunks)
         return ""
+
+    # --- networks -----------------------------------------------------------------------
+
+    async def network_exists(self, name: str) -> bool:
+        with _errors(self.url, missing_ok=True):
+            await self._docker().networks.get(name)
+            return True
+        return False
+
+    async def create_network(self, name: str, labels: dict[str, str]) -> None:
+        """A bridge network of its own (a name taken already: :class:`DockerApiError` 409)."""
+        config = {"Name": name, "Driver": "bridge", "CheckDuplicate": True, "Labels": labels}
+        with _errors(self.url):
+            await self._docker().networks.create(config)
+
+    async def remove_network(self, name: str) -> None:
+        """Remove a network no container is attached to; an absent network is fine."""
+        with _errors(self.url, missing_ok=True):
+            await DockerNetwork(self._docker(), name).delete()  # type: ignore[no-untyped-call]
+
+    async def list_networks(self, label: str) -> list[dict[str, Any]]:
+        """``Name`` and ``Labels`` of the networks carrying ``label``."""
+        with _errors(self.url):
+            found = await self._docker().networks.list(filters={"label": label})
+        return [{"Name": n["Name"], "Labels": n["Labels"]} for n in found]
 
     # --- images and volumes -------------------------------------------------------------
 
