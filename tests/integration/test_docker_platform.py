@@ -10,6 +10,7 @@ it leaves behind.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -20,7 +21,13 @@ from rich.console import Console
 from websockets.asyncio.client import connect
 
 from streamspace.agent.platforms.base import Exited, PlatformError
-from streamspace.agent.platforms.docker import DockerPlatform, container_name, home_volume
+from streamspace.agent.platforms.docker import (
+    DEFAULT_MEMORY,
+    DEFAULT_PIDS,
+    DockerPlatform,
+    container_name,
+    home_volume,
+)
 from streamspace.agent.platforms.docker_client import DockerClient
 from streamspace.agent.platforms.vnc_probe import read_rfb_banner
 from streamspace.images import recipe
@@ -103,6 +110,46 @@ async def test_start_serves_rfb_with_labels_and_limits_and_stop_removes_it(
     await platform.stop(started.state)  # idempotent
 
 
+async def network_exists(name: str) -> bool:
+    return bool((await docker("network", "ls", "-q", "--filter", f"name=^{name}$")).strip())
+
+
+async def test_a_session_runs_locked_down_on_a_network_of_its_own(
+    platform: DockerPlatform, docker_scope: DockerScope
+) -> None:
+    """Non-root, no capabilities, no-new-privileges, read-only root, pid and (default)
+    memory limits, VNC published on loopback only, and a labelled network that is the
+    container's alone; stop removes the network and the anonymous home with the container."""
+    spec = make_spec(docker_scope)
+    started = await platform.start(spec)
+    name = container_name(spec.session_id)
+    (found,) = json.loads(await docker("inspect", name))
+    host = found["HostConfig"]
+    assert found["Config"]["User"] == f"{recipe.UID}:{recipe.UID}"
+    assert (host["CapDrop"], host["CapAdd"]) == (["ALL"], None)
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["ReadonlyRootfs"] is True
+    assert (host["PidsLimit"], host["Memory"]) == (DEFAULT_PIDS, DEFAULT_MEMORY)
+    published = [b for bindings in found["NetworkSettings"]["Ports"].values() for b in bindings]
+    assert {b["HostIp"] for b in published} == {"127.0.0.1"}, published
+    assert [int(b["HostPort"]) for b in published] == [started.vnc.port]
+
+    assert host["NetworkMode"] == name
+    assert list(found["NetworkSettings"]["Networks"]) == [name]
+    (network,) = json.loads(await docker("network", "inspect", name))
+    assert network["Labels"] == {
+        "streamspace.session": spec.session_id,
+        "streamspace.agent": docker_scope.agent_id,
+    }
+    assert [c["Name"] for c in network["Containers"].values()] == [name]
+    (home,) = [m["Name"] for m in found["Mounts"] if m["Destination"] == recipe.HOME]
+
+    await platform.stop(started.state)
+    assert not await container_exists(name)
+    assert not await network_exists(name)
+    assert not await volume_exists(home)
+
+
 async def test_hibernate_and_wake_keep_a_file_in_the_home_volume(
     platform: DockerPlatform, docker_scope: DockerScope
 ) -> None:
@@ -150,6 +197,34 @@ async def test_a_new_platform_adopts_running_containers_and_reports_orphans(
     finally:
         await restarted.close()
         await other.close()
+
+
+async def test_a_new_platform_removes_networks_left_without_their_container(
+    platform: DockerPlatform, docker_scope: DockerScope
+) -> None:
+    """An agent that died between making a session's network and its container left the
+    network alone: the next run removes it, and keeps a hibernated session's network (its
+    stopped container needs it to wake) and the networks of other agents."""
+    client = DockerClient(DOCKER_HOST)
+    restarted = DockerPlatform(client=DockerClient(DOCKER_HOST), agent_id=docker_scope.agent_id)
+    lone, strangers = container_name("d-lone"), container_name("d-other-agents")
+    try:
+        labels = {"streamspace.session": "d-lone", "streamspace.agent": docker_scope.agent_id}
+        await client.create_network(lone, labels)
+        await client.create_network(strangers, {**labels, "streamspace.agent": "another"})
+        spec = make_spec(docker_scope)
+        hibernated = await platform.hibernate((await platform.start(spec)).state)
+
+        assert await restarted.list_running() == []
+        assert not await network_exists(lone)
+        assert await network_exists(strangers)
+        woken = await restarted.wake(spec, hibernated)
+        assert await read_rfb_banner(woken.vnc.host, woken.vnc.port, 5.0) == RFB
+        await restarted.stop(woken.state)
+    finally:
+        await client.remove_network(strangers)
+        await client.close()
+        await restarted.close()
 
 
 class LateCreateClient(DockerClient):
