@@ -143,6 +143,7 @@ async def test_a_session_runs_locked_down_on_a_network_of_its_own(
     }
     assert [c["Name"] for c in network["Containers"].values()] == [name]
     (home,) = [m["Name"] for m in found["Mounts"] if m["Destination"] == recipe.HOME]
+    assert await platform.vnc_password(spec.session_id) is None  # unless configured
 
     await platform.stop(started.state)
     assert not await container_exists(name)

@@ -23,5 +23,6 @@ def create_platform(name: PlatformName, settings: AgentSettings) -> Platform:
             image=settings.docker_session_image,
             memory_bytes=settings.docker_session_memory_bytes,
             pids_limit=settings.docker_session_pids,
+            vnc_password=settings.docker_vnc_password,
         )
     raise ValueError(f"the {name.value} platform is not available yet")

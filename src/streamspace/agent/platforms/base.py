@@ -83,5 +83,10 @@ class Platform(abc.ABC):
     async def list_running(self) -> list[RunningSession]:
         """Sessions this platform is running now."""
 
+    async def vnc_password(self, session_id: str) -> bytes | None:
+        """The password the agent answers the session's VNC server with when a tunnel
+        opens (``streamspace.agent.vnc_auth``); ``None``: the server asks for none."""
+        return None
+
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Release resources held by the platform (not the sessions)."""

@@ -32,6 +32,7 @@ from streamspace.agent.platforms.base import Exited, Platform, PlatformError, Pl
 from streamspace.agent.platforms.docker_client import DockerApiError, DockerClient
 from streamspace.agent.platforms.resources import parse_limits
 from streamspace.agent.platforms.vnc_probe import wait_for_rfb
+from streamspace.agent.vnc_auth import new_password, password_file, password_from_file
 from streamspace.images import recipe
 from streamspace.protocol import RunningSession, SessionSpec, VncEndpoint
 
@@ -55,6 +56,8 @@ DEFAULT_MEMORY = 2 * 2**30
 """Memory limit of a session whose template sets none (``DOCKER_SESSION_MEMORY``)."""
 DEFAULT_PIDS = 1024
 """Processes and threads one session container may have (``DOCKER_SESSION_PIDS``)."""
+PASSWORD_ENV = "STREAMSPACE_VNC_PASSWORD"
+"""The container's VNC password file, in hex: the entrypoint hands it to Xvnc."""
 
 
 def container_name(session_id: str) -> str:
@@ -82,6 +85,7 @@ class DockerPlatform(Platform):
         start_timeout: float = 20.0,
         memory_bytes: int = DEFAULT_MEMORY,
         pids_limit: int = DEFAULT_PIDS,
+        vnc_password: bool = False,
     ) -> None:
         self._docker = client
         self._agent_id = agent_id
@@ -89,6 +93,7 @@ class DockerPlatform(Platform):
         self._start_timeout = start_timeout
         self._memory_bytes = memory_bytes
         self._pids_limit = pids_limit
+        self._vnc_password = vnc_password
         self._starting: set[str] = set()
         """Sessions whose start runs now: their network may have no container yet."""
 
@@ -205,6 +210,15 @@ class DockerPlatform(Platform):
             await self._remove_lone_networks(sessions)
         return running
 
+    async def vnc_password(self, session_id: str) -> bytes | None:
+        """Read from the container's configuration: the agent keeps no copy (a restarted
+        agent or its follower finds it there), and only Docker's admins can read it."""
+        async with _as_platform_error(f"cannot inspect session {session_id}"):
+            found = await self._docker.inspect_container(container_name(session_id))
+        env = (found or {}).get("Config", {}).get("Env") or []
+        hexed = next((v.split("=", 1)[1] for v in env if v.startswith(f"{PASSWORD_ENV}=")), None)
+        return None if hexed is None else password_from_file(bytes.fromhex(hexed))
+
     async def close(self) -> None:
         await self._docker.close()
 
@@ -222,6 +236,8 @@ class DockerPlatform(Platform):
             "STREAMSPACE_SESSION_ID": spec.session_id,
             "VNC_PORT": str(spec.vnc_port),
         }
+        if self._vnc_password:
+            env[PASSWORD_ENV] = password_file(new_password()).hex()
         home: dict[str, Any] = {"Type": "volume", "Target": recipe.HOME}
         if volume:
             home["Source"] = volume  # else an anonymous volume, removed with the container
