@@ -28,7 +28,7 @@ from streamspace.agent.platforms.docker import (
     container_name,
     home_volume,
 )
-from streamspace.agent.platforms.docker_client import DockerClient
+from streamspace.agent.platforms.docker_client import DockerApiError, DockerClient
 from streamspace.agent.platforms.vnc_probe import read_rfb_banner
 from streamspace.images import recipe
 from streamspace.images.builder import build_session_image
@@ -43,6 +43,8 @@ from tests.rfb import RfbClient
 pytestmark = pytest.mark.timeout(400)
 
 DOCKER_HOST = "unix:///var/run/docker.sock"
+MAX_FILLERS = 200
+"""Networks made to use up the daemon's address pools (its defaults hold about 30)."""
 
 
 def make_spec(scope: DockerScope, template: str = "xterm", **fields: object) -> SessionSpec:
@@ -283,6 +285,33 @@ async def test_an_application_that_cannot_start_fails_with_its_output(
     assert "no-such-program" in str(failure.value)  # the container's own error output
     assert not await container_exists(container_name(spec.session_id))
     assert not await volume_exists(home_volume(spec.user, "xedit"))  # made for this start
+
+
+async def test_a_daemon_out_of_network_addresses_fails_the_start_saying_so(
+    platform: DockerPlatform, docker_scope: DockerScope
+) -> None:
+    """Each session takes an address range for its network: with Docker's default pools
+    (about 30 ranges) taken, a start fails saying what to change, and leaves nothing."""
+    client = DockerClient(DOCKER_HOST)
+    fillers: list[str] = []
+    try:
+        while len(fillers) < MAX_FILLERS:
+            name = f"streamspace-filler-{docker_scope.agent_id}-{len(fillers)}"
+            try:
+                await client.create_network(name, {})
+            except DockerApiError as exc:
+                assert "address pool" in str(exc), exc
+                break
+            fillers.append(name)
+        spec = make_spec(docker_scope, "xedit")
+        with pytest.raises(PlatformError, match=r"no address pool left .*default-address-pools"):
+            await platform.start(spec)
+        assert not await container_exists(container_name(spec.session_id))
+        assert not await volume_exists(home_volume(spec.user, "xedit"))
+    finally:
+        for name in fillers:
+            await client.remove_network(name)
+        await client.close()
 
 
 # --- through the control plane -------------------------------------------------------------

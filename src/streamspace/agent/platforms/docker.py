@@ -14,7 +14,8 @@ network of its own, ``streamspace-<session id>`` like the container (Docker drop
 between bridge networks, so no session reaches another's VNC server), made with the
 container and removed with it; its processes run as the image's unprivileged user with no
 capabilities, ``no-new-privileges``, a read-only root file system (writable: the home and a
-fresh ``/tmp``), and pid and memory limits.
+fresh ``/tmp``), and pid and memory limits. With ``vnc_password`` each VNC server also asks
+for a password of its own, which the agent's tunnel answers (``streamspace.agent.vnc_auth``).
 """
 
 from __future__ import annotations
