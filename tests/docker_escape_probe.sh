@@ -6,7 +6,7 @@
 #   VICTIM_IP VICTIM_NAME  the other session's container: its address and name (VNC 5900)
 #   VICTIM_SESSION         its session id (named on its Xvnc's command line)
 #   HOST_ADDR HOST_PORT    where the host publishes its VNC port (default address: the gateway)
-#   SECRETS                host paths, space-separated: the agent's data dir and key, the db
+#   SECRETS                host paths, space-separated (the agent's key, the victim's home...)
 set -u
 
 rfb() {  # whether $1:$2 answers with an RFB banner

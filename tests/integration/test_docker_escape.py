@@ -3,10 +3,10 @@
 A victim session runs xterm; a probe session's template command (tests/docker_escape_probe.sh)
 tries, from inside its container: the victim's VNC server by container address and by name,
 the victim's VNC port as the host publishes it (through the probe's gateway, the host's
-address on its network), the agent's data dir and key and the control plane's database (host
-paths), the victim's processes, root, capabilities and setuid (no_new_privs). Every attempt
-must fail. The same probe run on the host as the agent's account (root) must succeed, so
-the test fails when the isolation is missing.
+address on its network), host paths (the agent's data dir and key, the control plane's
+database, the victim's home and X display socket), the victim's processes, root,
+capabilities and setuid (no_new_privs). Every attempt must fail. The same probe run on the
+host as the agent's account (root) must succeed, so the test fails when isolation is missing.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 
 from streamspace.agent.credentials import KEY_FILE
 from streamspace.agent.platforms.docker import container_name
+from streamspace.images import recipe
 from tests.docker_env import docker
 from tests.helpers import eventually
 from tests.local_sessions import TIMEOUT, Cluster
@@ -33,10 +34,13 @@ MARK = "ESCAPE-PROBE "
 NO_CAPABILITIES = "0000000000000000"
 
 
-def secrets(cluster: Cluster, postgres: PostgresServer) -> list[str]:
-    """Host paths no session may read: the agent's data dir and key, the database's files."""
+def secrets(cluster: Cluster, postgres: PostgresServer, victim: dict[str, Any]) -> list[str]:
+    """Host paths no session may read: the agent's data dir and key, the database's files,
+    the victim's home (its volume) and its X display's socket (in its own /tmp)."""
     data = cluster.agent_dir / "data"
-    return [str(data), str(data / KEY_FILE), str(postgres.data_dir)]
+    (home,) = [m["Source"] for m in victim["Mounts"] if m["Destination"] == recipe.HOME]
+    display = f"/proc/{victim['State']['Pid']}/root/tmp/.X11-unix/X0"
+    return [str(data), str(data / KEY_FILE), str(postgres.data_dir), home, display]
 
 
 def probe_env(victim: dict[str, Any], published: int, paths: list[str]) -> dict[str, str]:
@@ -80,7 +84,7 @@ async def test_a_session_reaches_nothing_of_another_session_nor_of_the_host(
     victim_name = container_name(victim_session["id"])
     (victim,) = json.loads(await docker("inspect", victim_name))
     published = victim_session["vnc"]["port"]
-    paths = secrets(docker_cluster, postgres_server)
+    paths = secrets(docker_cluster, postgres_server, victim)
     env = probe_env(victim, published, paths)
 
     template = {
