@@ -155,6 +155,10 @@ class AgentSettings(RedisSettings):
     leader_lock_file: Path | None = None
     """The ``file`` backend's lock (default ``<AGENT_DATA_DIR>/leader.lock``)."""
 
+    @property
+    def leader_lock_path(self) -> Path:
+        return self.leader_lock_file or self.agent_data_dir / "leader.lock"
+
     @field_validator("docker_session_memory")
     @classmethod
     def _memory_quantity(cls, value: str) -> str:
@@ -164,7 +168,3 @@ class AgentSettings(RedisSettings):
     @property
     def docker_session_memory_bytes(self) -> int:
         return _memory_bytes(self.docker_session_memory)
-
-    @property
-    def leader_lock_path(self) -> Path:
-        return self.leader_lock_file or self.agent_data_dir / "leader.lock"

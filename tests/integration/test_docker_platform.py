@@ -17,9 +17,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from rich.console import Console
 from websockets.asyncio.client import connect
 
+from streamspace.agent.platforms import create_platform
 from streamspace.agent.platforms.base import Exited, PlatformError
 from streamspace.agent.platforms.docker import (
     DEFAULT_MEMORY,
@@ -30,9 +32,10 @@ from streamspace.agent.platforms.docker import (
 )
 from streamspace.agent.platforms.docker_client import DockerApiError, DockerClient
 from streamspace.agent.platforms.vnc_probe import read_rfb_banner
+from streamspace.config import AgentSettings
 from streamspace.images import recipe
 from streamspace.images.builder import build_session_image
-from streamspace.protocol import SessionSpec
+from streamspace.protocol import PlatformName, SessionSpec
 from tests.docker_env import DockerScope, container_labels, docker
 from tests.helpers import eventually
 from tests.local_sessions import RFB, TIMEOUT, Cluster
@@ -151,6 +154,28 @@ async def test_a_session_runs_locked_down_on_a_network_of_its_own(
     assert not await container_exists(name)
     assert not await network_exists(name)
     assert not await volume_exists(home)
+
+
+async def test_the_agent_settings_set_the_default_limits(docker_scope: DockerScope) -> None:
+    with pytest.raises(ValidationError, match="memory 'lots' is not a quantity"):
+        AgentSettings(docker_session_memory="lots")
+    settings = AgentSettings(
+        agent_id=docker_scope.agent_id, docker_session_memory="512Mi", docker_session_pids=64
+    )
+    platform = create_platform(PlatformName.DOCKER, settings)
+    try:
+        spec = make_spec(docker_scope)
+        started = await platform.start(spec)
+        limits = await docker(
+            "inspect",
+            "--format",
+            "{{.HostConfig.PidsLimit}} {{.HostConfig.Memory}}",
+            container_name(spec.session_id),
+        )
+        assert limits.split() == ["64", str(512 * 2**20)]
+        await platform.stop(started.state)
+    finally:
+        await platform.close()
 
 
 async def test_hibernate_and_wake_keep_a_file_in_the_home_volume(
