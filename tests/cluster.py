@@ -64,6 +64,7 @@ class Cluster:
         """Every agent process started, restarted ones included (in start order)."""
         self.database = Database(pg_url)
         self.redis = aioredis.Redis(port=redis_server.port, db=1, decode_responses=True)
+        self._admin_token = ""
 
     @property
     def urls(self) -> list[str]:
@@ -191,11 +192,17 @@ class Cluster:
             return response.status, await response.json()
 
     async def metrics(self, url: str) -> str:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-            http.get(f"{url}/metrics") as response,
-        ):
-            return await response.text()
+        """A replica's ``/metrics``, scraped with an administrator's token (logged in once)."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            if not self._admin_token:
+                admin = {"username": "admin", "password": "admin-password"}
+                async with http.post(f"{url}/api/v1/auth/login", json=admin) as response:
+                    assert response.status == 200, await response.text()
+                    self._admin_token = (await response.json())["access_token"]
+            headers = {"Authorization": f"Bearer {self._admin_token}"}
+            async with http.get(f"{url}/metrics", headers=headers) as response:
+                assert response.status == 200, await response.text()
+                return await response.text()
 
     # --- the exactly-once check --------------------------------------------------------
 

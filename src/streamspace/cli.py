@@ -42,6 +42,9 @@ def up(
     logs.configure()
     data_dir = data_dir.expanduser()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Whatever the umask, or an existing directory's mode: keys, homes and the database
+    # are for this account only.
+    data_dir.chmod(0o700)
     asyncio.run(run_embedded(host=host, port=port, data_dir=data_dir))
 
 
@@ -53,12 +56,14 @@ def api(host: HostOption = "0.0.0.0", port: PortOption = 8080) -> None:
     from streamspace.controlplane.app import create_app
 
     logs.configure()
+    settings = ApiSettings(api_port=port)
     uvicorn.run(
-        create_app(ApiSettings(api_port=port)),
+        create_app(settings),
         host=host,
         port=port,
         log_config=None,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # VNC bytes are already compressed by their encodings; deflating them again in
         # Python costs ~4x the tunnel's throughput (browsers always offer it).
         ws_per_message_deflate=False,

@@ -92,6 +92,24 @@ class ApiSettings(RedisSettings):
     session_token_ttl: float = Field(default=12 * 3600.0, gt=0)
     """Lifetime in seconds of a login token."""
     cookie_secure: bool = False
+    """Always mark the login cookie ``Secure`` (it is anyway when the request came over HTTPS)."""
+    forwarded_allow_ips: str = "127.0.0.1"
+    """Comma-separated addresses of proxies whose ``X-Forwarded-For``/``-Proto`` are believed
+    (uvicorn's ``--forwarded-allow-ips``; ``*`` trusts everyone): they decide the client address
+    that login throttling counts and whether the request came over HTTPS."""
+    login_failures_per_user: int = Field(default=5, ge=1, le=1000)
+    """Failed logins of one username before it is locked out (429 with ``Retry-After``)."""
+    login_failures_per_address: int = Field(default=20, ge=1, le=100_000)
+    """Failed logins from one client address (any usernames) before it is locked out."""
+    login_lockout_base: float = Field(default=1.0, gt=0, le=86_400)
+    """Seconds of the first lockout; each further failure doubles it."""
+    login_lockout_max: float = Field(default=900.0, gt=0, le=86_400)
+    """Longest lockout in seconds; failures are forgotten after this long without one."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Serve ``/metrics`` without authentication on this port too (for Prometheus); the API's
+    own ``/metrics`` always needs an administrator's token."""
+    metrics_host: str = "127.0.0.1"
+    """Address the ``METRICS_PORT`` listener binds (``0.0.0.0`` for a scraper on another host)."""
 
     vnc_token_ttl: float = Field(default=60.0, gt=0)
     """Seconds a VNC connect token (``POST /sessions/{id}/connect``) stays usable, once."""

@@ -8,12 +8,10 @@ then the API; nothing is left running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -24,6 +22,7 @@ from streamspace.agent.main import run_agent
 from streamspace.agent.platforms.local import LocalPlatform
 from streamspace.config import AgentSettings, ApiSettings
 from streamspace.controlplane.app import create_app
+from streamspace.controlplane.metrics_server import QuietServer
 from streamspace.controlplane.secrets import new_secret
 from streamspace.controlplane.services.sessions import terminate_agent_sessions
 from streamspace.controlplane.state import Replica
@@ -31,14 +30,6 @@ from streamspace.controlplane.state import Replica
 log = logging.getLogger(__name__)
 STARTUP_TIMEOUT = 60.0
 PASSWORD_FILE = "initial-admin-password"
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: ``up`` decides the shutdown order."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 async def run_embedded(*, host: str, port: int, data_dir: Path) -> None:
@@ -57,9 +48,10 @@ async def run_embedded(*, host: str, port: int, data_dir: Path) -> None:
         port=port,
         log_config=None,
         lifespan="on",
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         ws_per_message_deflate=False,  # VNC bytes: see ``streamspace api``
     )
-    server = _Server(config)
+    server = QuietServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -36,3 +36,17 @@ def agent_leader_key(agent_id: str) -> str:
 def agent_leader_epoch_key(agent_id: str) -> str:
     """``agent:<id>:leader:epoch``: the fencing counter, incremented by every acquisition."""
     return f"agent:{agent_id}:leader:epoch"
+
+
+def login_failures_key(subject: str) -> str:
+    """``login:<subject>:failures``: failed logins of ``user:<name>`` or ``address:<ip>``."""
+    return f"login:{subject}:failures"
+
+
+def login_lock_key(subject: str) -> str:
+    """``login:<subject>:locked``: present (with its TTL) while the subject is locked out."""
+    return f"login:{subject}:locked"
+
+
+TOKENS_REVOKED_CHANNEL = "tokens:revoked"
+"""Pub/sub channel of login-token digests just revoked (logout): replicas drop their cached copy."""

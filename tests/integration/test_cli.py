@@ -180,6 +180,19 @@ async def test_up_serves_runs_sessions_and_stops_cleanly(
     assert await again.interrupt() == 0, again.output()[-3000:]
 
 
+async def test_up_keeps_its_data_directory_and_database_private(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data_dir.chmod(0o755)  # made by hand, readable by everyone
+    up = launcher.up(data_dir, STREAMSPACE_ADMIN_PASSWORD="admin-password-1")
+    await up.healthy()
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data_dir / "streamspace.db").stat().st_mode) == 0o600
+    assert await up.interrupt() == 0, up.output()[-3000:]
+
+
 async def test_up_generates_and_prints_the_admin_password_once(
     launcher: Launcher, tmp_path: Path
 ) -> None:

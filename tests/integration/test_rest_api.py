@@ -20,7 +20,6 @@ async def test_every_api_route_needs_authentication(api: ApiProcess) -> None:
         open_routes = {
             "/healthz",
             "/readyz",
-            "/metrics",
             "/api/v1/auth/login",
             "/api/v1/agents/register",
             "/",

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamspace.agent.commands import SessionBook
 from streamspace.agent.platforms.base import Platform
+from streamspace.logs import RedactTokens
 from streamspace.protocol import (
     CloseCode,
     Command,
@@ -43,20 +44,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-
-class _RedactAuthorization(logging.Filter):
-    """websockets logs handshake headers at DEBUG; the API key must never reach a log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() == "authorization":
-            record.args = (args[0], "<redacted>")
-        return True
-
-
 websocket_log = logging.getLogger("streamspace.agent.websocket")
-"""Logger handed to the websockets client, with the Authorization header redacted."""
-websocket_log.addFilter(_RedactAuthorization())
+"""Logger handed to the websockets client, with the Authorization header redacted (also
+where ``logs.configure`` did not run, e.g. the agent as a library)."""
+websocket_log.addFilter(RedactTokens())
 
 CONNECT_PATH = "/api/v1/agents/connect"
 REGISTER_PATH = "/api/v1/agents/register"

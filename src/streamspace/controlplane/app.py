@@ -15,11 +15,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from streamspace import __version__
 from streamspace.config import ApiSettings
+from streamspace.controlplane.auth.origin import SameOriginMiddleware
+from streamspace.controlplane.auth.throttle import create_login_throttle
 from streamspace.controlplane.dispatcher import CommandDispatcher
 from streamspace.controlplane.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.hub.base import AgentHub
 from streamspace.controlplane.hub.local import LocalAgentHub
 from streamspace.controlplane.hub.redis import RedisAgentHub
+from streamspace.controlplane.metrics_server import serve_metrics
 from streamspace.controlplane.reconciler import Reconciler
 from streamspace.controlplane.routes import (
     agent_ws,
@@ -36,6 +39,7 @@ from streamspace.controlplane.services.sessions import SessionService
 from streamspace.controlplane.services.templates import ensure_default_templates
 from streamspace.controlplane.services.users import ensure_admin
 from streamspace.controlplane.state import Replica
+from streamspace.controlplane.token_cache import create_token_cache
 from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
 from streamspace.db.migrations.runner import upgrade_async
 from streamspace.db.repo import viewers
@@ -102,8 +106,11 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
                 replica=settings.pod_name,
                 flush_interval=min(2.0, settings.heartbeat_interval / 2),
             ),
+            throttle=create_login_throttle(settings, hub),
+            tokens=create_token_cache(settings, hub),
         )
         app.state.replica = replica
+        await replica.tokens.start()
         generated = await ensure_admin(db, password=settings.streamspace_admin_password)
         if generated:
             replica.generated_admin_password = generated
@@ -117,12 +124,17 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             group.create_task(dispatcher.run(stop), name="dispatcher")
             group.create_task(reconciler.run(stop), name="reconciler")
             group.create_task(replica.heartbeats.run(stop), name="heartbeats")
+            if settings.metrics_port:
+                listener = serve_metrics(hub=hub, db=db, settings=settings, stop=stop)
+                group.create_task(listener, name="metrics")
             try:
                 yield
             finally:
                 stop.set()
                 for connection in hub.local_connections():
                     await connection.close(CloseCode.GOING_AWAY, "control plane stopping")
+        await replica.tokens.close()
+        await replica.throttle.close()
         await hub.close()
         await engine.dispose()
 
@@ -132,6 +144,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
     app = FastAPI(title="StreamSpace", version=__version__, lifespan=lifespan, telemetry=off)
     for module in (health, auth, templates, sessions, vnc, agents, commands, agent_ws):
         app.include_router(module.router)
+    app.add_middleware(SameOriginMiddleware)
     app.add_exception_handler(ServiceError, _service_error)
     # The driver's own connection errors (refused, "starting up") are not always wrapped
     # by SQLAlchemy; every one of them means the same to a client: try again shortly.

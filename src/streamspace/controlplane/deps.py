@@ -46,10 +46,12 @@ async def current_user(
     token_digest = digest(token)
     user = replica.tokens.get(token_digest)
     if user is None:
+        ticket = replica.tokens.ticket()
         async with replica.db() as db:
-            user = await user_repo.user_for_token(db, token_digest)
-        if user is not None:
-            replica.tokens.put(token_digest, user)
+            found = await user_repo.user_for_token(db, token_digest)
+        if found is not None:
+            user, expires_at = found
+            replica.tokens.put(token_digest, user, expires_at=expires_at, ticket=ticket)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.websockets import WebSocket
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.auth.throttle import LoginThrottle
 from streamspace.controlplane.dispatcher import CommandDispatcher
 from streamspace.controlplane.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.hub.base import AgentHub
@@ -26,7 +27,8 @@ class Replica:
     dispatcher: CommandDispatcher
     sessions: SessionService
     heartbeats: HeartbeatRecorder
-    tokens: TokenCache = field(default_factory=TokenCache)
+    throttle: LoginThrottle
+    tokens: TokenCache
     tunnels: TunnelRegistry[WebSocket] = field(default_factory=TunnelRegistry)
     """VNC tunnels waiting for their agent's data socket."""
     generated_admin_password: str | None = None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,11 +28,34 @@ def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
     processes (the CLI) proceed meanwhile.
     """
     url = to_async_url(database_url)
+    # Errors never quote statement parameters into logs: they include token and key digests.
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, connect_args={"timeout": 30})
+        _private_sqlite_files(url)
+        engine = create_async_engine(
+            url, pool_size=1, max_overflow=0, connect_args={"timeout": 30}, hide_parameters=True
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        hide_parameters=True,
+    )
+
+
+def _private_sqlite_files(url: str) -> None:
+    """Make the database file (and its WAL and shared-memory files) 0600 whatever the
+    umask or the directory: it holds password and key hashes. SQLite gives the files it
+    creates later the database file's mode."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(name, 0o600)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

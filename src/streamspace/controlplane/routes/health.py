@@ -1,15 +1,13 @@
-"""Liveness, readiness and Prometheus metrics (no authentication)."""
+"""Liveness and readiness (no authentication) and Prometheus metrics (administrators)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from streamspace.controlplane import metrics
-from streamspace.controlplane.deps import ReplicaDep
-from streamspace.db.repo import commands as command_repo
-from streamspace.db.repo import sessions as session_repo
+from streamspace.controlplane.deps import AdminDep, ReplicaDep
+from streamspace.controlplane.metrics_server import exposition
 
 router = APIRouter(tags=["health"])
 
@@ -37,15 +35,8 @@ async def readyz(replica: ReplicaDep, response: Response) -> dict[str, str]:
     return {"status": "ok" if response.status_code != 503 else "unavailable", **checks}
 
 
-@router.get("/metrics")
-async def prometheus_metrics(replica: ReplicaDep) -> Response:
-    metrics.AGENTS_CONNECTED.labels(replica.hub.replica).set(len(replica.hub.local_connections()))
-    try:
-        async with replica.db() as db:
-            for state, count in (await command_repo.count_by_status(db)).items():
-                metrics.COMMANDS.labels(state).set(count)
-            for state, count in (await session_repo.count_by_state(db)).items():
-                metrics.SESSIONS.labels(state).set(count)
-    except Exception:
-        pass  # metrics of this replica are still worth serving without the database
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+@router.get("/metrics", responses={403: {"description": "administrators only"}})
+async def prometheus_metrics(_admin: AdminDep, replica: ReplicaDep) -> Response:
+    """Prometheus metrics (an administrator's token; Prometheus itself scrapes METRICS_PORT)."""
+    body = await exposition(hub=replica.hub, db=replica.db)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamspace.db.models import AgentCommand, Session
+from streamspace.db.models import AgentCommand, Session, User
 from streamspace.protocol import VncEndpoint
 
 Name = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
@@ -70,9 +70,12 @@ class SessionOut(BaseModel):
     """Open VNC tunnels (viewers) to the session."""
 
     @classmethod
-    def of(cls, session: Session) -> SessionOut:
+    def of(cls, session: Session, *, viewer: User) -> SessionOut:
+        """The session as ``viewer`` may see it: its VNC address is a diagnostic for
+        administrators only (everyone else connects through the tunnel)."""
         vnc = None
-        if session.state == "running" and session.vnc_host and session.vnc_port:
+        shown = viewer.role == "admin" and session.state == "running"
+        if shown and session.vnc_host and session.vnc_port:
             vnc = VncEndpoint(host=session.vnc_host, port=session.vnc_port)
         return cls(
             id=session.id,

@@ -14,32 +14,32 @@ router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_session(body: SessionIn, user: UserDep, replica: ReplicaDep) -> SessionOut:
     """Launch a template; 503 when no agent can take it (nothing is created then)."""
-    return SessionOut.of(await replica.sessions.create(user, body.template))
+    return SessionOut.of(await replica.sessions.create(user, body.template), viewer=user)
 
 
 @router.get("")
 async def list_sessions(user: UserDep, replica: ReplicaDep) -> list[SessionOut]:
-    return [SessionOut.of(session) for session in await replica.sessions.list(user)]
+    return [SessionOut.of(session, viewer=user) for session in await replica.sessions.list(user)]
 
 
 @router.get("/{session_id}")
 async def get_session(session_id: str, user: UserDep, replica: ReplicaDep) -> SessionOut:
-    return SessionOut.of(await replica.sessions.get(user, session_id))
+    return SessionOut.of(await replica.sessions.get(user, session_id), viewer=user)
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_202_ACCEPTED)
 async def stop_session(session_id: str, user: UserDep, replica: ReplicaDep) -> SessionOut:
-    return SessionOut.of(await replica.sessions.stop(user, session_id))
+    return SessionOut.of(await replica.sessions.stop(user, session_id), viewer=user)
 
 
 @router.post("/{session_id}/hibernate", status_code=status.HTTP_202_ACCEPTED)
 async def hibernate_session(session_id: str, user: UserDep, replica: ReplicaDep) -> SessionOut:
-    return SessionOut.of(await replica.sessions.hibernate(user, session_id))
+    return SessionOut.of(await replica.sessions.hibernate(user, session_id), viewer=user)
 
 
 @router.post("/{session_id}/wake", status_code=status.HTTP_202_ACCEPTED)
 async def wake_session(session_id: str, user: UserDep, replica: ReplicaDep) -> SessionOut:
-    return SessionOut.of(await replica.sessions.wake(user, session_id))
+    return SessionOut.of(await replica.sessions.wake(user, session_id), viewer=user)
 
 
 @router.get("/{session_id}/events")

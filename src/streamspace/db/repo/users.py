@@ -33,13 +33,16 @@ def add_token(db: AsyncSession, *, user: User, token_hash: str, expires_at: date
     db.add(AuthToken(token_hash=token_hash, user_id=user.id, expires_at=expires_at))
 
 
-async def user_for_token(db: AsyncSession, token_hash: str) -> User | None:
-    """The user a live (unexpired) token belongs to."""
-    return await db.scalar(
-        select(User)
-        .join(AuthToken, AuthToken.user_id == User.id)
-        .where(AuthToken.token_hash == token_hash, AuthToken.expires_at > utcnow())
-    )
+async def user_for_token(db: AsyncSession, token_hash: str) -> tuple[User, datetime] | None:
+    """The user a live (unexpired) token belongs to, and when the token expires."""
+    row = (
+        await db.execute(
+            select(User, AuthToken.expires_at)
+            .join(AuthToken, AuthToken.user_id == User.id)
+            .where(AuthToken.token_hash == token_hash, AuthToken.expires_at > utcnow())
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
 
 
 async def delete_token(db: AsyncSession, token_hash: str) -> None:

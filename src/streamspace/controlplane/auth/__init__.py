@@ -1,0 +1,1 @@
+"""Authentication guards: login throttling and the same-origin rule for cookie requests."""
