@@ -73,7 +73,7 @@ async def run_embedded(*, host: str, port: int, data_dir: Path) -> None:
         agent_bootstrap_key=bootstrap_key,
         agent_data_dir=data_dir / "agent",
     )
-    platform = LocalPlatform(data_dir=agent_settings.agent_data_dir)
+    platform = LocalPlatform.from_settings(agent_settings, hide=[data_dir])
     agent_stop = asyncio.Event()
     agent = asyncio.create_task(run_agent(agent_settings, platform, agent_stop), name="agent")
     _print_banner(app.state.replica, url=f"http://{local_host}:{port}", data_dir=data_dir)
