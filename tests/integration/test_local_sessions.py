@@ -151,3 +151,31 @@ async def test_template_with_missing_command_fails_cleanly(cluster: Cluster) -> 
     assert failed["vnc"] is None
     await cluster.no_processes(sid)
     assert not (cluster.agent_dir / "data" / "sessions" / sid).exists()
+
+
+async def test_agent_that_cannot_sandbox_refuses_other_users_and_says_why(
+    cluster: Cluster,
+) -> None:
+    cluster.agent.kill()
+    cluster.agent = AgentProcess(
+        cluster.agent_dir, control_plane_url=cluster.api.url, agent_id=AGENT_ID, behaviour=None,
+        env={"LOCAL_SANDBOX": "none"},
+    )  # fmt: skip
+    cluster.agent.start()
+
+    async def connected_and_said_why() -> bool:
+        output = cluster.agent.output()
+        return "connected to" in output and "local sessions are NOT sandboxed" in output
+
+    await eventually(connected_and_said_why, timeout=TIMEOUT, message="agent up, unsandboxed")
+    await wait_for_agent(cluster.client, AGENT_ID, timeout=TIMEOUT)
+    assert "NOT sandboxed: LOCAL_SANDBOX=none turns the session sandbox off" in (
+        cluster.agent.output()
+    )
+
+    failed = await cluster.launch("xterm", expect="failed")  # admin is not the agent's account
+
+    reason = failed["termination_reason"] or ""
+    assert "this agent cannot sandbox sessions (LOCAL_SANDBOX=none" in reason, reason
+    assert "user 'admin' is refused" in reason, reason
+    await cluster.no_processes(failed["id"])

@@ -47,6 +47,7 @@ XVNC = "Xvnc"
 FIRST_DISPLAY = 20  # unsandboxed: low numbers belong to real desktops and `vncserver`
 LAUNCH_ATTEMPTS = 4  # unsandboxed: a display taken by another process between check and use
 RFB_SOCKET = "rfb.sock"
+RFB_PROBE_INTERVAL = 0.01
 
 
 @dataclass
@@ -308,7 +309,8 @@ class LocalPlatform(Platform):
                 return None
             return f"Xvnc exited with {describe_exit(xvnc.returncode)} (see session.log)"
 
-        return await wait_for_rfb(vnc, deadline=deadline, gone=gone)
+        # A Unix socket that is not there yet fails at once: probing often costs nothing.
+        return await wait_for_rfb(vnc, deadline=deadline, gone=gone, interval=RFB_PROBE_INTERVAL)
 
     # --- stopping -----------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ class Accounts:
         return {str(k): int(v) for k, v in data.items()}
 
     def _save(self, known: dict[str, int]) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_suffix(".tmp")
         tmp.write_text(json.dumps(known, indent=2, sort_keys=True))
         os.replace(tmp, self._path)
