@@ -20,6 +20,7 @@ from streamspace.agent.platforms import local
 from streamspace.agent.platforms.base import Exited, PlatformError, PlatformState, Started
 from streamspace.agent.platforms.local import LocalPlatform
 from streamspace.agent.platforms.local_procs import marked_pids
+from streamspace.agent.platforms.local_sandbox import Decision, SandboxUnavailable
 from streamspace.agent.platforms.vnc_probe import read_banner
 from streamspace.protocol import SessionSpec
 
@@ -297,3 +298,16 @@ async def test_state_sent_by_the_control_plane_is_not_trusted(harness: Harness) 
     assert hibernated["home"] == started.state["home"]
     await assert_gone(started.state)
     assert Path("/etc").stat().st_uid == 0
+
+
+def test_without_bubblewrap_auto_falls_back_and_bubblewrap_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # a machine without bwrap
+
+    auto = LocalPlatform(data_dir=tmp_path / "data")
+
+    assert auto.sandbox == Decision("none", "bwrap is not installed (apt-get install bubblewrap)")
+    with pytest.raises(SandboxUnavailable, match="LOCAL_SANDBOX=bubblewrap, but bwrap is not"):
+        LocalPlatform(data_dir=tmp_path / "data", sandbox="bubblewrap")

@@ -40,7 +40,7 @@ TRIAL_TIMEOUT = 10.0
 Mode = Literal["bubblewrap", "none"]
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(ValueError):
     """``LOCAL_SANDBOX=bubblewrap`` on a machine that cannot sandbox (the message says why)."""
 
 
