@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -311,3 +312,49 @@ def test_without_bubblewrap_auto_falls_back_and_bubblewrap_refuses(
     assert auto.sandbox == Decision("none", "bwrap is not installed (apt-get install bubblewrap)")
     with pytest.raises(SandboxUnavailable, match="LOCAL_SANDBOX=bubblewrap, but bwrap is not"):
         LocalPlatform(data_dir=tmp_path / "data", sandbox="bubblewrap")
+
+
+# The app writes what it saw into its home, then stays up (a session whose app exits fails).
+SEE = """
+import json, os, socket, sys, time
+seen = {"hidden_dir": os.listdir(sys.argv[2]), "hidden_file": open(sys.argv[3]).read()}
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3).close()
+    seen["tcp"] = "connected"
+except OSError as exc:
+    seen["tcp"] = str(exc)
+open(os.path.expanduser("~/seen.json.tmp"), "w").write(json.dumps(seen))
+os.replace(os.path.expanduser("~/seen.json.tmp"), os.path.expanduser("~/seen.json"))
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("network", ["none", "host"])
+async def test_template_network_and_hidden_paths(
+    tmp_path: Path, network: Literal["none", "host"]
+) -> None:
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    hidden_dir, hidden_file = Path("/usr/share/doc"), Path("/etc/hostname")
+    platform = LocalPlatform(data_dir=tmp_path, hide=[hidden_dir, hidden_file])
+    command = ["/usr/bin/python3", "-c", SEE, str(port), str(hidden_dir), str(hidden_file)]
+    spec = make_spec(command=command).model_copy(update={"network": network})
+    started = await platform.start(spec)
+    seen_path = Path(started.state["home"]) / "seen.json"
+
+    async def written() -> bool:
+        return seen_path.exists()
+
+    try:
+        async with listener:
+            await until(written)
+        seen = json.loads(seen_path.read_text())
+    finally:
+        await platform.stop(started.state)
+    # Covered: an empty directory and an empty file, while the host's have content.
+    assert seen["hidden_dir"] == [] and os.listdir(hidden_dir)
+    assert seen["hidden_file"] == "" and hidden_file.read_text()
+    if network == "host":
+        assert seen["tcp"] == "connected"
+    else:
+        assert "refused" in seen["tcp"] or "unreachable" in seen["tcp"], seen["tcp"]

@@ -179,3 +179,16 @@ async def test_agent_that_cannot_sandbox_refuses_other_users_and_says_why(
     assert "this agent cannot sandbox sessions (LOCAL_SANDBOX=none" in reason, reason
     assert "user 'admin' is refused" in reason, reason
     await cluster.no_processes(failed["id"])
+
+
+async def test_template_network_is_none_unless_it_says_host(cluster: Cluster) -> None:
+    bad = {"name": "net", "display_name": "Net", "command": ["xterm"], "network": "bridge"}
+    refused = await cluster.client.post("/api/v1/templates", json=bad)
+    assert refused.status_code == 422, refused.text
+    assert (await cluster.client.get("/api/v1/templates/net")).status_code == 404
+
+    created = await cluster.client.post("/api/v1/templates", json={**bad, "network": "host"})
+    assert created.status_code == 201, created.text
+    templates = {t["name"]: t for t in (await cluster.client.get("/api/v1/templates")).json()}
+    assert templates["net"]["network"] == "host"
+    assert {templates[n]["network"] for n in ("xterm", "xedit", "xcalc")} == {"none"}

@@ -81,7 +81,9 @@ class LocalPlatform(Platform):
         self._reserved: set[int] = set()  # displays being launched: lock files not written yet
         self._reserve_lock = asyncio.Lock()
         self.sandbox = local_sandbox.decide(sandbox)
-        self._bwrap = Bubblewrap(hidden=[data_dir, DEFAULT_DATA_DIR, *hide])
+        self._bwrap = Bubblewrap(
+            hidden=[data_dir, DEFAULT_DATA_DIR, *hide], empty_file=data_dir / "empty"
+        )
         self._accounts = Accounts(data_dir / "accounts.json", base=uids[0], count=uids[1])
         self._me = getpass.getuser()
         self.trusted_user = trusted_user or self._me
@@ -197,7 +199,9 @@ class LocalPlatform(Platform):
         session_dir = self._session_dir(sid)
         try:
             uid = await asyncio.to_thread(self._accounts.uid_for, spec.user) if sandboxed else None
-            await asyncio.to_thread(_make_dirs, session_dir, home, uid=uid, tmp=not sandboxed)
+            await asyncio.to_thread(
+                _make_dirs, session_dir, home, uid=uid, empty=self._bwrap.empty_file
+            )
         except (OSError, AccountsExhausted) as exc:
             raise PlatformError(f"cannot prepare session {sid}: {exc}") from exc
         state: PlatformState = {"session_id": sid, "pids": {}}
@@ -412,18 +416,19 @@ def _open_log(session_dir: Path) -> BinaryIO:
     return open(session_dir / "session.log", "ab")
 
 
-def _make_dirs(session_dir: Path, home: Path, *, uid: int | None, tmp: bool) -> None:
+def _make_dirs(session_dir: Path, home: Path, *, uid: int | None, empty: Path) -> None:
     """The session's directories. Sandboxed, the session directory is root's alone (0700:
     state, log, the RFB socket) and what the session's account must write is its own: the
-    home, the X socket directory, the RFB socket directory (Xvnc creates the socket)."""
+    home, the X socket directory, the RFB socket directory (Xvnc creates the socket); and
+    the empty file that covers hidden files. Unsandboxed, the app's own TMPDIR."""
     session_dir.mkdir(parents=True, exist_ok=True)
     own = [home, session_dir / "x11", session_dir / "vnc"]
     for d in own:
         d.mkdir(parents=True, exist_ok=True)
-    if tmp:
-        (session_dir / "tmp").mkdir(exist_ok=True)
     if uid is None:
+        (session_dir / "tmp").mkdir(exist_ok=True)
         return
+    empty.touch(exist_ok=True)
     session_dir.chmod(0o700)
     for d in own:
         if d.stat().st_uid != uid:

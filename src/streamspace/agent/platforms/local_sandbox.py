@@ -89,6 +89,9 @@ class Bubblewrap:
 
     hidden: Sequence[Path]
     """Host paths to cover if they lie under a shown system directory."""
+    empty_file: Path
+    """An empty regular file that covers hidden files (``/dev/null`` would be a device
+    node on a ``nodev`` mount: unreadable instead of empty)."""
 
     def xvnc(self, uid: int, *, x11_dir: Path, vnc_dir: Path, argv: Sequence[str]) -> list[str]:
         """Xvnc's sandbox: no network at all, the X and RFB socket directories bound in."""
@@ -126,7 +129,7 @@ class Bubblewrap:
             if real.is_dir():
                 covers += ["--tmpfs", str(real)]
             else:
-                covers += ["--ro-bind", "/dev/null", str(real)]
+                covers += ["--ro-bind", str(self.empty_file), str(real)]
         return covers
 
 
