@@ -294,6 +294,11 @@ async def test_state_sent_by_the_control_plane_is_not_trusted(harness: Harness) 
     started = await harness.start(platform, make_spec())
     forged = {**started.state, "home": "/etc", "pids": {"xvnc": 1, "app": 1}, "pgid": 1}
 
+    for bad in ({}, {"session_id": ""}, {"session_id": "../.."}):
+        with pytest.raises(PlatformError, match="names no valid session id"):
+            await platform.stop(bad)
+    assert await platform.poll(started.state) is None  # nothing was touched
+
     hibernated = await platform.hibernate(forged)
 
     assert hibernated["home"] == started.state["home"]

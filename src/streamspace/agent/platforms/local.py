@@ -17,6 +17,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ FIRST_DISPLAY = 20  # unsandboxed: low numbers belong to real desktops and `vncs
 LAUNCH_ATTEMPTS = 4  # unsandboxed: a display taken by another process between check and use
 RFB_SOCKET = "rfb.sock"
 RFB_PROBE_INTERVAL = 0.01
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")  # protocol.Identifier
 
 
 @dataclass
@@ -356,8 +358,10 @@ class LocalPlatform(Platform):
     def _own_state(self, given: PlatformState) -> PlatformState:
         """This agent's record of the session: the paths and pids in a state it is sent
         (from the control plane) are not trusted. Only the session id is taken from it."""
-        sid = str(given.get("session_id", ""))
-        own = self._read_state(sid) if _component(sid) == sid and sid else None
+        sid = given.get("session_id")
+        if not isinstance(sid, str) or not _SESSION_ID.fullmatch(sid):
+            raise PlatformError(f"the session state names no valid session id: {sid!r}")
+        own = self._read_state(sid)
         return own if own is not None else {"session_id": sid, "pids": {}}
 
     def _session_dir(self, session_id: str) -> Path:
@@ -389,6 +393,8 @@ class LocalPlatform(Platform):
         """A small environment: nothing of the agent's secrets leaks into user sessions."""
         env = {k: v for k in ("PATH", "LANG", "LC_ALL", "TZ") if (v := os.environ.get(k))}
         env.setdefault("PATH", os.defpath)
+        if sandboxed:  # the agent's PATH may name directories the sandbox does not show
+            env["PATH"] = local_sandbox.PATH
         env.setdefault("LANG", "C.UTF-8")
         env["USER"] = env["LOGNAME"] = spec.user if sandboxed else self._me
         env.update(spec.env)

@@ -29,6 +29,8 @@ from typing import Literal
 
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 """Shown read-only (symlinks, as on merged-/usr systems, are recreated as symlinks)."""
+PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+"""The sessions' PATH (unless the template's ``env`` sets one): only directories shown."""
 HOME = "/home/user"
 """Where a session sees its home."""
 VNC_DIR = "/run/vnc"
