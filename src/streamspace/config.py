@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamspace.images.recipe import DEFAULT_TAG as DEFAULT_SESSION_IMAGE
@@ -153,8 +153,20 @@ class AgentSettings(RedisSettings):
     agent_bootstrap_key: str | None = None
     agent_capacity: int = Field(default=10, ge=0)
     agent_data_dir: Path = DEFAULT_DATA_DIR / "agent"
-    local_vnc_host: str = "127.0.0.1"
-    """Address the local platform's Xvnc servers listen on (and that the session reports)."""
+    local_sandbox: Literal["auto", "bubblewrap", "none"] = "auto"
+    """How the local platform isolates sessions: ``bubblewrap`` (each session as its own Unix
+    account in namespaces; the agent refuses to start if it cannot), ``none`` (no sandbox:
+    sessions only for ``LOCAL_TRUSTED_USER``), ``auto`` (bubblewrap when the machine can)."""
+    local_trusted_user: str | None = None
+    """Without a sandbox, the one control-plane user whose sessions run (as the agent's own
+    account); default: the name of the agent's Unix account."""
+    local_sandbox_uid_base: int = Field(default=2_000_000_000, ge=1000, le=4_000_000_000)
+    """First Unix uid (and gid) given to sandboxed sessions, one per control-plane user."""
+    local_sandbox_uid_count: int = Field(default=1_000_000, ge=1, le=100_000_000)
+    """How many uids from ``LOCAL_SANDBOX_UID_BASE`` on the local platform may hand out."""
+    local_sandbox_hide: list[Path] = Field(default_factory=list)
+    """More host paths sessions must not see, if they lie under a directory the sandbox shows
+    (``/usr``, ``/etc``, ...). The agent's and the control plane's data dirs always are."""
     docker_host: str = "unix:///var/run/docker.sock"
     """The Docker daemon of the docker platform (the variable the docker CLI reads too)."""
     docker_session_image: str = DEFAULT_SESSION_IMAGE
@@ -172,6 +184,12 @@ class AgentSettings(RedisSettings):
     """How long a leader's lease lasts unless renewed (renewed every third of it)."""
     leader_lock_file: Path | None = None
     """The ``file`` backend's lock (default ``<AGENT_DATA_DIR>/leader.lock``)."""
+
+    @model_validator(mode="after")
+    def _uids_fit(self) -> AgentSettings:
+        if self.local_sandbox_uid_base + self.local_sandbox_uid_count > 2**32 - 1:
+            raise ValueError("LOCAL_SANDBOX_UID_BASE + LOCAL_SANDBOX_UID_COUNT exceeds 2^32 - 1")
+        return self
 
     @property
     def leader_lock_path(self) -> Path:

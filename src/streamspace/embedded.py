@@ -20,6 +20,7 @@ from rich.panel import Panel
 
 from streamspace.agent.main import run_agent
 from streamspace.agent.platforms.local import LocalPlatform
+from streamspace.agent.platforms.local_sandbox import SandboxUnavailable
 from streamspace.config import AgentSettings, ApiSettings
 from streamspace.controlplane.app import create_app
 from streamspace.controlplane.metrics_server import QuietServer
@@ -65,7 +66,12 @@ async def run_embedded(*, host: str, port: int, data_dir: Path) -> None:
         agent_bootstrap_key=bootstrap_key,
         agent_data_dir=data_dir / "agent",
     )
-    platform = LocalPlatform(data_dir=agent_settings.agent_data_dir)
+    try:
+        platform = LocalPlatform.from_settings(agent_settings, hide=[data_dir])
+    except SandboxUnavailable as exc:  # LOCAL_SANDBOX=bubblewrap on a machine without it
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
+        raise SystemExit(str(exc)) from None
     agent_stop = asyncio.Event()
     agent = asyncio.create_task(run_agent(agent_settings, platform, agent_stop), name="agent")
     _print_banner(app.state.replica, url=f"http://{local_host}:{port}", data_dir=data_dir)

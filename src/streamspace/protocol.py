@@ -12,7 +12,7 @@ import uuid
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 PROTOCOL_VERSION = 1
 """Sent by the agent in ``hello``; the control plane refuses versions it does not speak."""
@@ -70,11 +70,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class VncEndpoint(_Strict):
-    """Where a session's VNC server listens, as seen from the agent's host."""
+UNIX_PREFIX = "unix:"
+"""How a Unix-socket endpoint is written where a host name goes (``sessions.vnc_host``)."""
 
-    host: str = Field(min_length=1, max_length=255)
-    port: int = Field(ge=1, le=65535)
+
+class VncEndpoint(_Strict):
+    """Where a session's VNC server listens, as seen from the agent's host: TCP ``host`` and
+    ``port`` (Docker), or the path of a Unix socket only the agent can open (``unix``, the
+    local platform). Exactly one of the two forms; ``{"host", "port"}`` of older agents and
+    control planes stays valid."""
+
+    host: str | None = Field(default=None, min_length=1, max_length=255)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    unix: str | None = Field(default=None, min_length=2, max_length=255, pattern=r"^/")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> VncEndpoint:
+        tcp = (self.host, self.port)
+        if self.unix is None and None in tcp:
+            raise ValueError("a VNC endpoint needs host and port, or unix")
+        if self.unix is not None and tcp != (None, None):
+            raise ValueError("a VNC endpoint is host and port, or unix, not both")
+        return self
+
+    def columns(self) -> tuple[str, int | None]:
+        """The endpoint as the ``(vnc_host, vnc_port)`` columns of a session row."""
+        if self.unix is not None:
+            return UNIX_PREFIX + self.unix, None
+        return str(self.host), self.port
+
+    @classmethod
+    def from_columns(cls, host: str | None, port: int | None) -> VncEndpoint | None:
+        """The endpoint :meth:`columns` stored, or ``None`` when there is none (or it is
+        invalid: a row is data, not a reason to fail a request)."""
+        if not host:
+            return None
+        if host.startswith(UNIX_PREFIX):
+            fields: dict[str, object] = {"unix": host.removeprefix(UNIX_PREFIX)}
+        else:
+            fields = {"host": host, "port": port}
+        try:
+            return cls.model_validate(fields)
+        except ValidationError:
+            return None
+
+    def __str__(self) -> str:
+        return f"unix:{self.unix}" if self.unix is not None else f"{self.host}:{self.port}"
 
 
 class SessionSpec(_Strict):
@@ -89,6 +130,9 @@ class SessionSpec(_Strict):
     vnc_port: int = Field(default=5900, ge=1, le=65535)
     resources: dict[str, str] = Field(default_factory=dict)
     persistent_home: bool = False
+    network: Literal["host", "none"] = "none"
+    """``host``: the session shares the host's network; ``none``: it has no network at all
+    (the default; specs of older control planes carry no such field)."""
 
 
 class RunningSession(_Strict):
@@ -156,11 +200,16 @@ class CommandPayload(_Strict):
 
 class TunnelPayload(_Strict):
     """Open a VNC tunnel: dial ``WS /api/v1/agents/tunnels/<tunnel_id>`` back to the replica
-    that sent this, connect TCP to ``vnc`` and carry bytes both ways until either side ends."""
+    that sent this, connect to the session's VNC server and carry bytes both ways until
+    either side ends.
+
+    ``vnc`` is what the control plane has on record, for older agents and for logs: an agent
+    connects to the endpoint *it* recorded for the session, never to an address it is sent
+    (a compromised control plane must not make it open arbitrary sockets)."""
 
     tunnel_id: Identifier
     session_id: Identifier
-    vnc: VncEndpoint
+    vnc: VncEndpoint | None = None
 
 
 class ErrorPayload(_Strict):

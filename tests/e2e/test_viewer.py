@@ -104,12 +104,14 @@ JS_TEXT_BANDS = f"""() => {{
 class SessionProcs:
     pids: list[int]
     display: str
+    xvnc: int | None = None
+    """Xvnc's pid: its X socket exists only in its own mount namespace (the sandbox)."""
 
 
 def _session_processes(session_id: str) -> SessionProcs:
     """The processes carrying the session's marker variable, and the display of its Xvnc."""
     needle = f"{MARKER}={session_id}".encode()
-    pids, display = [], ""
+    pids, display, xvnc = [], "", None
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -123,13 +125,16 @@ def _session_processes(session_id: str) -> SessionProcs:
         pids.append(int(entry.name))
         if argv and argv[0].endswith(b"Xvnc"):
             display = next((a.decode() for a in argv[1:] if re.fullmatch(rb":\d+", a)), "")
-    return SessionProcs(pids=pids, display=display)
+            xvnc = int(entry.name)
+    return SessionProcs(pids=pids, display=display, xvnc=xvnc)
 
 
-def _xwd_pixels(display: str) -> tuple[int, int, int, bytes]:
-    """The root window of ``display`` as (width, height, bytes per line, pixel bytes)."""
+def _xwd_pixels(procs: SessionProcs) -> tuple[int, int, int, bytes]:
+    """The root window of the session's display as (width, height, bytes per line, pixel
+    bytes), read by ``xwd`` run in Xvnc's mount namespace (where its X socket is)."""
+    xwd = ["xwd", "-root", "-silent", "-display", procs.display]
     dump = subprocess.run(
-        ["xwd", "-root", "-silent", "-display", display],
+        ["nsenter", "-t", str(procs.xvnc), "-m", *xwd],
         capture_output=True,
         check=True,
         timeout=20,
@@ -251,7 +256,7 @@ def _run_viewer_flow(page: Page, platform: Platform) -> None:
     procs = _session_processes(session_id)
     assert procs.display, f"no Xvnc with {MARKER}={session_id} found"
     assert len(procs.pids) >= 2, procs  # Xvnc and xterm (and its shell)
-    x_before = _region(_xwd_pixels(procs.display))
+    x_before = _region(_xwd_pixels(procs))
 
     page.evaluate(JS_SNAPSHOT)
     canvas.click()
@@ -262,7 +267,7 @@ def _run_viewer_flow(page: Page, platform: Platform) -> None:
     )
     _shot(page, "05-viewer-typed")
     # The X server's own framebuffer changed too (not only what the browser drew).
-    assert _region(_xwd_pixels(procs.display)) != x_before
+    assert _region(_xwd_pixels(procs)) != x_before
 
     # Lines 1-3: prompt + command, the output, the next prompt (lines 2 and 3 may touch, as
     # the cursor block fills its cell; both first lines start with tall letters, so the first

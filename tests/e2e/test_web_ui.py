@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from streamspace.agent.platforms.vnc_probe import unix_address
 from tests.e2e.harness import (
     ADMIN_PASSWORD,
     ADMIN_USER,
@@ -28,8 +29,20 @@ from tests.e2e.harness import (
 pytestmark = pytest.mark.slow
 
 
-def _read_rfb_banner(host: str, port: int) -> bytes:
-    with socket.create_connection((host, port), timeout=10.0) as conn:
+def _connect(address: str) -> socket.socket:
+    """A socket connected to the address the UI shows: ``unix:PATH`` or ``host:port``."""
+    if address.startswith("unix:"):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(10.0)
+        with unix_address(address.removeprefix("unix:")) as path:
+            conn.connect(path)
+        return conn
+    host, _, port = address.rpartition(":")
+    return socket.create_connection((host.strip("[]"), int(port)), timeout=10.0)
+
+
+def _read_rfb_banner(address: str) -> bytes:
+    with _connect(address) as conn:
         data = b""
         while len(data) < 12:
             chunk = conn.recv(12 - len(data))
@@ -82,15 +95,15 @@ def run_ui_flow(page: Page, base_url: str, shots: Path) -> None:
     expect(row.get_by_test_id("open-button")).to_be_visible()
     endpoint = row.get_by_test_id("vnc-endpoint")
     expect(endpoint).to_be_visible()
-    expect(endpoint).to_have_text(re.compile(r"^VNC:\s*\S+:\d+$"))
+    expect(endpoint).to_have_text(re.compile(r"^VNC:\s*(unix:/\S+|\S+:\d+)$"))
     page.screenshot(path=shots / "05-running.png")
     page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=shots / "05b-running-narrow.png", full_page=True)
     page.set_viewport_size({"width": 1280, "height": 800})
 
-    host, _, port = row.get_by_test_id("vnc-address").inner_text().strip().rpartition(":")
-    host = host.strip("[]")
-    assert _read_rfb_banner(host, int(port)) == b"RFB 003.008\n"
+    assert _read_rfb_banner(row.get_by_test_id("vnc-address").inner_text().strip()) == (
+        b"RFB 003.008\n"
+    )
 
     row.get_by_test_id("stop-button").click()
     expect(row).to_have_attribute("data-state", "terminated", timeout=SESSION_TIMEOUT_MS)

@@ -1,16 +1,19 @@
-"""LocalPlatform against real processes: TigerVNC Xvnc and xterm."""
+"""LocalPlatform against real processes: TigerVNC Xvnc and xterm, sandboxed by bubblewrap
+(the tests run as root), and without a sandbox where a test says so."""
 
 # Tiny filesystem checks (exists, is_dir) are fine on the test's event loop.
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -18,7 +21,8 @@ from streamspace.agent.platforms import local
 from streamspace.agent.platforms.base import Exited, PlatformError, PlatformState, Started
 from streamspace.agent.platforms.local import LocalPlatform
 from streamspace.agent.platforms.local_procs import marked_pids
-from streamspace.agent.platforms.vnc_probe import read_rfb_banner
+from streamspace.agent.platforms.local_sandbox import Decision, SandboxUnavailable
+from streamspace.agent.platforms.vnc_probe import read_banner
 from streamspace.protocol import SessionSpec
 
 pytestmark = pytest.mark.skipif(
@@ -29,10 +33,12 @@ RFB = b"RFB 003.008\n"
 DEADLINE = 10.0  # seconds a condition may take to come true
 
 
-def make_spec(*, command: list[str] | None = None, persistent: bool = False) -> SessionSpec:
+def make_spec(
+    *, command: list[str] | None = None, persistent: bool = False, user: str = "alice"
+) -> SessionSpec:
     return SessionSpec(
         session_id=f"s-{uuid.uuid4().hex[:12]}",
-        user="alice",
+        user=user,
         template="xterm",
         command=command or ["xterm"],
         persistent_home=persistent,
@@ -87,8 +93,13 @@ class Harness:
         self.platforms: list[LocalPlatform] = []
         self.states: list[PlatformState] = []
 
-    def platform(self, *, start_timeout: float = 20.0) -> LocalPlatform:
-        platform = LocalPlatform(data_dir=self.data_dir, start_timeout=start_timeout)
+    def platform(
+        self, *, start_timeout: float = 20.0, sandbox: Literal["auto", "none"] = "auto"
+    ) -> LocalPlatform:
+        platform = LocalPlatform(
+            data_dir=self.data_dir, start_timeout=start_timeout, sandbox=sandbox,
+            trusted_user="alice",
+        )  # fmt: skip
         self.platforms.append(platform)
         return platform
 
@@ -117,10 +128,17 @@ async def test_start_serves_rfb_and_stop_leaves_nothing(harness: Harness) -> Non
     platform = harness.platform()
     started = await harness.start(platform, make_spec())
     state = started.state
-    assert await read_rfb_banner(started.vnc.host, started.vnc.port, 5.0) == RFB
-    assert {"session_id", "pgid", "display", "port", "home", "persistent_home"} <= state.keys()
+    assert await read_banner(started.vnc, 5.0) == RFB
+    assert {"session_id", "pgid", "display", "vnc", "home", "persistent_home"} <= state.keys()
     home = Path(state["home"])
     assert home.is_dir() and home.is_relative_to(harness.data_dir / "sessions")
+    # Only the agent may open the RFB socket: it is the session account's, mode 0600, in a
+    # directory of the session account inside root's 0700 session directory.
+    assert started.vnc.unix is not None and started.vnc.host is None
+    rfb = Path(started.vnc.unix)
+    assert rfb.stat().st_mode & 0o777 == 0o600
+    assert (rfb.parent.parent.stat().st_uid, rfb.parent.parent.stat().st_mode & 0o777) == (0, 0o700)
+    assert home.stat().st_uid == state["uid"] != os.geteuid()
     assert await platform.poll(state) is None
 
     await platform.stop(state)
@@ -131,15 +149,18 @@ async def test_start_serves_rfb_and_stop_leaves_nothing(harness: Harness) -> Non
     await platform.stop(state)  # idempotent
 
 
-async def test_concurrent_sessions_get_their_own_display_and_port(harness: Harness) -> None:
+async def test_concurrent_sessions_get_their_own_socket_and_account(harness: Harness) -> None:
     platform = harness.platform()
-    first, second = await asyncio.gather(
-        harness.start(platform, make_spec()), harness.start(platform, make_spec())
+    first, second, other = await asyncio.gather(
+        harness.start(platform, make_spec()),
+        harness.start(platform, make_spec()),
+        harness.start(platform, make_spec(user="bob")),
     )
-    assert first.state["display"] != second.state["display"]
-    assert first.vnc.port != second.vnc.port
-    for started in (first, second):
-        assert await read_rfb_banner(started.vnc.host, started.vnc.port, 5.0) == RFB
+    assert len({first.vnc, second.vnc, other.vnc}) == 3
+    # One account per user: alice's sessions share one, bob has his own.
+    assert first.state["uid"] == second.state["uid"] != other.state["uid"]
+    for started in (first, second, other):
+        assert await read_banner(started.vnc, 5.0) == RFB
 
 
 @pytest.mark.parametrize("persistent", [False, True])
@@ -158,7 +179,7 @@ async def test_hibernate_keeps_home_and_wake_serves_it(harness: Harness, persist
 
     woken = await platform.wake(spec, hibernated)
     harness.states.append(woken.state)
-    assert await read_rfb_banner(woken.vnc.host, woken.vnc.port, 5.0) == RFB
+    assert await read_banner(woken.vnc, 5.0) == RFB
     assert Path(woken.state["home"]) == home
     assert (home / "notes.txt").read_text() == "keep me"
 
@@ -197,10 +218,10 @@ async def test_killed_vnc_server_is_reported_and_its_lock_removed(harness: Harne
     await assert_gone(state)  # also: Xvnc's lock file, left by SIGKILL, is removed
 
 
-async def test_display_taken_meanwhile_is_retried(
+async def test_unsandboxed_display_taken_meanwhile_is_retried(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    platform = harness.platform()
+    platform = harness.platform(sandbox="none")
     first = await harness.start(platform, make_spec())
     taken = first.state["display"]
     # Hide the first server's lock file, as if it appeared just after the check.
@@ -215,7 +236,7 @@ async def test_display_taken_meanwhile_is_retried(
     log = harness.data_dir / "sessions" / second.state["session_id"] / "session.log"
     assert "already active for display" in log.read_text()  # the first attempt failed
     for started in (first, second):
-        assert await read_rfb_banner(started.vnc.host, started.vnc.port, 5.0) == RFB
+        assert await read_banner(started.vnc, 5.0) == RFB
 
 
 async def test_restarted_agent_adopts_and_stops_sessions(harness: Harness) -> None:
@@ -252,3 +273,93 @@ async def test_start_timeout_cleans_up(harness: Harness) -> None:
     assert caught.value.retryable
     assert not (harness.data_dir / "sessions" / spec.session_id).exists()
     assert marked_pids(spec.session_id) == []
+
+
+async def test_unsandboxed_agent_runs_the_trusted_user_only(harness: Harness) -> None:
+    platform = harness.platform(sandbox="none")
+    spec = make_spec(user="bob")
+    with pytest.raises(PlatformError) as caught:
+        await platform.start(spec)
+    assert "cannot sandbox sessions (LOCAL_SANDBOX=none" in str(caught.value)
+    assert "only for 'alice'" in str(caught.value) and "user 'bob' is refused" in str(caught.value)
+    assert not (harness.data_dir / "sessions" / spec.session_id).exists()
+
+    started = await harness.start(platform, make_spec())  # alice, as the agent's account
+    assert await read_banner(started.vnc, 5.0) == RFB
+    assert Path(started.state["home"]).stat().st_uid == os.geteuid()
+
+
+async def test_state_sent_by_the_control_plane_is_not_trusted(harness: Harness) -> None:
+    platform = harness.platform()
+    started = await harness.start(platform, make_spec())
+    forged = {**started.state, "home": "/etc", "pids": {"xvnc": 1, "app": 1}, "pgid": 1}
+
+    for bad in ({}, {"session_id": ""}, {"session_id": "../.."}):
+        with pytest.raises(PlatformError, match="names no valid session id"):
+            await platform.stop(bad)
+    assert await platform.poll(started.state) is None  # nothing was touched
+
+    hibernated = await platform.hibernate(forged)
+
+    assert hibernated["home"] == started.state["home"]
+    await assert_gone(started.state)
+    assert Path("/etc").stat().st_uid == 0
+
+
+def test_without_bubblewrap_auto_falls_back_and_bubblewrap_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # a machine without bwrap
+
+    auto = LocalPlatform(data_dir=tmp_path / "data")
+
+    assert auto.sandbox == Decision("none", "bwrap is not installed (apt-get install bubblewrap)")
+    with pytest.raises(SandboxUnavailable, match="LOCAL_SANDBOX=bubblewrap, but bwrap is not"):
+        LocalPlatform(data_dir=tmp_path / "data", sandbox="bubblewrap")
+
+
+# The app writes what it saw into its home, then stays up (a session whose app exits fails).
+SEE = """
+import json, os, socket, sys, time
+seen = {"hidden_dir": os.listdir(sys.argv[2]), "hidden_file": open(sys.argv[3]).read()}
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3).close()
+    seen["tcp"] = "connected"
+except OSError as exc:
+    seen["tcp"] = str(exc)
+open(os.path.expanduser("~/seen.json.tmp"), "w").write(json.dumps(seen))
+os.replace(os.path.expanduser("~/seen.json.tmp"), os.path.expanduser("~/seen.json"))
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("network", ["none", "host"])
+async def test_template_network_and_hidden_paths(
+    tmp_path: Path, network: Literal["none", "host"]
+) -> None:
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    hidden_dir, hidden_file = Path("/usr/share/doc"), Path("/etc/hostname")
+    platform = LocalPlatform(data_dir=tmp_path, hide=[hidden_dir, hidden_file])
+    command = ["/usr/bin/python3", "-c", SEE, str(port), str(hidden_dir), str(hidden_file)]
+    spec = make_spec(command=command).model_copy(update={"network": network})
+    started = await platform.start(spec)
+    seen_path = Path(started.state["home"]) / "seen.json"
+
+    async def written() -> bool:
+        return seen_path.exists()
+
+    try:
+        async with listener:
+            await until(written)
+        seen = json.loads(seen_path.read_text())
+    finally:
+        await platform.stop(started.state)
+    # Covered: an empty directory and an empty file, while the host's have content.
+    assert seen["hidden_dir"] == [] and os.listdir(hidden_dir)
+    assert seen["hidden_file"] == "" and hidden_file.read_text()
+    if network == "host":
+        assert seen["tcp"] == "connected"
+    else:
+        assert "refused" in seen["tcp"] or "unreachable" in seen["tcp"], seen["tcp"]

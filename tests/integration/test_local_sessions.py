@@ -11,7 +11,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from streamspace.agent.platforms.vnc_probe import read_rfb_banner
+from streamspace.agent.platforms.vnc_probe import read_banner
+from streamspace.protocol import VncEndpoint
 from tests.helpers import eventually, wait_for_agent
 from tests.local_sessions import (
     AGENT_ID,
@@ -28,7 +29,16 @@ from tests.processes import AgentProcess
 async def assert_rfb(session: dict[str, Any]) -> None:
     vnc = session["vnc"]
     assert vnc, f"running session without VNC endpoint: {session}"
-    assert await read_rfb_banner(vnc["host"], vnc["port"], 5.0) == RFB
+    assert await read_banner(VncEndpoint.model_validate(vnc), 5.0) == RFB
+
+
+def process_uid(pid: int) -> int:
+    return Path(f"/proc/{pid}").stat().st_uid
+
+
+def seen_by(pid: int, path: str) -> str:
+    """The file ``path`` as the sandboxed process ``pid`` sees it (through its root)."""
+    return Path(f"/proc/{pid}/root{path}").read_text()
 
 
 # --- tests ---------------------------------------------------------------------------------
@@ -40,6 +50,10 @@ async def test_xterm_session_runs_and_stops_without_leftovers(cluster: Cluster) 
     await assert_rfb(running)
     names = set(session_processes(sid).values())
     assert {"Xvnc", "xterm"} <= names, names
+    # Both run as the user's own account, never as the agent's; no TCP port, a Unix socket.
+    assert {process_uid(app_pid(sid, n)) for n in ("Xvnc", "xterm")} != {os.geteuid()}
+    assert len({process_uid(app_pid(sid, n)) for n in ("Xvnc", "xterm")}) == 1
+    assert running["vnc"]["unix"] and running["vnc"]["port"] is None
 
     await cluster.action(sid, "stop")
     stopped = await cluster.state(sid, "terminated")
@@ -51,10 +65,13 @@ async def test_hibernate_and_wake_keep_the_home(cluster: Cluster) -> None:
     running = await cluster.launch("xedit")  # a persistent_home template
     sid = running["id"]
     assert running["persistent_home"] is True
-    home = Path(process_env(app_pid(sid, "xedit"))["HOME"])
-    assert home.is_dir() and cluster.agent_dir in home.parents, home
+    pid = app_pid(sid, "xedit")
+    assert process_env(pid)["HOME"] == "/home/user"  # the session's own view of its home
+    home = cluster.agent_dir / "data" / "homes" / running["owner"] / "xedit"
+    assert home.stat().st_uid == process_uid(pid) != os.geteuid()
     note = home / "notes.txt"
     note.write_text("kept across hibernation\n")
+    assert seen_by(pid, "/home/user/notes.txt") == "kept across hibernation\n"
 
     await cluster.action(sid, "hibernate")
     await cluster.state(sid, "hibernated")
@@ -64,8 +81,7 @@ async def test_hibernate_and_wake_keep_the_home(cluster: Cluster) -> None:
     await cluster.action(sid, "wake")
     woken = await cluster.state(sid, "running")
     await assert_rfb(woken)
-    assert process_env(app_pid(sid, "xedit"))["HOME"] == str(home)
-    assert note.read_text() == "kept across hibernation\n"
+    assert seen_by(app_pid(sid, "xedit"), "/home/user/notes.txt") == "kept across hibernation\n"
 
     await cluster.action(sid, "stop")
     await cluster.state(sid, "terminated")
@@ -135,3 +151,44 @@ async def test_template_with_missing_command_fails_cleanly(cluster: Cluster) -> 
     assert failed["vnc"] is None
     await cluster.no_processes(sid)
     assert not (cluster.agent_dir / "data" / "sessions" / sid).exists()
+
+
+async def test_agent_that_cannot_sandbox_refuses_other_users_and_says_why(
+    cluster: Cluster,
+) -> None:
+    cluster.agent.kill()
+    cluster.agent = AgentProcess(
+        cluster.agent_dir, control_plane_url=cluster.api.url, agent_id=AGENT_ID, behaviour=None,
+        env={"LOCAL_SANDBOX": "none"},
+    )  # fmt: skip
+    cluster.agent.start()
+
+    async def connected_and_said_why() -> bool:
+        output = cluster.agent.output()
+        return "connected to" in output and "local sessions are NOT sandboxed" in output
+
+    await eventually(connected_and_said_why, timeout=TIMEOUT, message="agent up, unsandboxed")
+    await wait_for_agent(cluster.client, AGENT_ID, timeout=TIMEOUT)
+    assert "NOT sandboxed: LOCAL_SANDBOX=none turns the session sandbox off" in (
+        cluster.agent.output()
+    )
+
+    failed = await cluster.launch("xterm", expect="failed")  # admin is not the agent's account
+
+    reason = failed["termination_reason"] or ""
+    assert "this agent cannot sandbox sessions (LOCAL_SANDBOX=none" in reason, reason
+    assert "user 'admin' is refused" in reason, reason
+    await cluster.no_processes(failed["id"])
+
+
+async def test_template_network_is_none_unless_it_says_host(cluster: Cluster) -> None:
+    bad = {"name": "net", "display_name": "Net", "command": ["xterm"], "network": "bridge"}
+    refused = await cluster.client.post("/api/v1/templates", json=bad)
+    assert refused.status_code == 422, refused.text
+    assert (await cluster.client.get("/api/v1/templates/net")).status_code == 404
+
+    created = await cluster.client.post("/api/v1/templates", json={**bad, "network": "host"})
+    assert created.status_code == 201, created.text
+    templates = {t["name"]: t for t in (await cluster.client.get("/api/v1/templates")).json()}
+    assert templates["net"]["network"] == "host"
+    assert {templates[n]["network"] for n in ("xterm", "xedit", "xcalc")} == {"none"}

@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from streamspace.agent.platforms.vnc_probe import unix_address
 from streamspace.agent.tunnel import run_tunnel, tunnel_url
 from streamspace.controlplane.tunnels.endpoints import Closed, Gone, clip
 from streamspace.controlplane.tunnels.internal import agent_data_path, internal_url, session_path
@@ -225,13 +228,17 @@ async def echo_vnc() -> tuple[asyncio.Server, int]:
 async def test_agent_tunnel_pumps_bytes_and_sends_credentials() -> None:
     sockets: asyncio.Queue[ServerConnection] = asyncio.Queue()
     vnc_server, port = await echo_vnc()
-    payload = TunnelPayload(
-        tunnel_id="t1", session_id="s1", vnc=VncEndpoint(host="127.0.0.1", port=port)
-    )
+    vnc = VncEndpoint(host="127.0.0.1", port=port)
+    payload = TunnelPayload(tunnel_id="t1", session_id="s1", vnc=vnc)
     async with vnc_server, control_plane(sockets) as url:
         headers = {"Authorization": "Bearer key", "X-Agent-ID": "a1"}
         task = asyncio.create_task(
-            run_tunnel(tunnel_url(url, "t1"), headers, payload, runs=lambda sid: sid == "s1")
+            run_tunnel(
+                tunnel_url(url, "t1"),
+                headers,
+                payload,
+                endpoint=lambda sid: vnc if sid == "s1" else None,
+            )
         )
         ws = await asyncio.wait_for(sockets.get(), 5)
         assert ws.request is not None
@@ -250,12 +257,13 @@ async def test_agent_tunnel_refusals_carry_a_reason(running: bool) -> None:
     vnc_server, port = await echo_vnc()
     vnc_server.close()  # nothing listens there any more
     await vnc_server.wait_closed()
-    payload = TunnelPayload(
-        tunnel_id="t1", session_id="s1", vnc=VncEndpoint(host="127.0.0.1", port=port)
-    )
+    vnc = VncEndpoint(host="127.0.0.1", port=port)
+    payload = TunnelPayload(tunnel_id="t1", session_id="s1", vnc=vnc)
     async with control_plane(sockets) as url:
         task = asyncio.create_task(
-            run_tunnel(tunnel_url(url, "t1"), {}, payload, runs=lambda _sid: running)
+            run_tunnel(
+                tunnel_url(url, "t1"), {}, payload, endpoint=lambda _sid: vnc if running else None
+            )
         )
         ws = await asyncio.wait_for(sockets.get(), 5)
         with pytest.raises(ConnectionClosed):
@@ -264,3 +272,55 @@ async def test_agent_tunnel_refusals_carry_a_reason(running: bool) -> None:
     assert ws.close_code == (4502 if running else 4404)
     reason = ws.close_reason or ""
     assert ("cannot reach the VNC server" if running else "not running") in reason, reason
+
+
+async def test_agent_tunnel_opens_the_recorded_socket_not_the_one_it_is_sent(
+    tmp_path: Path,
+) -> None:
+    """A control plane naming another socket (``/var/run/docker.sock``, a database port)
+    in the tunnel request cannot make the agent open it: the agent's own record wins."""
+    decoy_hits: list[bytes] = []
+
+    async def decoy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoy_hits.append(b"connected")
+        writer.close()
+
+    async def serve_unix(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"RFB 003.008\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    # A deep directory: the socket path is longer than the 108 bytes of sun_path.
+    deep = tmp_path / ("d" * 100) / "vnc"
+    deep.mkdir(parents=True)
+    recorded = VncEndpoint(unix=str(deep / "rfb.sock"))
+    sockets: asyncio.Queue[ServerConnection] = asyncio.Queue()
+    decoy_server = await asyncio.start_server(decoy, "127.0.0.1", 0)
+    decoy_port = decoy_server.sockets[0].getsockname()[1]
+    with unix_address(str(recorded.unix)) as path:
+        vnc_server = await asyncio.start_unix_server(serve_unix, path)
+    payload = TunnelPayload(
+        tunnel_id="t1", session_id="s1", vnc=VncEndpoint(host="127.0.0.1", port=decoy_port)
+    )
+    async with decoy_server, vnc_server, control_plane(sockets) as url:
+        task = asyncio.create_task(
+            run_tunnel(tunnel_url(url, "t1"), {}, payload, endpoint=lambda _sid: recorded)
+        )
+        ws = await asyncio.wait_for(sockets.get(), 5)
+        assert await asyncio.wait_for(ws.recv(), 5) == b"RFB 003.008\n"
+        await ws.close(1000, "viewer closed")
+        await asyncio.wait_for(task, 5)
+    assert decoy_hits == []
+
+
+def test_vnc_endpoint_forms_and_their_columns() -> None:
+    tcp = VncEndpoint.model_validate({"host": "127.0.0.1", "port": 5901})  # older agents
+    unix = VncEndpoint(unix="/srv/agent/sessions/s1/vnc/rfb.sock")
+    assert VncEndpoint.from_columns(*tcp.columns()) == tcp
+    assert unix.columns() == ("unix:/srv/agent/sessions/s1/vnc/rfb.sock", None)
+    assert VncEndpoint.from_columns(*unix.columns()) == unix
+    assert VncEndpoint.from_columns(None, None) is None
+    for bad in ({"host": "h"}, {"unix": "relative"}, {"unix": "/s", "host": "h", "port": 1}, {}):
+        with pytest.raises(ValidationError):
+            VncEndpoint.model_validate(bad)

@@ -26,6 +26,7 @@ from streamspace.protocol import (
     CommandPayload,
     RunningSession,
     SessionSpec,
+    VncEndpoint,
 )
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,21 @@ class SessionBook:
 
     states: dict[str, PlatformState] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
+    endpoints: dict[str, VncEndpoint] = field(default_factory=dict)
+    """Where each running session's VNC server listens, as its platform reported it."""
     busy: Counter[str] = field(default_factory=Counter)
     """Commands in flight per session; the monitor leaves those sessions alone."""
 
     def adopt(self, sessions: list[RunningSession]) -> None:
         """Take the platform's list as the truth about what runs (agent (re)connect)."""
         self.running = {s.session_id for s in sessions}
+        self.endpoints = {s.session_id: s.vnc for s in sessions if s.vnc is not None}
         for s in sessions:
             self.states[s.session_id] = dict(s.state)
+
+    def endpoint(self, session_id: str) -> VncEndpoint | None:
+        """The recorded VNC endpoint of a running session (``None``: not running here)."""
+        return self.endpoints.get(session_id) if session_id in self.running else None
 
     def state_for(self, session_id: str, given: PlatformState) -> PlatformState:
         """The state sent with the command, or the remembered one when that is empty."""
@@ -98,6 +106,7 @@ class SessionBook:
 
     def forget(self, session_id: str) -> None:
         self.running.discard(session_id)
+        self.endpoints.pop(session_id, None)
         self.states.pop(session_id, None)
 
     def pollable(self) -> Iterator[tuple[str, PlatformState]]:
@@ -151,7 +160,7 @@ def parse_args(command: CommandPayload) -> _Args:
 
 
 def _started(started: Started) -> dict[str, Any]:
-    return {"vnc": started.vnc.model_dump(), "state": started.state}
+    return {"vnc": started.vnc.model_dump(exclude_none=True), "state": started.state}
 
 
 async def _call(platform: Platform, book: SessionBook, cmd: CommandPayload) -> dict[str, Any]:
@@ -175,6 +184,7 @@ async def _call(platform: Platform, book: SessionBook, cmd: CommandPayload) -> d
         raise InvalidCommand(f"unsupported action {cmd.action}")
     book.states[sid] = dict(started.state)
     book.running.add(sid)
+    book.endpoints[sid] = started.vnc
     return _started(started)
 
 

@@ -1,5 +1,9 @@
-"""The agent's side of a VNC tunnel: a data WebSocket back to the control plane ⇄ TCP to
-the session's VNC port.
+"""The agent's side of a VNC tunnel: a data WebSocket back to the control plane ⇄ the
+session's VNC server (a Unix socket for local sessions, TCP for containers).
+
+The VNC endpoint is the one the agent recorded when it started the session, never the
+address in the control plane's request: a compromised control plane must not be able to
+make the agent open other sockets (``/var/run/docker.sock``, a database port).
 
 Each tunnel has its own socket and its own two pump tasks, off the control connection:
 a viewer that stops reading stalls only its own tunnel (each side awaits its writes), and
@@ -18,7 +22,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from streamspace.agent.connection import CONNECT_PATH, websocket_log
-from streamspace.protocol import CloseCode, TunnelPayload
+from streamspace.agent.platforms.vnc_probe import unix_address
+from streamspace.protocol import CloseCode, TunnelPayload, VncEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,9 @@ per byte, larger ones do not help)."""
 MAX_VIEWER_MESSAGE = 4 * 1024 * 1024
 """Largest message accepted from the viewer (RFB client messages are small)."""
 VNC_CONNECT_TIMEOUT = 5.0
+
+EndpointOf = Callable[[str], VncEndpoint | None]
+"""The VNC endpoint the agent recorded for a running session (``None``: not running here)."""
 
 
 def tunnel_url(connect_url: str, tunnel_id: str) -> str:
@@ -53,11 +61,11 @@ class Tunnels:
         connect_url: str,
         headers: Mapping[str, str],
         *,
-        runs: Callable[[str], bool],
+        endpoint: EndpointOf,
     ) -> None:
         url = tunnel_url(connect_url, tunnel.tunnel_id)
         task = asyncio.create_task(
-            run_tunnel(url, headers, tunnel, runs=runs), name=f"tunnel-{tunnel.tunnel_id}"
+            run_tunnel(url, headers, tunnel, endpoint=endpoint), name=f"tunnel-{tunnel.tunnel_id}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -74,7 +82,7 @@ async def run_tunnel(
     headers: Mapping[str, str],
     tunnel: TunnelPayload,
     *,
-    runs: Callable[[str], bool],
+    endpoint: EndpointOf,
 ) -> None:
     """Serve one tunnel until either side ends; never raises (except cancellation)."""
     try:
@@ -90,7 +98,7 @@ async def run_tunnel(
         log.warning("tunnel %s: cannot open the data socket: %s", tunnel.tunnel_id, exc)
         return
     try:
-        await _serve(ws, tunnel, runs)
+        await _serve(ws, tunnel, endpoint)
     except Exception:
         log.exception("tunnel %s failed", tunnel.tunnel_id)
         await _close(ws, CloseCode.TUNNEL_FAILED, "agent internal error")
@@ -98,35 +106,47 @@ async def run_tunnel(
         await _close(ws, CloseCode.NORMAL, "tunnel closed")
 
 
-async def _serve(ws: ClientConnection, tunnel: TunnelPayload, runs: Callable[[str], bool]) -> None:
-    sid, vnc = tunnel.session_id, tunnel.vnc
-    if not runs(sid):
+async def _serve(ws: ClientConnection, tunnel: TunnelPayload, endpoint: EndpointOf) -> None:
+    sid = tunnel.session_id
+    vnc = endpoint(sid)
+    if vnc is None:
         await _close(ws, CloseCode.NOT_FOUND, f"session {sid} is not running on this agent")
         return
     try:
         async with asyncio.timeout(VNC_CONNECT_TIMEOUT):
-            vnc_socket = await _connect(vnc.host, vnc.port)
+            vnc_socket = await _connect(vnc)
     except (OSError, TimeoutError) as exc:
-        reason = f"cannot reach the VNC server at {vnc.host}:{vnc.port}: {exc or 'timeout'}"
+        reason = f"cannot reach the VNC server at {vnc}: {exc or 'timeout'}"
         log.warning("tunnel %s: %s", tunnel.tunnel_id, reason)
         await _close(ws, CloseCode.TUNNEL_FAILED, reason)
         return
-    log.info("tunnel %s open to session %s (%s:%d)", tunnel.tunnel_id, sid, vnc.host, vnc.port)
+    log.info("tunnel %s open to session %s (%s)", tunnel.tunnel_id, sid, vnc)
     with vnc_socket:
         await _pump(ws, vnc_socket)
     log.info("tunnel %s to session %s closed", tunnel.tunnel_id, sid)
 
 
-async def _connect(host: str, port: int) -> socket.socket:
-    """A non-blocking TCP socket connected to the VNC server (its first address that answers).
+async def _connect(vnc: VncEndpoint) -> socket.socket:
+    """A non-blocking socket connected to the VNC server: its Unix socket, or the first TCP
+    address that answers.
 
     The pumps use the socket directly (``sock_recv``/``sock_sendall``): a stream reader
     would copy every byte twice more, which is most of this relay's CPU.
     """
     loop = asyncio.get_running_loop()
-    error: OSError = OSError(f"no address for {host}")
+    if vnc.unix is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            with unix_address(vnc.unix) as path:
+                await loop.sock_connect(sock, path)
+        except BaseException:  # refused, or cancelled (timeout): do not leak the socket
+            sock.close()
+            raise
+        return sock
+    error: OSError = OSError(f"no address for {vnc.host}")
     for family, kind, proto, _, address in await loop.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM
+        vnc.host, vnc.port, type=socket.SOCK_STREAM
     ):
         sock = socket.socket(family, kind, proto)
         sock.setblocking(False)

@@ -105,6 +105,8 @@ class Template(Base):
     platform: Mapped[str | None] = mapped_column(String(32))
     """Restrict to agents of this platform; ``None`` = any."""
     persistent_home: Mapped[bool] = mapped_column(default=False)
+    network: Mapped[str] = mapped_column(String(8), default="none", server_default="none")
+    """``none``: sessions have no network (the secure default); ``host``: the host's."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

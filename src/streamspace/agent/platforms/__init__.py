@@ -12,7 +12,7 @@ def create_platform(name: PlatformName, settings: AgentSettings) -> Platform:
     if name is PlatformName.LOCAL:
         from streamspace.agent.platforms.local import LocalPlatform
 
-        return LocalPlatform(data_dir=settings.agent_data_dir, vnc_host=settings.local_vnc_host)
+        return LocalPlatform.from_settings(settings)
     if name is PlatformName.DOCKER:
         from streamspace.agent.platforms.docker import DockerPlatform
         from streamspace.agent.platforms.docker_client import DockerClient

@@ -335,9 +335,7 @@ class DockerPlatform(Platform):
             return f"{_exit_reason(now['State'])}; its last output:\n{output.strip()}"
 
         deadline = asyncio.get_running_loop().time() + self._start_timeout
-        reason = await wait_for_rfb(
-            started.vnc.host, started.vnc.port, deadline=deadline, gone=gone
-        )
+        reason = await wait_for_rfb(started.vnc, deadline=deadline, gone=gone)
         if reason is not None:
             raise PlatformError(f"VNC server of {name} did not start: {reason}")
         return started

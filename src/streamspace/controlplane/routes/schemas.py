@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,8 @@ class TemplateIn(_Input):
     env: dict[str, str] = Field(default_factory=dict)
     platform: str | None = Field(default=None, pattern=r"^(local|docker|kubernetes)$")
     persistent_home: bool = False
+    network: Literal["host", "none"] = "none"
+    """``none``: the session has no network (local sandbox); ``host``: the host's network."""
 
 
 class TemplateOut(TemplateIn):
@@ -74,9 +76,8 @@ class SessionOut(BaseModel):
         """The session as ``viewer`` may see it: its VNC address is a diagnostic for
         administrators only (everyone else connects through the tunnel)."""
         vnc = None
-        shown = viewer.role == "admin" and session.state == "running"
-        if shown and session.vnc_host and session.vnc_port:
-            vnc = VncEndpoint(host=session.vnc_host, port=session.vnc_port)
+        if viewer.role == "admin" and session.state == "running":
+            vnc = VncEndpoint.from_columns(session.vnc_host, session.vnc_port)
         return cls(
             id=session.id,
             owner=session.owner.username,

@@ -103,7 +103,7 @@ async def _apply_success(
                 detail=f"{action.value} reported no valid VNC endpoint",
             )
             return
-        fields = {"vnc_host": vnc.host, "vnc_port": vnc.port}
+        fields = dict(zip(("vnc_host", "vnc_port"), vnc.columns(), strict=True))
     elif action is Action.HIBERNATE_SESSION:
         fields = {"vnc_host": None, "vnc_port": None}
     detail = "stopped" if action is Action.STOP_SESSION else None

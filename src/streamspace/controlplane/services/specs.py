@@ -18,4 +18,5 @@ def session_spec(session: Session, template: Template, user: User) -> SessionSpe
         vnc_port=template.vnc_port,
         resources=dict(template.resources),
         persistent_home=session.persistent_home,
+        network=template.network,
     )

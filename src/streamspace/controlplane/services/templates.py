@@ -38,6 +38,7 @@ _FIELD_DEFAULTS: dict[str, Any] = {
     "env": {},
     "platform": None,
     "persistent_home": False,
+    "network": "none",  # none of the defaults needs the network: an X terminal or editor
 }
 
 

@@ -140,6 +140,7 @@ def viewable_endpoint(session: Session) -> VncEndpoint:
             CloseCode.NOT_RUNNING,
             f"session is {session.state}; only a running session can be viewed",
         )
-    if session.agent_id is None or not session.vnc_host or not session.vnc_port:
+    vnc = VncEndpoint.from_columns(session.vnc_host, session.vnc_port)
+    if session.agent_id is None or vnc is None:
         raise TunnelRefused(CloseCode.TUNNEL_FAILED, "session has no VNC endpoint")
-    return VncEndpoint(host=session.vnc_host, port=session.vnc_port)
+    return vnc

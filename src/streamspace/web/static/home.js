@@ -131,6 +131,7 @@ function renderSessions(list) {
 }
 
 function vncAddress(vnc) {
+  if (vnc.unix) return `unix:${vnc.unix}`;  // a local session's socket, on the agent's host
   const host = vnc.host.includes(":") ? `[${vnc.host}]` : vnc.host;
   return `${host}:${vnc.port}`;
 }
