@@ -165,6 +165,14 @@ async def test_up_serves_runs_sessions_and_stops_cleanly(
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{up.output()[-3000:]}") from None
         assert session_pids(sid), "a running session has processes"
+        # `up` as root sandboxes by itself: Xvnc and the app run as the user's own uid.
+        assert "sessions run sandboxed by bubblewrap" in up.output()
+        accounts = {
+            Path(f"/proc/{pid}").stat().st_uid
+            for pid in session_pids(sid)
+            if Path(f"/proc/{pid}/comm").read_text().strip() in ("Xvnc", "xterm")
+        }
+        assert len(accounts) == 1 and os.geteuid() not in accounts, accounts
     finally:
         await client.aclose()
 

@@ -60,7 +60,9 @@ def decide(setting: Literal["auto", "bubblewrap", "none"]) -> Decision:
         return Decision("none", "LOCAL_SANDBOX=none turns the session sandbox off")
     problem = _why_not()
     if problem is None:
-        return Decision("bubblewrap", "sessions run sandboxed by bubblewrap, each user as own uid")
+        return Decision(
+            "bubblewrap", "sessions run sandboxed by bubblewrap, each user as their own uid"
+        )
     if setting == "bubblewrap":
         raise SandboxUnavailable(f"LOCAL_SANDBOX=bubblewrap, but {problem}")
     return Decision("none", problem)
