@@ -175,9 +175,9 @@ class AgentSettings(RedisSettings):
     """Memory limit of a session container whose template sets none (``512Mi``, ``4G``)."""
     docker_session_pids: int = Field(default=1024, ge=16, le=4_194_304)
     """Most processes and threads one session container may have (a fork bomb stops there)."""
-    docker_vnc_password: bool = False
+    docker_vnc_password: bool = True
     """Give each session container's VNC server a password only the agent knows (its tunnel
-    answers for the viewer); needs an agent whose tunnel calls ``vnc_auth.authenticate``."""
+    answers for the viewer), so nobody else on the host reaches the published port."""
     leader_election: Literal["none", "redis", "file"] = "none"
     """Run several replicas of ONE agent identity; only the lease holder acts."""
     leader_lease_seconds: float = Field(default=10.0, gt=0)

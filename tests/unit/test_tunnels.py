@@ -214,6 +214,11 @@ async def control_plane(
         yield f"ws://127.0.0.1:{port}/api/v1/agents/connect"
 
 
+async def no_password(_session_id: str) -> bytes | None:
+    """A VNC server that asks for no password (the agent answers no challenge)."""
+    return None
+
+
 async def echo_vnc() -> tuple[asyncio.Server, int]:
     async def serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"RFB 003.008\n")
@@ -238,6 +243,7 @@ async def test_agent_tunnel_pumps_bytes_and_sends_credentials() -> None:
                 headers,
                 payload,
                 endpoint=lambda sid: vnc if sid == "s1" else None,
+                password=no_password,
             )
         )
         ws = await asyncio.wait_for(sockets.get(), 5)
@@ -262,7 +268,11 @@ async def test_agent_tunnel_refusals_carry_a_reason(running: bool) -> None:
     async with control_plane(sockets) as url:
         task = asyncio.create_task(
             run_tunnel(
-                tunnel_url(url, "t1"), {}, payload, endpoint=lambda _sid: vnc if running else None
+                tunnel_url(url, "t1"),
+                {},
+                payload,
+                endpoint=lambda _sid: vnc if running else None,
+                password=no_password,
             )
         )
         ws = await asyncio.wait_for(sockets.get(), 5)
@@ -305,7 +315,13 @@ async def test_agent_tunnel_opens_the_recorded_socket_not_the_one_it_is_sent(
     )
     async with decoy_server, vnc_server, control_plane(sockets) as url:
         task = asyncio.create_task(
-            run_tunnel(tunnel_url(url, "t1"), {}, payload, endpoint=lambda _sid: recorded)
+            run_tunnel(
+                tunnel_url(url, "t1"),
+                {},
+                payload,
+                endpoint=lambda _sid: recorded,
+                password=no_password,
+            )
         )
         ws = await asyncio.wait_for(sockets.get(), 5)
         assert await asyncio.wait_for(ws.recv(), 5) == b"RFB 003.008\n"

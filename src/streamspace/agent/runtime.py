@@ -327,7 +327,13 @@ class AgentRuntime:
         """Open a VNC tunnel in its own task; it outlives this control connection."""
         if not self._may_act(f"tunnel {tunnel.tunnel_id}"):
             return
-        self._tunnels.open(tunnel, conn.url, self._headers(), endpoint=self._book.endpoint)
+        self._tunnels.open(
+            tunnel,
+            conn.url,
+            self._headers(),
+            endpoint=self._book.endpoint,
+            password=self.platform.vnc_password,
+        )
 
     def _may_act(self, what: str) -> bool:
         """False once the leadership term is over (the socket may not have closed yet)."""

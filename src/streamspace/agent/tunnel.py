@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from streamspace.agent import vnc_auth
 from streamspace.agent.connection import CONNECT_PATH, websocket_log
 from streamspace.agent.platforms.vnc_probe import unix_address
 from streamspace.protocol import CloseCode, TunnelPayload, VncEndpoint
@@ -37,6 +38,10 @@ VNC_CONNECT_TIMEOUT = 5.0
 
 EndpointOf = Callable[[str], VncEndpoint | None]
 """The VNC endpoint the agent recorded for a running session (``None``: not running here)."""
+
+PasswordOf = Callable[[str], Awaitable[bytes | None]]
+"""The VNC password of a session's server, which the agent answers for the viewer
+(``None``: the server asks for none)."""
 
 
 def tunnel_url(connect_url: str, tunnel_id: str) -> str:
@@ -62,10 +67,12 @@ class Tunnels:
         headers: Mapping[str, str],
         *,
         endpoint: EndpointOf,
+        password: PasswordOf,
     ) -> None:
         url = tunnel_url(connect_url, tunnel.tunnel_id)
         task = asyncio.create_task(
-            run_tunnel(url, headers, tunnel, endpoint=endpoint), name=f"tunnel-{tunnel.tunnel_id}"
+            run_tunnel(url, headers, tunnel, endpoint=endpoint, password=password),
+            name=f"tunnel-{tunnel.tunnel_id}",
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -83,6 +90,7 @@ async def run_tunnel(
     tunnel: TunnelPayload,
     *,
     endpoint: EndpointOf,
+    password: PasswordOf,
 ) -> None:
     """Serve one tunnel until either side ends; never raises (except cancellation)."""
     try:
@@ -98,7 +106,7 @@ async def run_tunnel(
         log.warning("tunnel %s: cannot open the data socket: %s", tunnel.tunnel_id, exc)
         return
     try:
-        await _serve(ws, tunnel, endpoint)
+        await _serve(ws, tunnel, endpoint, password)
     except Exception:
         log.exception("tunnel %s failed", tunnel.tunnel_id)
         await _close(ws, CloseCode.TUNNEL_FAILED, "agent internal error")
@@ -106,7 +114,9 @@ async def run_tunnel(
         await _close(ws, CloseCode.NORMAL, "tunnel closed")
 
 
-async def _serve(ws: ClientConnection, tunnel: TunnelPayload, endpoint: EndpointOf) -> None:
+async def _serve(
+    ws: ClientConnection, tunnel: TunnelPayload, endpoint: EndpointOf, password: PasswordOf
+) -> None:
     sid = tunnel.session_id
     vnc = endpoint(sid)
     if vnc is None:
@@ -122,6 +132,13 @@ async def _serve(ws: ClientConnection, tunnel: TunnelPayload, endpoint: Endpoint
         return
     log.info("tunnel %s open to session %s (%s)", tunnel.tunnel_id, sid, vnc)
     with vnc_socket:
+        if (secret := await password(sid)) is not None:
+            try:
+                await vnc_auth.authenticate(ws, vnc_socket, secret)
+            except (vnc_auth.VncAuthError, OSError, TimeoutError) as exc:
+                log.warning("tunnel %s: VNC authentication failed: %s", tunnel.tunnel_id, exc)
+                await _close(ws, CloseCode.TUNNEL_FAILED, f"VNC authentication failed: {exc}")
+                return
         await _pump(ws, vnc_socket)
     log.info("tunnel %s to session %s closed", tunnel.tunnel_id, sid)
 
