@@ -82,6 +82,8 @@ class ApiSettings(RedisSettings):
     session_token_ttl: float = Field(default=12 * 3600.0, gt=0)
     """Lifetime in seconds of a login token."""
     cookie_secure: bool = False
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
+    """Largest request body accepted (bytes); larger ones are refused with 413 unread."""
 
     vnc_token_ttl: float = Field(default=60.0, gt=0)
     """Seconds a VNC connect token (``POST /sessions/{id}/connect``) stays usable, once."""

@@ -8,15 +8,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from streamspace.controlplane.deps import COOKIE_NAME, ReplicaDep, UserDep, presented_token
+from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import LoginIn, LoginOut, UserOut
 from streamspace.controlplane.secrets import DUMMY_HASH, digest, new_secret, verify_password
 from streamspace.db.models import utcnow
 from streamspace.db.repo import users as user_repo
 
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"], responses=AUTHENTICATED)
 
 
-@router.post("/login")
+@router.post("/login", responses=BODY | errors(429))
 async def login(body: LoginIn, replica: ReplicaDep, response: Response) -> LoginOut:
     async with replica.db() as db:
         user = await user_repo.get_by_username(db, body.username)

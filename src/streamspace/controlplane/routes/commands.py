@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from streamspace.controlplane.deps import AdminDep, ReplicaDep
+from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, errors
 from streamspace.controlplane.routes.schemas import CommandOut
 from streamspace.db.repo import commands as command_repo
 from streamspace.states import CommandStatus
 
-router = APIRouter(prefix="/api/v1/commands", tags=["commands"])
+router = APIRouter(prefix="/api/v1/commands", tags=["commands"], responses=AUTHENTICATED | ADMIN)
 
 
 @router.get("")
@@ -29,7 +30,7 @@ async def list_commands(
     return [CommandOut.of(command) for command in found]
 
 
-@router.get("/{command_id}")
+@router.get("/{command_id}", responses=errors(404))
 async def get_command(command_id: str, _admin: AdminDep, replica: ReplicaDep) -> CommandOut:
     async with replica.db() as db:
         command = await command_repo.get(db, command_id)

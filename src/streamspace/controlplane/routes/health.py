@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -20,7 +21,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"model": dict[str, str], "description": "Not ready: which part is down."}},
+)
 async def readyz(replica: ReplicaDep, response: Response) -> dict[str, str]:
     """Ready to serve: the database answers."""
     checks = {"database": "ok"}
@@ -37,7 +41,7 @@ async def readyz(replica: ReplicaDep, response: Response) -> dict[str, str]:
     return {"status": "ok" if response.status_code != 503 else "unavailable", **checks}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus_metrics(replica: ReplicaDep) -> Response:
     metrics.AGENTS_CONNECTED.labels(replica.hub.replica).set(len(replica.hub.local_connections()))
     try:

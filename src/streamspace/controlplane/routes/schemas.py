@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
 
 from streamspace.db.models import AgentCommand, Session
 from streamspace.protocol import VncEndpoint
@@ -13,8 +15,42 @@ from streamspace.protocol import VncEndpoint
 Name = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""NUL (PostgreSQL text cannot hold it) and lone surrogates (JSON's ``"\\ud800"``: not
+Unicode, so they can be neither stored nor sent back)."""
+
+
+def _unstorable(value: object) -> str | None:
+    """The first unstorable character in a string, a list, or a dict's keys and values."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            found = _UNSTORABLE.search(item)
+            if found:
+                return found.group()
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable_text(cls, value: object) -> object:
+        found = _unstorable(value)
+        if found is not None:
+            raise PydanticCustomError(
+                "unstorable_text",
+                "contains {character}: text may hold neither NUL nor lone surrogates",
+                {"character": found.encode("unicode_escape").decode()},
+            )
+        return value
 
 
 class LoginIn(_Input):
@@ -43,7 +79,8 @@ class TemplateIn(_Input):
     resources: dict[str, str] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     platform: str | None = Field(default=None, pattern=r"^(local|docker|kubernetes)$")
-    persistent_home: bool = False
+    persistent_home: StrictBool = False
+    """Strict: ``0`` is not a boolean."""
 
 
 class TemplateOut(TemplateIn):

@@ -6,6 +6,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel
 
 from streamspace.controlplane.deps import ReplicaDep, UserDep
+from streamspace.controlplane.routes.responses import AUTHENTICATED, errors
 from streamspace.controlplane.tunnels import tokens
 from streamspace.controlplane.tunnels.agent_side import (
     serve_agent_data,
@@ -26,7 +27,7 @@ class ConnectOut(BaseModel):
     """The tunnel's WebSocket path, token included."""
 
 
-@router.post("/api/v1/sessions/{session_id}/connect")
+@router.post("/api/v1/sessions/{session_id}/connect", responses=AUTHENTICATED | errors(404, 409))
 async def connect(session_id: str, user: UserDep, replica: ReplicaDep) -> ConnectOut:
     """A short-lived token to open ``WS /api/v1/sessions/{id}/vnc`` once (409 unless the
     session is running)."""
