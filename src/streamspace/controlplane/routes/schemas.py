@@ -37,8 +37,27 @@ def _unstorable(value: object) -> str | None:
     return None
 
 
+def _document_no_nul(schema: dict[str, Any]) -> None:
+    """Say in the JSON schema of every string of a body that NUL is refused (lone
+    surrogates are not Unicode, so JSON schema strings exclude them already)."""
+    pending = list(schema.get("properties", {}).values())
+    while pending:
+        item = pending.pop()
+        if item.get("type") == "string" and "pattern" not in item and "enum" not in item:
+            item["pattern"] = _NO_NUL
+        if isinstance(item.get("additionalProperties"), dict):
+            item.setdefault("propertyNames", {"pattern": _NO_NUL})
+        for key in ("items", "additionalProperties"):
+            if isinstance(item.get(key), dict):
+                pending.append(item[key])
+        pending.extend(item.get("anyOf", ()))
+
+
+_NO_NUL = "^[^\\u0000]*$"
+
+
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_no_nul)
 
     @field_validator("*", mode="before")
     @classmethod
