@@ -1,7 +1,7 @@
 """Hostile input as a test tier: schemathesis fuzzes a real ``streamspace api`` from its own
 OpenAPI description, as an administrator and anonymously.
 
-Every check is on: no 5xx (except the documented 503 of a launch without agents), every
+Every check is on: no 5xx (except the documented 503 of a launch no agent can take), every
 status code, content type, header and body as documented, invalid input refused, valid
 input accepted. Each run has a time budget, so the tier takes about two minutes.
 """
@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import VENV_BIN, ApiProcess
+from tests.helpers import wait_for_agent
+from tests.processes import VENV_BIN, AgentProcess, ApiProcess
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 BUDGET = 50
@@ -45,6 +46,11 @@ def fuzz(api: ApiProcess, directory: Path, *options: str) -> subprocess.Complete
 async def test_fuzzed_api_answers_as_documented(
     api: ApiProcess, admin: httpx.AsyncClient, tmp_path: Path
 ) -> None:
+    # An agent online (a fake platform), so launches succeed and sessions exist to be
+    # stopped, hibernated and viewed; the fuzz may revoke it or exhaust its capacity.
+    agent = AgentProcess(tmp_path / "agent", control_plane_url=api.url, agent_id="fuzz-agent")
+    agent.start()
+    await wait_for_agent(admin, "fuzz-agent")
     token = admin.headers["Authorization"]
     # Logging out would end the administrator's token half way through the run.
     as_admin = fuzz(
