@@ -66,6 +66,8 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The rest of the body is never read: closing the connection discards it.
-        response = error_response(413, too_large(self.limit), headers={"Connection": "close"})
+        # No "Connection: close": the server discards the rest of the body (the app never
+        # sees it), and a client that sends its whole body before reading gets this answer
+        # instead of a connection reset.
+        response = error_response(413, too_large(self.limit))
         await response(scope, receive, send)
