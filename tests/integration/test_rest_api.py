@@ -252,6 +252,27 @@ async def test_invalid_json_text_is_refused_in_words_never_500(
     assert "Traceback" not in api.output(), api.output()[-3000:]
 
 
+async def test_nul_in_text_is_422_never_a_database_error(
+    api: ApiProcess, admin: httpx.AsyncClient
+) -> None:
+    """PostgreSQL text cannot hold NUL: in a URL or a body it is refused before the database
+    sees it (it used to fail there, answering 503 'database unavailable')."""
+    requests = [
+        ("GET", "/api/v1/sessions/a%00b", None),
+        ("DELETE", "/api/v1/templates/a%00b", None),
+        ("POST", "/api/v1/agents/a%00b/approve", None),
+        ("GET", "/api/v1/commands/a%00b", None),
+        ("GET", "/api/v1/commands?session_id=a%00b", None),
+        ("POST", "/api/v1/sessions", {"template": "a\x00b"}),
+        ("POST", "/api/v1/templates", {"name": "t", "display_name": "a\x00b"}),
+    ]
+    for method, url, body in requests:
+        response = await admin.request(method, url, json=body)
+        assert response.status_code == 422, (method, url, response.text)
+        assert "\\x00" in response.json()["detail"] or "pattern" in response.json()["detail"]
+    assert "Traceback" not in api.output()
+
+
 async def test_every_error_has_the_one_shape(api: ApiProcess, admin: httpx.AsyncClient) -> None:
     """ServiceError, HTTPException, validation, Starlette's 404/405, the body limit, 503:
     ``{"detail": "a sentence"}``, ``errors`` only on 422."""

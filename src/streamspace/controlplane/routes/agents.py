@@ -10,10 +10,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from streamspace.controlplane.deps import AdminDep, ReplicaDep
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import AgentKeyOut, AgentOut, AgentRegisterIn
+from streamspace.controlplane.routes.text import storable_url
 from streamspace.controlplane.services import agents as agent_service
 from streamspace.db.repo import agents as agent_repo
 
-router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=AUTHENTICATED)
+router = APIRouter(
+    prefix="/api/v1/agents",
+    tags=["agents"],
+    responses=AUTHENTICATED,
+    dependencies=[Depends(storable_url)],
+)
 _bearer = HTTPBearer(auto_error=False)
 
 

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
+from streamspace.controlplane.routes import text
 from streamspace.db.models import AgentCommand, Session
 from streamspace.protocol import VncEndpoint
 
 Name = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-"""NUL (PostgreSQL text cannot hold it) and lone surrogates (JSON's ``"\\ud800"``: not
-Unicode, so they can be neither stored nor sent back)."""
-
-
-def _unstorable(value: object) -> str | None:
-    """The first unstorable character in a string, a list, or a dict's keys and values."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            found = _UNSTORABLE.search(item)
-            if found:
-                return found.group()
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return None
 
 
 def _document_no_nul(schema: dict[str, Any]) -> None:
@@ -44,16 +22,13 @@ def _document_no_nul(schema: dict[str, Any]) -> None:
     while pending:
         item = pending.pop()
         if item.get("type") == "string" and "pattern" not in item and "enum" not in item:
-            item["pattern"] = _NO_NUL
+            item["pattern"] = text.NO_NUL_PATTERN
         if isinstance(item.get("additionalProperties"), dict):
-            item.setdefault("propertyNames", {"pattern": _NO_NUL})
+            item.setdefault("propertyNames", {"pattern": text.NO_NUL_PATTERN})
         for key in ("items", "additionalProperties"):
             if isinstance(item.get(key), dict):
                 pending.append(item[key])
         pending.extend(item.get("anyOf", ()))
-
-
-_NO_NUL = "^[^\\u0000]*$"
 
 
 class _Input(BaseModel):
@@ -62,13 +37,9 @@ class _Input(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _storable_text(cls, value: object) -> object:
-        found = _unstorable(value)
-        if found is not None:
-            raise PydanticCustomError(
-                "unstorable_text",
-                "contains {character}: text may hold neither NUL nor lone surrogates",
-                {"character": found.encode("unicode_escape").decode()},
-            )
+        character = text.unstorable(value)
+        if character is not None:
+            raise PydanticCustomError(text.ERROR_TYPE, text.MESSAGE, {"character": character})
         return value
 
 

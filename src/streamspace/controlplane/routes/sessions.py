@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 
 from streamspace.controlplane.deps import ReplicaDep, UserDep
 from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import SessionEventOut, SessionIn, SessionOut
+from streamspace.controlplane.routes.text import storable_url
 from streamspace.db.repo import sessions as session_repo
 
-router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"], responses=AUTHENTICATED)
+router = APIRouter(
+    prefix="/api/v1/sessions",
+    tags=["sessions"],
+    responses=AUTHENTICATED,
+    dependencies=[Depends(storable_url)],
+)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(404))

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy.exc import IntegrityError
 
 from streamspace.controlplane.deps import AdminDep, ReplicaDep, UserDep
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import TemplateIn, TemplateOut
+from streamspace.controlplane.routes.text import storable_url
 from streamspace.db.models import Template
 from streamspace.db.repo import templates as template_repo
 
-router = APIRouter(prefix="/api/v1/templates", tags=["templates"], responses=AUTHENTICATED)
+router = APIRouter(
+    prefix="/api/v1/templates",
+    tags=["templates"],
+    responses=AUTHENTICATED,
+    dependencies=[Depends(storable_url)],
+)
 
 
 @router.get("")
