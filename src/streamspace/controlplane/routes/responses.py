@@ -30,8 +30,6 @@ def errors(*codes: int) -> Responses:
     return {code: {"model": ErrorOut, "description": _WHY[code]} for code in codes}
 
 
-PUBLIC = errors(422, 503)
-"""Any route that reads the database or takes parameters."""
 AUTHENTICATED = errors(401, 422, 503)
 """Every route that needs a logged-in user (or an agent's key)."""
 ADMIN = errors(403)

@@ -15,24 +15,8 @@ from streamspace.protocol import VncEndpoint
 Name = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
 
-def _document_no_nul(schema: dict[str, Any]) -> None:
-    """Say in the JSON schema of every string of a body that NUL is refused (lone
-    surrogates are not Unicode, so JSON schema strings exclude them already)."""
-    pending = list(schema.get("properties", {}).values())
-    while pending:
-        item = pending.pop()
-        if item.get("type") == "string" and "pattern" not in item and "enum" not in item:
-            item["pattern"] = text.NO_NUL_PATTERN
-        if isinstance(item.get("additionalProperties"), dict):
-            item.setdefault("propertyNames", {"pattern": text.NO_NUL_PATTERN})
-        for key in ("items", "additionalProperties"):
-            if isinstance(item.get(key), dict):
-                pending.append(item[key])
-        pending.extend(item.get("anyOf", ()))
-
-
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_no_nul)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=text.document_no_nul)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ so it can be neither stored nor sent back. Bodies are checked by their models (`
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +37,22 @@ def unstorable(value: object) -> str | None:
         elif isinstance(item, list):
             pending.extend(item)
     return None
+
+
+def document_no_nul(schema: dict[str, Any]) -> None:
+    """Say in a model's JSON schema, for every string in it, that NUL is refused (lone
+    surrogates are not Unicode, so JSON schema strings exclude them already)."""
+    pending = list(schema.get("properties", {}).values())
+    while pending:
+        item = pending.pop()
+        if item.get("type") == "string" and "pattern" not in item and "enum" not in item:
+            item["pattern"] = NO_NUL_PATTERN
+        if isinstance(item.get("additionalProperties"), dict):
+            item.setdefault("propertyNames", {"pattern": NO_NUL_PATTERN})
+        for key in ("items", "additionalProperties"):
+            if isinstance(item.get(key), dict):
+                pending.append(item[key])
+        pending.extend(item.get("anyOf", ()))
 
 
 async def storable_url(request: Request) -> None:
