@@ -110,6 +110,8 @@ class ApiSettings(RedisSettings):
     own ``/metrics`` always needs an administrator's token."""
     metrics_host: str = "127.0.0.1"
     """Address the ``METRICS_PORT`` listener binds (``0.0.0.0`` for a scraper on another host)."""
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
+    """Largest request body accepted (bytes); larger ones are refused with 413 unread."""
 
     vnc_token_ttl: float = Field(default=60.0, gt=0)
     """Seconds a VNC connect token (``POST /sessions/{id}/connect``) stays usable, once."""

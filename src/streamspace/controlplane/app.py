@@ -7,17 +7,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from asyncpg import InterfaceError, PostgresError
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from streamspace import __version__
 from streamspace.config import ApiSettings
 from streamspace.controlplane.auth.origin import SameOriginMiddleware
 from streamspace.controlplane.auth.throttle import create_login_throttle
+from streamspace.controlplane.body_limit import BodyLimit
 from streamspace.controlplane.dispatcher import CommandDispatcher
+from streamspace.controlplane.errors import install_error_handlers
 from streamspace.controlplane.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.hub.base import AgentHub
 from streamspace.controlplane.hub.local import LocalAgentHub
@@ -34,7 +33,6 @@ from streamspace.controlplane.routes import (
     templates,
     vnc,
 )
-from streamspace.controlplane.services.errors import ServiceError
 from streamspace.controlplane.services.sessions import SessionService
 from streamspace.controlplane.services.templates import ensure_default_templates
 from streamspace.controlplane.services.users import ensure_admin
@@ -144,25 +142,8 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
     app = FastAPI(title="StreamSpace", version=__version__, lifespan=lifespan, telemetry=off)
     for module in (health, auth, templates, sessions, vnc, agents, commands, agent_ws):
         app.include_router(module.router)
+    install_error_handlers(app)
     app.add_middleware(SameOriginMiddleware)
-    app.add_exception_handler(ServiceError, _service_error)
-    # The driver's own connection errors (refused, "starting up") are not always wrapped
-    # by SQLAlchemy; every one of them means the same to a client: try again shortly.
-    for error in (OperationalError, DBAPIError, OSError, PostgresError, InterfaceError):
-        app.add_exception_handler(error, _database_unavailable)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)  # outermost: runs first
     mount_web(app)
     return app
-
-
-async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
-
-
-async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    log.warning("database unavailable: %s", exc)
-    return JSONResponse(
-        {"detail": "database unavailable; try again shortly"},
-        status_code=503,
-        headers={"Retry-After": "2"},
-    )

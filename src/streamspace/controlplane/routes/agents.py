@@ -8,15 +8,22 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from streamspace.controlplane.deps import AdminDep, ReplicaDep
+from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import AgentKeyOut, AgentOut, AgentRegisterIn
+from streamspace.controlplane.routes.text import storable_url
 from streamspace.controlplane.services import agents as agent_service
 from streamspace.db.repo import agents as agent_repo
 
-router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+router = APIRouter(
+    prefix="/api/v1/agents",
+    tags=["agents"],
+    responses=AUTHENTICATED,
+    dependencies=[Depends(storable_url)],
+)
 _bearer = HTTPBearer(auto_error=False)
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED)
+@router.post("/register", status_code=status.HTTP_201_CREATED, responses=BODY | errors(409))
 async def register(
     body: AgentRegisterIn,
     replica: ReplicaDep,
@@ -36,25 +43,25 @@ async def register(
     return AgentKeyOut(agent_id=agent.agent_id, api_key=api_key, status=agent.approval)
 
 
-@router.get("")
+@router.get("", responses=ADMIN)
 async def list_agents(_admin: AdminDep, replica: ReplicaDep) -> list[AgentOut]:
     async with replica.db() as db:
         return [AgentOut.model_validate(agent) for agent in await agent_repo.list_agents(db)]
 
 
-@router.post("/{agent_id}/approve")
+@router.post("/{agent_id}/approve", responses=ADMIN | errors(404))
 async def approve(agent_id: str, _admin: AdminDep, replica: ReplicaDep) -> AgentOut:
     agent = await agent_service.set_approval(replica.db, replica.hub, agent_id, "approved")
     return AgentOut.model_validate(agent)
 
 
-@router.post("/{agent_id}/revoke")
+@router.post("/{agent_id}/revoke", responses=ADMIN | errors(404))
 async def revoke(agent_id: str, _admin: AdminDep, replica: ReplicaDep) -> AgentOut:
     agent = await agent_service.set_approval(replica.db, replica.hub, agent_id, "revoked")
     return AgentOut.model_validate(agent)
 
 
-@router.post("/{agent_id}/rotate-key")
+@router.post("/{agent_id}/rotate-key", responses=ADMIN | errors(404))
 async def rotate_key(agent_id: str, _admin: AdminDep, replica: ReplicaDep) -> AgentKeyOut:
     agent, api_key = await agent_service.rotate_key(replica.db, replica.hub, agent_id)
     return AgentKeyOut(agent_id=agent.agent_id, api_key=api_key, status=agent.approval)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from streamspace.controlplane.auth.throttle import retry_after_header
 from streamspace.controlplane.deps import COOKIE_NAME, ReplicaDep, UserDep, presented_token
+from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import LoginIn, LoginOut, UserOut
 from streamspace.controlplane.secrets import DUMMY_HASH, digest, new_secret, verify_password
 from streamspace.controlplane.state import Replica
@@ -17,7 +18,7 @@ from streamspace.db.models import utcnow
 from streamspace.db.repo import users as user_repo
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"], responses=AUTHENTICATED)
 
 
 def _cookie_secure(request: Request, replica: Replica) -> bool:
@@ -25,13 +26,7 @@ def _cookie_secure(request: Request, replica: Replica) -> bool:
     return replica.settings.cookie_secure or request.url.scheme == "https"
 
 
-@router.post(
-    "/login",
-    responses={
-        401: {"description": "wrong username or password"},
-        429: {"description": "too many failed logins; retry after `Retry-After` seconds"},
-    },
-)
+@router.post("/login", responses=BODY | errors(429))
 async def login(
     body: LoginIn, request: Request, replica: ReplicaDep, response: Response
 ) -> LoginOut:

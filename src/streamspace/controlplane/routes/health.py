@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from streamspace.controlplane.deps import AdminDep, ReplicaDep
 from streamspace.controlplane.metrics_server import exposition
+from streamspace.controlplane.routes.responses import errors
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +20,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"model": dict[str, str], "description": "Not ready: which part is down."}},
+)
 async def readyz(replica: ReplicaDep, response: Response) -> dict[str, str]:
     """Ready to serve: the database answers."""
     checks = {"database": "ok"}
@@ -35,7 +40,7 @@ async def readyz(replica: ReplicaDep, response: Response) -> dict[str, str]:
     return {"status": "ok" if response.status_code != 503 else "unavailable", **checks}
 
 
-@router.get("/metrics", responses={403: {"description": "administrators only"}})
+@router.get("/metrics", response_class=PlainTextResponse, responses=errors(401, 403))
 async def prometheus_metrics(_admin: AdminDep, replica: ReplicaDep) -> Response:
     """Prometheus metrics (an administrator's token; Prometheus itself scrapes METRICS_PORT)."""
     body = await exposition(hub=replica.hub, db=replica.db)

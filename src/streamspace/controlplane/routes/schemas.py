@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
 
+from streamspace.controlplane.routes import text
 from streamspace.db.models import AgentCommand, Session, User
 from streamspace.protocol import VncEndpoint
 
@@ -14,7 +16,15 @@ Name = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=text.document_no_nul)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable_text(cls, value: object) -> object:
+        character = text.unstorable(value)
+        if character is not None:
+            raise PydanticCustomError(text.ERROR_TYPE, text.MESSAGE, {"character": character})
+        return value
 
 
 class LoginIn(_Input):
@@ -43,7 +53,8 @@ class TemplateIn(_Input):
     resources: dict[str, str] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
     platform: str | None = Field(default=None, pattern=r"^(local|docker|kubernetes)$")
-    persistent_home: bool = False
+    persistent_home: StrictBool = False
+    """Strict: ``0`` is not a boolean."""
     network: Literal["host", "none"] = "none"
     """``none``: the session has no network (local sandbox); ``host``: the host's network."""
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy.exc import IntegrityError
 
 from streamspace.controlplane.deps import AdminDep, ReplicaDep, UserDep
+from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import TemplateIn, TemplateOut
+from streamspace.controlplane.routes.text import storable_url
 from streamspace.db.models import Template
 from streamspace.db.repo import templates as template_repo
 
-router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
+router = APIRouter(
+    prefix="/api/v1/templates",
+    tags=["templates"],
+    responses=AUTHENTICATED,
+    dependencies=[Depends(storable_url)],
+)
 
 
 @router.get("")
@@ -19,7 +26,7 @@ async def list_templates(_user: UserDep, replica: ReplicaDep) -> list[TemplateOu
         return [TemplateOut.model_validate(t) for t in await template_repo.list_templates(db)]
 
 
-@router.get("/{name}")
+@router.get("/{name}", responses=errors(404))
 async def get_template(name: str, _user: UserDep, replica: ReplicaDep) -> TemplateOut:
     async with replica.db() as db:
         template = await template_repo.get(db, name)
@@ -28,7 +35,7 @@ async def get_template(name: str, _user: UserDep, replica: ReplicaDep) -> Templa
     return TemplateOut.model_validate(template)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=ADMIN | BODY | errors(409))
 async def create_template(body: TemplateIn, _admin: AdminDep, replica: ReplicaDep) -> TemplateOut:
     try:
         async with replica.db() as db, db.begin():
@@ -40,7 +47,7 @@ async def create_template(body: TemplateIn, _admin: AdminDep, replica: ReplicaDe
     return TemplateOut.model_validate(body.model_dump())
 
 
-@router.put("/{name}")
+@router.put("/{name}", responses=ADMIN | BODY | errors(404))
 async def replace_template(
     name: str, body: TemplateIn, _admin: AdminDep, replica: ReplicaDep
 ) -> TemplateOut:
@@ -55,7 +62,7 @@ async def replace_template(
     return TemplateOut.model_validate(body.model_dump())
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=ADMIN | errors(404))
 async def delete_template(name: str, _admin: AdminDep, replica: ReplicaDep) -> None:
     async with replica.db() as db, db.begin():
         template = await template_repo.get(db, name)

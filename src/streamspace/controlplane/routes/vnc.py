@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Depends, WebSocket
 from pydantic import BaseModel
 
 from streamspace.controlplane.deps import ReplicaDep, UserDep
+from streamspace.controlplane.routes.responses import AUTHENTICATED, errors
+from streamspace.controlplane.routes.text import storable_url
 from streamspace.controlplane.tunnels import tokens
 from streamspace.controlplane.tunnels.agent_side import (
     serve_agent_data,
@@ -26,7 +28,11 @@ class ConnectOut(BaseModel):
     """The tunnel's WebSocket path, token included."""
 
 
-@router.post("/api/v1/sessions/{session_id}/connect")
+@router.post(
+    "/api/v1/sessions/{session_id}/connect",
+    responses=AUTHENTICATED | errors(404, 409),
+    dependencies=[Depends(storable_url)],
+)
 async def connect(session_id: str, user: UserDep, replica: ReplicaDep) -> ConnectOut:
     """A short-lived token to open ``WS /api/v1/sessions/{id}/vnc`` once (409 unless the
     session is running)."""

@@ -9,16 +9,11 @@ export class ApiError extends Error {
   }
 }
 
-/** Turn an error body (`{"detail": ...}`) into words a person can read. */
+/** The words of an error body (`{"detail": "a sentence", ...}`, the API's one error shape). */
 export function errorMessage(status, body) {
   const detail = body && typeof body === "object" ? body.detail : undefined;
   if (typeof detail === "string" && detail) return detail;
-  if (Array.isArray(detail)) {
-    // FastAPI 422: a list of pydantic errors; their `msg`s are the human part.
-    const msgs = detail.map((e) => (e && e.msg ? String(e.msg) : JSON.stringify(e)));
-    if (msgs.length) return msgs.join("; ");
-  }
-  if (detail) return JSON.stringify(detail);
+  // Not the API's answer (a proxy's error page, say).
   return `The request failed (HTTP ${status}).`;
 }
 
