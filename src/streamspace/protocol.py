@@ -7,12 +7,22 @@ build frames through them, so a malformed frame is rejected in one place.
 
 from __future__ import annotations
 
+import math
+import re
 import time
 import uuid
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 PROTOCOL_VERSION = 1
 """Sent by the agent in ``hello``; the control plane refuses versions it does not speak."""
@@ -20,9 +30,102 @@ PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024
 """Largest agent-protocol frame either side accepts."""
 
+MAX_COUNT = 100_000
+"""Largest session count or capacity an agent may claim."""
+MAX_TEXT = 4000
+"""Longest free text (an error or exit reason), in characters."""
+MAX_JSON_BYTES = 16 * 1024
+"""Largest agent-reported JSON object (a command's result, a session's state), encoded."""
+MAX_JSON_DEPTH = 16
+"""Deepest nesting of such an object."""
+MAX_TS = 1e11
+"""Latest plausible envelope timestamp (seconds since the epoch; year 5138)."""
+
+MAX_COMMAND_ARGS = 64
+MAX_ARG_CHARS = 1024
+MAX_ENV_VARS = 64
+MAX_ENV_VALUE_CHARS = 1024
+MAX_RESOURCES = 16
+MAX_RESOURCE_CHARS = 64
+MAX_LAUNCH_BYTES = 16 * 1024
+"""Largest ``command`` + ``env`` + ``resources`` of a template, encoded as in a command frame
+(with the other bounded fields, a start or wake command then fits in ``MAX_FRAME_BYTES``)."""
+
+_FORBIDDEN_CHARS = re.compile(r"[\x00\ud800-\udfff]")
+"""NUL and lone surrogates: valid in a Python str, refused by PostgreSQL and UTF-8."""
+
+
+def _storable(text: str) -> str:
+    if _FORBIDDEN_CHARS.search(text):
+        raise ValueError("text contains a NUL character or a lone surrogate")
+    return text
+
+
+Reason = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_storable)]
+"""Free text from an agent that is stored (no NUL, no lone surrogate)."""
+
 Identifier = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 ]
+
+
+def _check_json(value: object, depth: int = 0) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        _storable(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        raise ValueError("integer out of the 64-bit range")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("number is not finite")
+
+
+def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json(value)
+    size = len(_json_bytes(value))
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"takes {size} bytes encoded; at most {MAX_JSON_BYTES} allowed")
+    return value
+
+
+BoundedJson = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
+"""A JSON object an agent reports, that the control plane stores and sends back later."""
+
+_any_json: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return _any_json.dump_json(value)
+
+
+def launch_bytes(command: list[str], env: dict[str, str], resources: dict[str, str]) -> int:
+    """What a template's command, env and resources take in a command frame (at most)."""
+    return len(_json_bytes([command, env, resources]))
+
+
+def check_launch_size(command: list[str], env: dict[str, str], resources: dict[str, str]) -> None:
+    """Refuse (ValueError, in words) a template whose command, env and resources together
+    would not leave a start command within the frame limit."""
+    size = launch_bytes(command, env, resources)
+    if size > MAX_LAUNCH_BYTES:
+        raise ValueError(
+            f"command, env and resources take {size} bytes encoded; at most"
+            f" {MAX_LAUNCH_BYTES} allowed"
+        )
+
+
+Arg = Annotated[str, Field(max_length=MAX_ARG_CHARS), AfterValidator(_storable)]
+EnvName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_CHARS), AfterValidator(_storable)]
+ResourceName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_.-]*$")]
+ResourceValue = Annotated[str, Field(max_length=MAX_RESOURCE_CHARS), AfterValidator(_storable)]
 
 
 class CloseCode(IntEnum):
@@ -84,11 +187,18 @@ class SessionSpec(_Strict):
     user: str = Field(min_length=1, max_length=128)
     template: str = Field(min_length=1, max_length=128)
     image: str = Field(default="", max_length=512)
-    command: list[str] = Field(default_factory=list, max_length=64)
-    env: dict[str, str] = Field(default_factory=dict)
+    command: list[Arg] = Field(default_factory=list, max_length=MAX_COMMAND_ARGS)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_ENV_VARS)
     vnc_port: int = Field(default=5900, ge=1, le=65535)
-    resources: dict[str, str] = Field(default_factory=dict)
+    resources: dict[ResourceName, ResourceValue] = Field(
+        default_factory=dict, max_length=MAX_RESOURCES
+    )
     persistent_home: bool = False
+
+    @model_validator(mode="after")
+    def _fits_a_frame(self) -> SessionSpec:
+        check_launch_size(self.command, self.env, self.resources)
+        return self
 
 
 class RunningSession(_Strict):
@@ -96,26 +206,26 @@ class RunningSession(_Strict):
 
     session_id: Identifier
     vnc: VncEndpoint | None = None
-    state: dict[str, Any] = Field(default_factory=dict)
+    state: BoundedJson = Field(default_factory=dict)
 
 
 # --- payloads, agent -> control plane -------------------------------------------------
 
 
 class HelloPayload(_Strict):
-    v: int
+    v: int = Field(ge=0, le=1_000_000)
     agent_id: Identifier
     platform: PlatformName
-    version: str = Field(max_length=64)
-    capacity: int = Field(ge=0, le=100_000)
-    sessions: list[RunningSession] = Field(default_factory=list, max_length=100_000)
-    leader_epoch: int | None = Field(default=None, ge=1)
+    version: Annotated[str, Field(max_length=64), AfterValidator(_storable)]
+    capacity: int = Field(ge=0, le=MAX_COUNT)
+    sessions: list[RunningSession] = Field(default_factory=list, max_length=MAX_COUNT)
+    leader_epoch: int | None = Field(default=None, ge=1, le=2**63 - 1)
     """Fencing token of a replica elected by leader election (``None``: no election)."""
 
 
 class HeartbeatPayload(_Strict):
-    active_sessions: int = Field(ge=0)
-    capacity: int = Field(ge=0, le=100_000)
+    active_sessions: int = Field(ge=0, le=MAX_COUNT)
+    capacity: int = Field(ge=0, le=MAX_COUNT)
 
 
 class AckPayload(_Strict):
@@ -124,27 +234,27 @@ class AckPayload(_Strict):
 
 class CompletePayload(_Strict):
     command_id: Identifier
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: BoundedJson = Field(default_factory=dict)
 
 
 class FailedPayload(_Strict):
     command_id: Identifier
-    error: str = Field(max_length=4000)
+    error: Reason
     retryable: bool = False
 
 
 class StatusPayload(_Strict):
     session_id: Identifier
     state: Literal["exited"]
-    reason: str = Field(max_length=4000)
+    reason: Reason
 
 
 # --- payloads, control plane -> agent -------------------------------------------------
 
 
 class WelcomePayload(_Strict):
-    replica: str
-    heartbeat_interval: float = Field(gt=0)
+    replica: str = Field(max_length=255)
+    heartbeat_interval: float = Field(gt=0, le=86_400, allow_inf_nan=False)
 
 
 class CommandPayload(_Strict):
@@ -164,9 +274,9 @@ class TunnelPayload(_Strict):
 
 
 class ErrorPayload(_Strict):
-    code: str
-    message: str
-    ref: str | None = None
+    code: str = Field(max_length=64)
+    message: str = Field(max_length=MAX_TEXT)
+    ref: str | None = Field(default=None, max_length=64)
     """The ``id`` of the message this error answers, when there is one."""
 
 
@@ -179,7 +289,7 @@ def _new_id() -> str:
 
 class _Envelope(_Strict):
     id: str = Field(default_factory=_new_id, min_length=1, max_length=64)
-    ts: float = Field(default_factory=time.time)
+    ts: float = Field(default_factory=time.time, ge=0, le=MAX_TS, allow_inf_nan=False)
 
 
 class Hello(_Envelope):
@@ -253,7 +363,10 @@ class ProtocolError(ValueError):
 
 
 def _check_size(frame: str | bytes) -> None:
-    size = len(frame.encode() if isinstance(frame, str) else frame)
+    try:
+        size = len(frame.encode() if isinstance(frame, str) else frame)
+    except UnicodeEncodeError:
+        raise ProtocolError("frame is not valid UTF-8 text") from None
     if size > MAX_FRAME_BYTES:
         raise ProtocolError(
             f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit",
@@ -262,19 +375,24 @@ def _check_size(frame: str | bytes) -> None:
 
 
 def _describe(error: ValidationError) -> str:
+    """The first problem, in words; clipped, since names and values in it are the sender's."""
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "message"
     if first["type"] == "json_invalid":
         return "frame is not valid JSON"
     if first["type"] == "union_tag_invalid":
         return (
-            f"unknown message type: {first['input'].get('type')!r}"
+            f"unknown message type: {_clip(repr(first['input'].get('type')))}"
             if isinstance(first["input"], dict)
             else "unknown message type"
         )
     if first["type"] == "union_tag_not_found":
         return "message has no 'type'"
-    return f"invalid message at {where}: {first['msg']}"
+    return f"invalid message at {_clip(where)}: {_clip(first['msg'])}"
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def parse_agent_message(frame: str | bytes) -> AgentMessage:

@@ -73,8 +73,13 @@ class AgentGateway:
         except _Rejected as rejected:
             await _reject(websocket, rejected)
             return
-        except (WebSocketDisconnect, TimeoutError):
-            await _close_quietly(websocket, CloseCode.BAD_MESSAGE, "no hello received")
+        except WebSocketDisconnect:
+            log.info("agent connection closed by the agent before its hello")
+            return
+        except TimeoutError:
+            await _close_quietly(
+                websocket, CloseCode.BAD_MESSAGE, f"no hello received within {HELLO_TIMEOUT:g} s"
+            )
             return
         except Exception as exc:  # e.g. the database is down: the agent retries later
             log.warning("cannot accept agent connection now: %s", exc)
@@ -296,5 +301,6 @@ async def _reject(
 
 
 async def _close_quietly(websocket: WebSocket, code: CloseCode, reason: str) -> None:
-    with contextlib.suppress(RuntimeError):
+    # The agent may be gone already (WebSocketDisconnect): nothing to close then.
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
         await websocket.close(code=int(code), reason=reason[:120])

@@ -5,10 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamspace.db.models import AgentCommand, Session
-from streamspace.protocol import VncEndpoint
+from streamspace.protocol import (
+    MAX_COMMAND_ARGS,
+    MAX_ENV_VARS,
+    MAX_RESOURCES,
+    Arg,
+    EnvName,
+    EnvValue,
+    ResourceName,
+    ResourceValue,
+    VncEndpoint,
+    check_launch_size,
+)
 
 Name = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -38,12 +49,21 @@ class TemplateIn(_Input):
     display_name: str = Field(min_length=1, max_length=255)
     description: str = Field(default="", max_length=4000)
     image: str = Field(default="", max_length=512)
-    command: list[str] = Field(default_factory=list, max_length=64)
+    command: list[Arg] = Field(default_factory=list, max_length=MAX_COMMAND_ARGS)
     vnc_port: int = Field(default=5900, ge=1, le=65535)
-    resources: dict[str, str] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
+    resources: dict[ResourceName, ResourceValue] = Field(
+        default_factory=dict, max_length=MAX_RESOURCES
+    )
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_ENV_VARS)
     platform: str | None = Field(default=None, pattern=r"^(local|docker|kubernetes)$")
     persistent_home: bool = False
+
+    @model_validator(mode="after")
+    def _fits_a_command(self) -> TemplateIn:
+        """Bounded as the agent protocol's ``SessionSpec`` is, so a saved template always
+        makes a start command within the agent's frame limit (422 here, never sent)."""
+        check_launch_size(self.command, self.env, self.resources)
+        return self
 
 
 class TemplateOut(TemplateIn):
