@@ -152,6 +152,11 @@ class CloseCode(IntEnum):
     TUNNEL_FAILED = 4502
 
 
+def close_reason(reason: str) -> str:
+    """A close reason that fits a WebSocket close frame (123 bytes of UTF-8)."""
+    return reason.encode()[:120].decode(errors="ignore")
+
+
 class Action(StrEnum):
     """What a command asks an agent to do to a session."""
 

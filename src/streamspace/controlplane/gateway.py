@@ -37,6 +37,7 @@ from streamspace.protocol import (
     ProtocolError,
     Welcome,
     WelcomePayload,
+    close_reason,
     parse_agent_message,
 )
 
@@ -303,4 +304,4 @@ async def _reject(
 async def _close_quietly(websocket: WebSocket, code: CloseCode, reason: str) -> None:
     # The agent may be gone already (WebSocketDisconnect): nothing to close then.
     with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-        await websocket.close(code=int(code), reason=reason[:120])
+        await websocket.close(code=int(code), reason=close_reason(reason))
