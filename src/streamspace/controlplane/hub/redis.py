@@ -177,6 +177,9 @@ class RedisAgentHub(AgentHub):
 
     async def cut(self, cut: Cut) -> None:
         await self._cut_here(cut)  # here at once, even while Redis is down
+        if not self._up:
+            log.warning("Redis unavailable: other replicas keep their tunnels of %s open", cut)
+            return
         try:
             await self._redis.publish(names.TUNNEL_CUTS_CHANNEL, json.dumps(cut.to_json()))
         except (RedisError, OSError) as exc:
