@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from streamspace.protocol import MAX_ARG_CHARS, MAX_LAUNCH_BYTES
+from streamspace.bounds import MAX_ARG_CHARS, MAX_LAUNCH_BYTES
 from tests.processes import ApiProcess
 
 

@@ -7,25 +7,27 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from streamspace.controlplane.routes.schemas import TemplateIn
-from streamspace.controlplane.services.specs import session_spec
-from streamspace.db.models import Session, Template, User
-from streamspace.protocol import (
+from streamspace.bounds import (
     MAX_ARG_CHARS,
     MAX_COMMAND_ARGS,
     MAX_ENV_VALUE_CHARS,
     MAX_ENV_VARS,
-    MAX_FRAME_BYTES,
     MAX_JSON_BYTES,
     MAX_LAUNCH_BYTES,
     MAX_RESOURCE_CHARS,
     MAX_TS,
+    launch_bytes,
+)
+from streamspace.controlplane.routes.schemas import TemplateIn
+from streamspace.controlplane.services.specs import session_spec
+from streamspace.db.models import Session, Template, User
+from streamspace.protocol import (
+    MAX_FRAME_BYTES,
     Action,
     Command,
     CommandPayload,
     CompletePayload,
     encode,
-    launch_bytes,
     parse_server_message,
 )
 

@@ -7,8 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamspace.db.models import AgentCommand, Session
-from streamspace.protocol import (
+from streamspace.bounds import (
     MAX_COMMAND_ARGS,
     MAX_ENV_VARS,
     MAX_RESOURCES,
@@ -17,9 +16,10 @@ from streamspace.protocol import (
     EnvValue,
     ResourceName,
     ResourceValue,
-    VncEndpoint,
     check_launch_size,
 )
+from streamspace.db.models import AgentCommand, Session
+from streamspace.protocol import VncEndpoint
 
 Name = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
