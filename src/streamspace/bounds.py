@@ -17,8 +17,9 @@ MAX_COUNT = 100_000
 """Largest session count or capacity an agent may claim."""
 MAX_TEXT = 4000
 """Longest free text (an error or exit reason), in characters."""
-MAX_JSON_BYTES = 16 * 1024
-"""Largest agent-reported JSON object (a command's result, a session's state), encoded."""
+MAX_JSON_BYTES = 24 * 1024
+"""Largest agent-reported JSON object (a command's result, a session's state), encoded: room
+for a local session's state, which holds its whole spec (up to ~21 KiB)."""
 MAX_JSON_DEPTH = 16
 """Deepest nesting of such an object."""
 MAX_TS = 1e11

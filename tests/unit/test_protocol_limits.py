@@ -97,6 +97,9 @@ def test_the_largest_template_makes_commands_within_the_frame_limit() -> None:
         Template(**template.model_dump()),
         User(username=WORST * 128),
     )
+    # A local session's state holds its spec: the largest one is still a valid report.
+    local_state = {"spec": spec.model_dump(mode="json"), "pids": {"xvnc": 2**22, "app": 2**22}}
+    CompletePayload(command_id="c", result={"vnc": {"host": "h", "port": 1}, "state": local_state})
     # The largest state an agent can report (and the control plane sends back on wake).
     state = CompletePayload(command_id="c", result={"state": {"k": "x" * (MAX_JSON_BYTES - 30)}})
     frames = [
