@@ -26,7 +26,7 @@ from tests.services import PostgresServer
 
 FUZZ_AGENT = "fuzz-agent"
 STEADY_AGENT = "steady-agent"
-CHECK_EVERY = 30
+CHECK_EVERY = 50
 """Examples between checks that the steady agent and users are still served."""
 _examples = itertools.count(1)
 DATABASE = "test_protocol_fuzz"
@@ -91,6 +91,11 @@ async def _still_served(replica: ApiProcess, agent: ManualAgent) -> None:
         assert created.status_code == 201, created.text
         command = await agent.receive()
         assert command.type == "command"
+        # Fail it, so that its session ends and leaves the agent's capacity free.
+        command_id = command.payload.command_id  # type: ignore[union-attr]
+        await agent.send(
+            "failed", {"command_id": command_id, "error": "fuzzing", "retryable": False}
+        )
         assert (await admin.get("/api/v1/sessions")).status_code == 200
     async with httpx.AsyncClient(base_url=replica.url) as client:
         assert (await client.get("/healthz")).status_code == 200
@@ -98,7 +103,7 @@ async def _still_served(replica: ApiProcess, agent: ManualAgent) -> None:
 
 @pytest.mark.timeout(300)
 @settings(
-    max_examples=500,
+    max_examples=1000,
     deadline=None,
     database=None,
     suppress_health_check=[
