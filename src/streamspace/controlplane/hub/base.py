@@ -35,13 +35,14 @@ class Cut:
         """Raises ValueError for anything but a cut as ``to_json`` writes it."""
         if not isinstance(data, dict) or set(data) != {"code", "reason", "agent_id", "session_id"}:
             raise ValueError("not a cut")
-        cut = cls(**data)
-        fields = (cut.agent_id, cut.session_id)
-        if not isinstance(cut.code, int) or not isinstance(cut.reason, str):
+        names = (data["agent_id"], data["session_id"])
+        if (
+            not isinstance(data["code"], int)
+            or not isinstance(data["reason"], str)
+            or not all(name is None or isinstance(name, str) for name in names)
+        ):
             raise ValueError("not a cut")
-        if not all(value is None or isinstance(value, str) for value in fields):
-            raise ValueError("not a cut")
-        return cut
+        return cls(**data)
 
 
 CutHandler = Callable[[Cut], object]
