@@ -275,7 +275,10 @@ class RedisAgentHub(AgentHub):
         except ValueError:
             log.warning("ignoring a malformed cut on %s", names.TUNNEL_CUTS_CHANNEL)
             return
-        await self._cut_here(cut)
+        try:
+            await self._cut_here(cut)
+        except Exception:  # never the subscriber's end (nor a reason to think Redis is down)
+            log.exception("could not apply %s", cut)
 
     async def _keep_alive_forever(self) -> None:
         """Renew the liveness key and every local registration (the reconcile loop of the
