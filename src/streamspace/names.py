@@ -18,6 +18,10 @@ def pod_commands_channel(pod: str) -> str:
     return f"pod:{pod}:commands"
 
 
+TUNNEL_CUTS_CHANNEL = "tunnels:cuts"
+"""Every replica listens here: close an agent's or a session's open tunnels now (a JSON cut)."""
+
+
 def pod_alive_key(pod: str) -> str:
     """``pod:<POD_NAME>:alive``: present while the replica is running."""
     return f"pod:{pod}:alive"

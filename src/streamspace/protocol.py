@@ -12,7 +12,33 @@ import uuid
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from streamspace.bounds import (
+    MAX_COMMAND_ARGS,
+    MAX_COUNT,
+    MAX_ENV_VARS,
+    MAX_RESOURCES,
+    MAX_TEXT,
+    MAX_TS,
+    Arg,
+    BoundedJson,
+    EnvName,
+    EnvValue,
+    Reason,
+    ResourceName,
+    ResourceValue,
+    check_launch_size,
+    storable,
+)
 
 PROTOCOL_VERSION = 1
 """Sent by the agent in ``hello``; the control plane refuses versions it does not speak."""
@@ -47,6 +73,11 @@ class CloseCode(IntEnum):
     TOO_LARGE = 4413
     UNSUPPORTED_VERSION = 4426
     TUNNEL_FAILED = 4502
+
+
+def close_reason(reason: str) -> str:
+    """A close reason that fits a WebSocket close frame (123 bytes of UTF-8)."""
+    return reason.encode()[:120].decode(errors="ignore")
 
 
 class Action(StrEnum):
@@ -125,14 +156,21 @@ class SessionSpec(_Strict):
     user: str = Field(min_length=1, max_length=128)
     template: str = Field(min_length=1, max_length=128)
     image: str = Field(default="", max_length=512)
-    command: list[str] = Field(default_factory=list, max_length=64)
-    env: dict[str, str] = Field(default_factory=dict)
+    command: list[Arg] = Field(default_factory=list, max_length=MAX_COMMAND_ARGS)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_ENV_VARS)
     vnc_port: int = Field(default=5900, ge=1, le=65535)
-    resources: dict[str, str] = Field(default_factory=dict)
+    resources: dict[ResourceName, ResourceValue] = Field(
+        default_factory=dict, max_length=MAX_RESOURCES
+    )
     persistent_home: bool = False
     network: Literal["host", "none"] = "none"
     """``host``: the session shares the host's network; ``none``: it has no network at all
     (the default; specs of older control planes carry no such field)."""
+
+    @model_validator(mode="after")
+    def _fits_a_frame(self) -> SessionSpec:
+        check_launch_size(self.command, self.env, self.resources)
+        return self
 
 
 class RunningSession(_Strict):
@@ -140,26 +178,26 @@ class RunningSession(_Strict):
 
     session_id: Identifier
     vnc: VncEndpoint | None = None
-    state: dict[str, Any] = Field(default_factory=dict)
+    state: BoundedJson = Field(default_factory=dict)
 
 
 # --- payloads, agent -> control plane -------------------------------------------------
 
 
 class HelloPayload(_Strict):
-    v: int
+    v: int = Field(ge=0, le=1_000_000)
     agent_id: Identifier
     platform: PlatformName
-    version: str = Field(max_length=64)
-    capacity: int = Field(ge=0, le=100_000)
-    sessions: list[RunningSession] = Field(default_factory=list, max_length=100_000)
-    leader_epoch: int | None = Field(default=None, ge=1)
+    version: Annotated[str, Field(max_length=64), AfterValidator(storable)]
+    capacity: int = Field(ge=0, le=MAX_COUNT)
+    sessions: list[RunningSession] = Field(default_factory=list, max_length=MAX_COUNT)
+    leader_epoch: int | None = Field(default=None, ge=1, le=2**63 - 1)
     """Fencing token of a replica elected by leader election (``None``: no election)."""
 
 
 class HeartbeatPayload(_Strict):
-    active_sessions: int = Field(ge=0)
-    capacity: int = Field(ge=0, le=100_000)
+    active_sessions: int = Field(ge=0, le=MAX_COUNT)
+    capacity: int = Field(ge=0, le=MAX_COUNT)
 
 
 class AckPayload(_Strict):
@@ -168,27 +206,27 @@ class AckPayload(_Strict):
 
 class CompletePayload(_Strict):
     command_id: Identifier
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: BoundedJson = Field(default_factory=dict)
 
 
 class FailedPayload(_Strict):
     command_id: Identifier
-    error: str = Field(max_length=4000)
+    error: Reason
     retryable: bool = False
 
 
 class StatusPayload(_Strict):
     session_id: Identifier
     state: Literal["exited"]
-    reason: str = Field(max_length=4000)
+    reason: Reason
 
 
 # --- payloads, control plane -> agent -------------------------------------------------
 
 
 class WelcomePayload(_Strict):
-    replica: str
-    heartbeat_interval: float = Field(gt=0)
+    replica: str = Field(max_length=255)
+    heartbeat_interval: float = Field(gt=0, le=86_400, allow_inf_nan=False)
 
 
 class CommandPayload(_Strict):
@@ -213,9 +251,9 @@ class TunnelPayload(_Strict):
 
 
 class ErrorPayload(_Strict):
-    code: str
-    message: str
-    ref: str | None = None
+    code: str = Field(max_length=64)
+    message: str = Field(max_length=MAX_TEXT)
+    ref: str | None = Field(default=None, max_length=64)
     """The ``id`` of the message this error answers, when there is one."""
 
 
@@ -227,8 +265,10 @@ def _new_id() -> str:
 
 
 class _Envelope(_Strict):
-    id: str = Field(default_factory=_new_id, min_length=1, max_length=64)
-    ts: float = Field(default_factory=time.time)
+    id: str = Field(
+        default_factory=_new_id, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$"
+    )
+    ts: float = Field(default_factory=time.time, ge=0, le=MAX_TS, allow_inf_nan=False)
 
 
 class Hello(_Envelope):
@@ -302,7 +342,10 @@ class ProtocolError(ValueError):
 
 
 def _check_size(frame: str | bytes) -> None:
-    size = len(frame.encode() if isinstance(frame, str) else frame)
+    try:
+        size = len(frame.encode() if isinstance(frame, str) else frame)
+    except UnicodeEncodeError:
+        raise ProtocolError("frame is not valid UTF-8 text") from None
     if size > MAX_FRAME_BYTES:
         raise ProtocolError(
             f"frame of {size} bytes exceeds the {MAX_FRAME_BYTES}-byte limit",
@@ -311,19 +354,24 @@ def _check_size(frame: str | bytes) -> None:
 
 
 def _describe(error: ValidationError) -> str:
+    """The first problem, in words; clipped, since names and values in it are the sender's."""
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "message"
     if first["type"] == "json_invalid":
         return "frame is not valid JSON"
     if first["type"] == "union_tag_invalid":
         return (
-            f"unknown message type: {first['input'].get('type')!r}"
+            f"unknown message type: {_clip(repr(first['input'].get('type')))}"
             if isinstance(first["input"], dict)
             else "unknown message type"
         )
     if first["type"] == "union_tag_not_found":
         return "message has no 'type'"
-    return f"invalid message at {where}: {first['msg']}"
+    return f"invalid message at {_clip(where)}: {_clip(first['msg'])}"
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def parse_agent_message(frame: str | bytes) -> AgentMessage:

@@ -183,3 +183,51 @@ async def test_silent_agent_is_dropped_after_three_missed_heartbeats(
         return row is not None and row.status == "offline"
 
     await eventually(offline, message="agent marked offline")
+
+
+async def test_heartbeat_out_of_range_is_refused_and_others_keep_beating(
+    api: ApiProcess, admin: httpx.AsyncClient, database: Database
+) -> None:
+    good = await ManualAgent.registered(api.url, "agent-good")
+    await good.connect()
+    liar = await ManualAgent.registered(api.url, "agent-liar")
+    await liar.connect()
+
+    await liar.send("heartbeat", {"active_sessions": 10**30, "capacity": 1})
+    await good.send("heartbeat", {"active_sessions": 3, "capacity": 10})
+
+    code, reason, _ = await liar.closed_with()
+    assert code == CloseCode.BAD_MESSAGE
+    assert reason == (
+        "invalid message at heartbeat.payload.active_sessions: Input should be less than or"
+        " equal to 100000"
+    )
+
+    async def recorded() -> bool:
+        row = await database.agent("agent-good")
+        return row is not None and row.active_sessions == 3
+
+    await eventually(recorded, message="the other agent's heartbeat recorded")
+    assert "could not record heartbeats" not in api.output()
+
+
+async def test_agent_leaving_before_its_hello_leaves_no_traceback(
+    api: ApiProcess, admin: httpx.AsyncClient
+) -> None:
+    agent = await ManualAgent.registered(api.url, "agent-shy")
+    for _ in range(3):
+        await agent.open()
+        await agent.close()
+        await agent.open(api_key="ssa_wrong")
+        await agent.close()
+
+    async def handled() -> bool:
+        log = api.output()
+        return (
+            log.count("closed by the agent before its hello") == 3
+            and log.count("rejecting agent connection: invalid agent credentials") == 3
+        )
+
+    await eventually(handled, message="every departure handled")
+    assert (await agent.connect()).type == "welcome"
+    assert "Traceback" not in api.output(), api.output()[-3000:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -232,8 +232,7 @@ async def test_close_from_either_end_and_reopen(cluster: Cluster) -> None:
     async with viewer(cluster.api, cluster.client, sid) as ws:
         await viewed(ws, sid)
         await cluster.action(sid, "stop")  # the session ends under the viewer
-        code, _reason = await closed_with(ws)
-        assert code in (1000, 4502), code
+        assert await closed_with(ws) == (4409, "session stopped")
     await cluster.state(sid, "terminated")
 
     async def no_viewers() -> bool:
@@ -408,3 +407,49 @@ async def test_stalled_viewer_buffers_boundedly(fake: Cluster) -> None:
 
 async def _grew(vnc: FakeVnc, held: int) -> bool:
     return vnc.sent[0] > held
+
+
+async def cut_off(
+    ws: ClientConnection, request: Callable[[], Awaitable[httpx.Response]]
+) -> tuple[int, str, float]:
+    """While the viewer streams, send ``request``; the close code and reason the viewer got,
+    and the seconds from the request to the close."""
+    assert isinstance(await ws.recv(), bytes)  # streaming
+    reader = asyncio.create_task(closed_with(ws, timeout=10))
+    began = time.monotonic()
+    response = await request()
+    assert response.status_code in (200, 202), response.text
+    code, reason = await reader
+    return code, reason, time.monotonic() - began
+
+
+async def test_revoking_the_agent_closes_its_tunnels_at_once(fake: Cluster) -> None:
+    sid = (await fake.launch("xterm"))["id"]
+    async with viewer(fake.api, fake.client, sid) as ws:
+        code, reason, took = await cut_off(
+            ws, lambda: fake.client.post("/api/v1/agents/fake-vnc-agent/revoke")
+        )
+    assert (code, reason) == (4403, "agent revoked")
+    assert took < 1.5, f"the viewer was closed {took:.2f} s after the revoke"
+
+    async def no_viewers() -> bool:
+        return (await session_state(fake.client, sid))["active_viewers"] == 0
+
+    await eventually(no_viewers, timeout=TIMEOUT, message="viewer count back to 0")
+    assert f"VNC tunnel to session {sid} closed by the control plane" in fake.api.output()
+
+
+async def test_stopping_the_session_closes_its_tunnels_at_once(fake: Cluster) -> None:
+    sid = (await fake.launch("xterm"))["id"]
+    other = (await fake.launch("xterm"))["id"]
+    async with (
+        viewer(fake.api, fake.client, sid) as ws,
+        viewer(fake.api, fake.client, other) as bystander,
+    ):
+        code, reason, took = await cut_off(
+            ws, lambda: fake.client.delete(f"/api/v1/sessions/{sid}")
+        )
+        assert (code, reason) == (4409, "session stopped")
+        assert took < 1.5, f"the viewer was closed {took:.2f} s after the stop"
+        for _ in range(20):  # another session's viewer goes on streaming
+            assert isinstance(await asyncio.wait_for(bystander.recv(), 5), bytes)

@@ -20,7 +20,14 @@ from tests.helpers import (
     session_state,
     wait_for_agent,
 )
-from tests.integration.test_vnc_tunnel import FakeVnc, closed_with, connect_token, viewed, ws_url
+from tests.integration.test_vnc_tunnel import (
+    FakeVnc,
+    closed_with,
+    connect_token,
+    cut_off,
+    viewed,
+    ws_url,
+)
 from tests.local_sessions import kill_session_processes
 from tests.processes import AgentProcess, replica_processes
 from tests.services import RedisServer
@@ -217,3 +224,62 @@ async def test_data_socket_landing_on_another_replica_is_forwarded(
         agent.kill()
         await balancer.close()
         vnc.stop()
+
+
+async def test_cuts_reach_the_viewers_replica(
+    processes: None, tmp_path: Path, pg_url: str, redis_server: RedisServer
+) -> None:
+    """Agent on pod-1, viewers on pod-2, the stop and the revoke sent to pod-3 (which holds
+    neither): the viewers are closed at once all the same, and so is the agent's connection."""
+    vnc = FakeVnc()
+    port = await vnc.start()
+    pods = replica_processes(
+        tmp_path,
+        database_url=pg_url,
+        redis_server=redis_server,
+        env={"INTERNAL_SECRET": SECRET},
+        count=3,
+    )
+    for pod in pods:
+        pod.start()
+    agent = AgentProcess(
+        tmp_path / "agent",
+        control_plane_url=pods[0].url,
+        agent_id="agent-on-pod-1",
+        extra_args=["--vnc-port", str(port)],
+    )
+    agent.start()
+    try:
+        async with logged_in(pods[1].url) as viewing, logged_in(pods[2].url) as admin:
+            await wait_for_agent(admin, "agent-on-pod-1", timeout=TIMEOUT)
+            stopped, revoked = [await running_session(admin, timeout=TIMEOUT) for _ in range(2)]
+
+            async def view(sid: str) -> ClientConnection:
+                ticket = await connect_token(viewing, sid)
+                return await connect(ws_url(pods[1], ticket["url"]), subprotocols=["binary"])
+
+            async with await view(stopped) as ws:
+                code, reason, took = await cut_off(
+                    ws, lambda: admin.delete(f"/api/v1/sessions/{stopped}")
+                )
+            assert (code, reason) == (4409, "session stopped")
+            assert took < 1.5, f"closed {took:.2f} s after the stop"
+
+            async with await view(revoked) as ws:
+                code, reason, took = await cut_off(
+                    ws, lambda: admin.post("/api/v1/agents/agent-on-pod-1/revoke")
+                )
+            assert (code, reason) == (4403, "agent revoked")
+            assert took < 1.5, f"closed {took:.2f} s after the revoke"
+
+            async def agent_offline() -> bool:
+                agents = (await admin.get("/api/v1/agents")).json()
+                return any(
+                    a["agent_id"] == "agent-on-pod-1" and a["status"] == "offline" for a in agents
+                )
+
+            await eventually(agent_offline, timeout=TIMEOUT, message="agent disconnected")
+    finally:
+        vnc.stop()
+        agent.kill()
+    assert "Unregistered agent: agent-on-pod-1" in pods[0].output()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamspace.agent.platforms.vnc_probe import unix_address
 from streamspace.agent.tunnel import run_tunnel, tunnel_url
+from streamspace.controlplane.hub.base import Cut
 from streamspace.controlplane.tunnels.endpoints import Closed, Gone, clip
 from streamspace.controlplane.tunnels.internal import agent_data_path, internal_url, session_path
 from streamspace.controlplane.tunnels.registry import TunnelRegistry
@@ -158,6 +160,41 @@ async def test_registry_refuses_sockets_after_the_viewer_gave_up() -> None:
     assert registry.claim(tunnel.tunnel_id, "a1") is None
     assert not tunnel.attach("late socket") and tunnel.finished.is_set()
     assert len(registry) == 0
+
+
+async def test_a_cut_ends_the_live_tunnels_it_names_and_the_relay_with_its_reason() -> None:
+    registry: TunnelRegistry[str] = TunnelRegistry()
+    with (
+        registry.live(agent_id="a1", session_id="s1") as first,
+        registry.live(agent_id="a1", session_id="s2") as second,
+        registry.live(agent_id="a2", session_id="s3") as other,
+    ):
+        assert registry.cut(Cut(4409, "session stopped", session_id="s2")) == 1
+        assert registry.cut(Cut(4403, "agent revoked", agent_id="a1")) == 1  # s2's is ended
+        assert first.result() == Closed(4403, "agent revoked")
+        assert second.result() == Closed(4409, "session stopped")
+        assert not other.done()
+
+        viewer, upstream = FakeEndpoint(), FakeEndpoint()
+        ending = await asyncio.wait_for(relay(viewer, upstream, Traffic(), cut=first), 5)
+    assert (ending.by, ending.code, ending.reason) == ("control plane", 4403, "agent revoked")
+    assert viewer.closed == (4403, "agent revoked")
+    assert upstream.closed is not None and upstream.closed[0] == 1000
+    assert registry.cut(Cut(4403, "agent revoked", agent_id="a2")) == 0  # gone with its block
+
+
+def test_cuts_travel_as_json_and_nothing_else_passes_for_one() -> None:
+    cut = Cut(4403, "agent revoked", agent_id="a1")
+    assert Cut.from_json(json.loads(json.dumps(cut.to_json()))) == cut
+    for bad in (
+        "a1",
+        [],
+        {"code": 4403},
+        {**cut.to_json(), "code": "4403"},
+        {**cut.to_json(), "x": 1},
+    ):
+        with pytest.raises(ValueError):
+            Cut.from_json(bad)
 
 
 def test_urls_and_reasons() -> None:

@@ -98,7 +98,9 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             db=db,
             hub=hub,
             dispatcher=dispatcher,
-            sessions=SessionService(db=db, settings=settings, ring=hub.ring, direct=dispatcher),
+            sessions=SessionService(
+                db=db, settings=settings, ring=hub.ring, direct=dispatcher, cut=hub.cut
+            ),
             heartbeats=HeartbeatRecorder(
                 db=db,
                 replica=settings.pod_name,
@@ -109,6 +111,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         )
         app.state.replica = replica
         await replica.tokens.start()
+        hub.on_cut(replica.tunnels.cut)
         generated = await ensure_admin(db, password=settings.streamspace_admin_password)
         if generated:
             replica.generated_admin_password = generated

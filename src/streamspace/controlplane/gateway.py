@@ -37,6 +37,7 @@ from streamspace.protocol import (
     ProtocolError,
     Welcome,
     WelcomePayload,
+    close_reason,
     parse_agent_message,
 )
 
@@ -73,8 +74,13 @@ class AgentGateway:
         except _Rejected as rejected:
             await _reject(websocket, rejected)
             return
-        except (WebSocketDisconnect, TimeoutError):
-            await _close_quietly(websocket, CloseCode.BAD_MESSAGE, "no hello received")
+        except WebSocketDisconnect:
+            log.info("agent connection closed by the agent before its hello")
+            return
+        except TimeoutError:
+            await _close_quietly(
+                websocket, CloseCode.BAD_MESSAGE, f"no hello received within {HELLO_TIMEOUT:g} s"
+            )
             return
         except Exception as exc:  # e.g. the database is down: the agent retries later
             log.warning("cannot accept agent connection now: %s", exc)
@@ -296,5 +302,6 @@ async def _reject(
 
 
 async def _close_quietly(websocket: WebSocket, code: CloseCode, reason: str) -> None:
-    with contextlib.suppress(RuntimeError):
-        await websocket.close(code=int(code), reason=reason[:120])
+    # The agent may be gone already (WebSocketDisconnect): nothing to close then.
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.close(code=int(code), reason=close_reason(reason))

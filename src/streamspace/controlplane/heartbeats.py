@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import utcnow
@@ -37,20 +40,45 @@ class HeartbeatRecorder:
         self._pending.pop(agent_id, None)
 
     async def flush(self) -> int:
-        """Write every noted heartbeat; returns how many. Kept for the next try on failure."""
+        """Write every noted heartbeat; returns how many were written.
+
+        All in one executemany; if the database refuses that, halves apart until the rows
+        it refuses stand alone: those are dropped (logged), so one agent's bad row never
+        fails the others' heartbeats. If the database is unreachable, what was not written
+        is kept for the next try and the error raised.
+        """
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
-        try:
-            async with self._db() as db, db.begin():
-                await agent_repo.record_heartbeats(
-                    db, replica=self._replica, beats=batch, at=utcnow()
-                )
-        except Exception:
-            for agent_id, beat in batch.items():  # newer notes win over the failed batch
-                self._pending.setdefault(agent_id, beat)
-            raise
-        return len(batch)
+        written = 0
+        parts = [list(batch.items())]
+        while parts:
+            part = parts.pop()
+            try:
+                await self._write(dict(part))
+            except Exception as exc:
+                if _unavailable(exc):
+                    for agent_id, beat in itertools.chain(part, *parts):
+                        self._pending.setdefault(agent_id, beat)  # newer notes win
+                    raise
+                if len(part) == 1:
+                    first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
+                    log.warning(
+                        "dropped the heartbeat of agent %s: the database refuses it (%s: %s)",
+                        part[0][0],
+                        type(exc).__name__,
+                        first_line,
+                    )
+                else:
+                    middle = len(part) // 2
+                    parts += [part[middle:], part[:middle]]
+                continue
+            written += len(part)
+        return written
+
+    async def _write(self, beats: dict[str, HeartbeatPayload]) -> None:
+        async with self._db() as db, db.begin():
+            await agent_repo.record_heartbeats(db, replica=self._replica, beats=beats, at=utcnow())
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -60,3 +88,10 @@ class HeartbeatRecorder:
                 await self.flush()
             except Exception as exc:
                 log.warning("could not record heartbeats (will retry): %s", exc)
+
+
+def _unavailable(error: Exception) -> bool:
+    """Whether writing failed because the database is unreachable (not because of a row)."""
+    if isinstance(error, OSError | TimeoutError | OperationalError | InterfaceError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from streamspace.controlplane.hub.connection import AgentConnection
@@ -13,6 +14,39 @@ Parcel = dict[str, Any]
 DoorbellHandler = Callable[[str, Parcel | None], None]
 """Called when an agent connected HERE has commands waiting: with the agent id and, when
 the ringer handed a command over with the doorbell, that command (the ringer's parcel)."""
+
+
+@dataclass(frozen=True)
+class Cut:
+    """End, on every replica, what an agent or a session has open: an agent's control
+    connection and VNC tunnels (``agent_id``), or a session's VNC tunnels (``session_id``);
+    each is closed with ``code`` and ``reason``."""
+
+    code: int
+    reason: str
+    agent_id: str | None = None
+    session_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Cut:
+        """Raises ValueError for anything but a cut as ``to_json`` writes it."""
+        if not isinstance(data, dict) or set(data) != {"code", "reason", "agent_id", "session_id"}:
+            raise ValueError("not a cut")
+        names = (data["agent_id"], data["session_id"])
+        if (
+            not isinstance(data["code"], int)
+            or not isinstance(data["reason"], str)
+            or not all(name is None or isinstance(name, str) for name in names)
+        ):
+            raise ValueError("not a cut")
+        return cls(**data)
+
+
+CutHandler = Callable[[Cut], object]
+"""Closes this replica's open VNC tunnels that a :class:`Cut` names."""
 
 
 class AgentHub(abc.ABC):
@@ -28,9 +62,25 @@ class AgentHub(abc.ABC):
         self.replica = replica
         self._local: dict[str, AgentConnection] = {}
         self._on_doorbell: DoorbellHandler | None = None
+        self._on_cut: CutHandler | None = None
 
     def on_doorbell(self, handler: DoorbellHandler) -> None:
         self._on_doorbell = handler
+
+    def on_cut(self, handler: CutHandler) -> None:
+        self._on_cut = handler
+
+    async def cut(self, cut: Cut) -> None:
+        """Apply ``cut`` here at once and on every other replica (a broadcast, for hubs that
+        share state); a replica that misses it still refuses new tunnels and connections,
+        which check the database."""
+        await self._cut_here(cut)
+
+    async def _cut_here(self, cut: Cut) -> None:
+        if self._on_cut is not None:
+            self._on_cut(cut)
+        if cut.agent_id is not None and (connection := self._local.get(cut.agent_id)):
+            await connection.close(cut.code, cut.reason)
 
     def local(self, agent_id: str) -> AgentConnection | None:
         """The connection of an agent if it is connected to this replica."""

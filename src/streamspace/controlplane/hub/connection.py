@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pydantic import BaseModel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from streamspace.protocol import CloseCode, encode
+from streamspace.protocol import close_reason, encode
 
 
 class AgentConnection:
@@ -71,7 +71,7 @@ class AgentConnection:
         async with self._send_lock:
             await self.websocket.send_text(encode(message))
 
-    async def close(self, code: CloseCode, reason: str) -> None:
+    async def close(self, code: int, reason: str) -> None:
         """Close with a code and reason; a no-op once closed."""
         if self.closed.is_set():
             return
@@ -80,7 +80,7 @@ class AgentConnection:
             # The peer already went away (RuntimeError, or WebSocketDisconnect when the
             # server reports the transport gone): there is nothing to close.
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await self.websocket.close(code=int(code), reason=reason[:120])
+                await self.websocket.close(code=int(code), reason=close_reason(reason))
 
     def __repr__(self) -> str:
         return f"<AgentConnection {self.agent_id} {self.connection_id[:8]}>"

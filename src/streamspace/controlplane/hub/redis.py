@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from streamspace import names
 from streamspace.controlplane import metrics
-from streamspace.controlplane.hub.base import AgentHub, Parcel
+from streamspace.controlplane.hub.base import AgentHub, Cut, Parcel
 from streamspace.controlplane.hub.connection import AgentConnection
 from streamspace.protocol import CloseCode
 
@@ -175,6 +175,17 @@ class RedisAgentHub(AgentHub):
         metrics.DOORBELLS.labels("delivered" if heard else "lost").inc()
         return bool(heard)
 
+    async def cut(self, cut: Cut) -> None:
+        await self._cut_here(cut)  # here at once, even while Redis is down
+        if not self._up:
+            log.warning("Redis unavailable: other replicas keep their tunnels of %s open", cut)
+            return
+        try:
+            await self._redis.publish(names.TUNNEL_CUTS_CHANNEL, json.dumps(cut.to_json()))
+        except (RedisError, OSError) as exc:
+            self._set_up(False, exc)
+            log.warning("could not tell the other replicas to close %s: %s", cut, exc)
+
     async def owner_of(self, agent_id: str) -> str | None:
         if agent_id in self._local:
             return self.replica
@@ -224,14 +235,18 @@ class RedisAgentHub(AgentHub):
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
+                    await pubsub.subscribe(self._channel, names.TUNNEL_CUTS_CHANNEL)
                     log.info(
                         "[AgentHub] Successfully subscribed to Redis channel: %s", self._channel
                     )
                     self._set_up(True)
                     await self._renew_all()  # Redis may have lost our keys (restart)
                     async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                        if message.get("type") != "message":
+                            continue
+                        if _text(message["channel"]) == names.TUNNEL_CUTS_CHANNEL:
+                            await self._heard_cut(message["data"])
+                        else:
                             self._heard(message["data"])
             except (RedisError, OSError) as exc:
                 self._set_up(False, exc)
@@ -252,6 +267,18 @@ class RedisAgentHub(AgentHub):
             return
         if isinstance(agent_id, str):
             self._ring_local(agent_id, parcel)
+
+    async def _heard_cut(self, data: bytes | str) -> None:
+        """A cut another replica (or this one) broadcast; applying it twice is harmless."""
+        try:
+            cut = Cut.from_json(json.loads(_text(data)))
+        except ValueError:
+            log.warning("ignoring a malformed cut on %s", names.TUNNEL_CUTS_CHANNEL)
+            return
+        try:
+            await self._cut_here(cut)
+        except Exception:  # never the subscriber's end (nor a reason to think Redis is down)
+            log.exception("could not apply %s", cut)
 
     async def _keep_alive_forever(self) -> None:
         """Renew the liveness key and every local registration (the reconcile loop of the
@@ -291,3 +318,7 @@ class RedisAgentHub(AgentHub):
                         "agent %s connected elsewhere since; closing here", connection.agent_id
                     )
                     await connection.close(CloseCode.REPLACED, "replaced by a newer connection")
+
+
+def _text(data: bytes | str) -> str:
+    return data.decode() if isinstance(data, bytes) else data

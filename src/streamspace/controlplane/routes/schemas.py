@@ -5,9 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from streamspace.bounds import (
+    MAX_COMMAND_ARGS,
+    MAX_ENV_VARS,
+    MAX_RESOURCES,
+    Arg,
+    EnvName,
+    EnvValue,
+    ResourceName,
+    ResourceValue,
+    check_launch_size,
+)
 from streamspace.controlplane.routes import text
 from streamspace.db.models import AgentCommand, Session, User
 from streamspace.protocol import VncEndpoint
@@ -48,15 +59,24 @@ class TemplateIn(_Input):
     display_name: str = Field(min_length=1, max_length=255)
     description: str = Field(default="", max_length=4000)
     image: str = Field(default="", max_length=512)
-    command: list[str] = Field(default_factory=list, max_length=64)
+    command: list[Arg] = Field(default_factory=list, max_length=MAX_COMMAND_ARGS)
     vnc_port: int = Field(default=5900, ge=1, le=65535)
-    resources: dict[str, str] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
+    resources: dict[ResourceName, ResourceValue] = Field(
+        default_factory=dict, max_length=MAX_RESOURCES
+    )
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_ENV_VARS)
     platform: str | None = Field(default=None, pattern=r"^(local|docker|kubernetes)$")
     persistent_home: StrictBool = False
     """Strict: ``0`` is not a boolean."""
     network: Literal["host", "none"] = "none"
     """``none``: the session has no network (local sandbox); ``host``: the host's network."""
+
+    @model_validator(mode="after")
+    def _fits_a_command(self) -> TemplateIn:
+        """Bounded as the agent protocol's ``SessionSpec`` is, so a saved template always
+        makes a start command within the agent's frame limit (422 here, never sent)."""
+        check_launch_size(self.command, self.env, self.resources)
+        return self
 
 
 class TemplateOut(TemplateIn):

@@ -7,13 +7,13 @@ so it can be neither stored nor sent back. Bodies are checked by their models (`
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+from streamspace.bounds import UNSTORABLE
+
 ERROR_TYPE = "unstorable_text"
 MESSAGE = "contains {character}: text may hold neither NUL nor lone surrogates"
 """The error's words; ``character`` is the escape of the character found (``\\x00``)."""
@@ -28,7 +28,7 @@ def unstorable(value: object) -> str | None:
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            found = _UNSTORABLE.search(item)
+            found = UNSTORABLE.search(item)
             if found:
                 return found.group().encode("unicode_escape").decode()
         elif isinstance(item, dict):

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.hub.base import AgentHub, Cut
 from streamspace.controlplane.secrets import digest, new_secret
 from streamspace.controlplane.services.errors import Conflict, NotFound, ServiceError
 from streamspace.db.engine import SessionFactory
@@ -70,23 +70,24 @@ async def register(
 
 
 async def set_approval(db: SessionFactory, hub: AgentHub, agent_id: str, approval: str) -> Agent:
-    """Approve or revoke; a revoked agent is disconnected at once."""
+    """Approve or revoke; a revoked agent is disconnected at once, and its VNC tunnels
+    closed, on every replica."""
     async with db() as session, session.begin():
         agent = await _get(session, agent_id)
         agent.approval = approval
-    if approval == "revoked" and (connection := hub.local(agent_id)) is not None:
-        await connection.close(CloseCode.FORBIDDEN, "agent revoked")
+    if approval == "revoked":
+        await hub.cut(Cut(CloseCode.FORBIDDEN, "agent revoked", agent_id=agent_id))
     return agent
 
 
 async def rotate_key(db: SessionFactory, hub: AgentHub, agent_id: str) -> tuple[Agent, str]:
-    """A new API key for the agent; the old one stops working (and its connection ends)."""
+    """A new API key for the agent; the old one stops working (its connection and VNC
+    tunnels end, on every replica)."""
     api_key = new_secret("ssa")
     async with db() as session, session.begin():
         agent = await _get(session, agent_id)
         agent.api_key_hash = digest(api_key)
-    if (connection := hub.local(agent_id)) is not None:
-        await connection.close(CloseCode.UNAUTHORIZED, "API key rotated")
+    await hub.cut(Cut(CloseCode.UNAUTHORIZED, "API key rotated", agent_id=agent_id))
     return agent, api_key
 
 

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.hub.base import Cut
 from streamspace.controlplane.services.errors import Conflict, NotFound
 from streamspace.controlplane.services.launches import LaunchWriter
 from streamspace.controlplane.services.specs import session_spec
@@ -18,7 +19,7 @@ from streamspace.db.models import AgentCommand, Session, User
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
-from streamspace.protocol import Action
+from streamspace.protocol import Action, CloseCode
 from streamspace.states import (
     ACTIVE_SESSION_STATES,
     FINAL_SESSION_STATES,
@@ -54,11 +55,18 @@ class SessionService:
     """Create, stop, hibernate and wake sessions on behalf of users."""
 
     def __init__(
-        self, *, db: SessionFactory, settings: ApiSettings, ring: Doorbell, direct: HandOff
+        self,
+        *,
+        db: SessionFactory,
+        settings: ApiSettings,
+        ring: Doorbell,
+        direct: HandOff,
+        cut: Callable[[Cut], Awaitable[None]],
     ) -> None:
         self._db = db
         self._settings = settings
         self._ring = ring
+        self._cut = cut
         self._direct = direct
         self._admission = asyncio.Semaphore(settings.session_request_concurrency)
         self._launches = LaunchWriter(db=db, settings=settings)
@@ -98,6 +106,7 @@ class SessionService:
                 Action.STOP_SESSION,
                 {"state": session.platform_state, "keep_home": False},
             )
+        await self._cut(Cut(CloseCode.NOT_RUNNING, "session stopped", session_id=session.id))
         await self._ring_agent(session)
         return session
 
@@ -107,6 +116,7 @@ class SessionService:
             session = await self._locked(db, user, session_id)
             _require(session, SessionState.RUNNING, "hibernated")
             await _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
+        await self._cut(Cut(CloseCode.NOT_RUNNING, "session hibernated", session_id=session.id))
         await self._ring_agent(session)
         return session
 

@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamspace.db.models import Session
 from streamspace.protocol import CloseCode, VncEndpoint
+from streamspace.protocol import close_reason as clip
 from streamspace.states import SessionState
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,6 @@ async def closed_on_failure(peer: Endpoint, what: str) -> AsyncIterator[None]:
     except Exception:
         log.exception("%s failed", what)
         await peer.close(CloseCode.INTERNAL_ERROR, "internal error")
-
-
-def clip(reason: str) -> str:
-    """A close reason that fits a close frame (123 bytes of UTF-8)."""
-    data = reason.encode()[:120]
-    return data.decode(errors="ignore")
 
 
 class AsgiEndpoint:

@@ -127,8 +127,9 @@ async def serve_internal(replica: Replica, websocket: WebSocket, session_id: str
             raise TunnelRefused(CloseCode.NOT_FOUND, "session not found")
         vnc = viewable_endpoint(session)
         assert session.agent_id is not None  # checked by viewable_endpoint
-        async with open_local(replica, session.agent_id, session.id, vnc) as agent:
-            await relay(peer, agent, Traffic())
+        with replica.tunnels.live(agent_id=session.agent_id, session_id=session.id) as cut:
+            async with open_local(replica, session.agent_id, session.id, vnc) as agent:
+                await relay(peer, agent, Traffic(), cut=cut)
 
 
 def check_secret(replica: Replica, headers: Headers) -> None:

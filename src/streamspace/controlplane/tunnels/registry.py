@@ -1,4 +1,5 @@
-"""Tunnels of this replica waiting for their agent to dial the data socket back."""
+"""Tunnels of this replica: those waiting for their agent to dial the data socket back, and
+those open (relaying), so that revoking an agent or stopping a session closes them at once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from streamspace.controlplane.hub.base import Cut
+from streamspace.controlplane.tunnels.endpoints import Closed
 
 S = TypeVar("S")
 
@@ -31,6 +35,15 @@ class PendingTunnel(Generic[S]):
         return True
 
 
+@dataclass(eq=False)
+class LiveTunnel:
+    """An open tunnel's relay; it ends with ``cut``'s close as soon as that is set."""
+
+    agent_id: str
+    session_id: str
+    cut: asyncio.Future[Closed] = field(default_factory=asyncio.Future)
+
+
 class TunnelRegistry(Generic[S]):
     """Per replica: ``tunnel_id`` → the tunnel waiting for its agent's data socket.
 
@@ -40,6 +53,7 @@ class TunnelRegistry(Generic[S]):
 
     def __init__(self) -> None:
         self._waiting: dict[str, PendingTunnel[S]] = {}
+        self._live: set[LiveTunnel] = set()
         self.open_tunnels = 0
 
     def __len__(self) -> int:
@@ -74,3 +88,24 @@ class TunnelRegistry(Generic[S]):
             return None
         del self._waiting[tunnel_id]
         return tunnel
+
+    @contextmanager
+    def live(self, *, agent_id: str, session_id: str) -> Iterator[asyncio.Future[Closed]]:
+        """Hold a relay of this replica (a viewer's, or one relayed from another replica)
+        for the duration of the block; the future is set when a cut names it."""
+        tunnel = LiveTunnel(agent_id=agent_id, session_id=session_id)
+        self._live.add(tunnel)
+        try:
+            yield tunnel.cut
+        finally:
+            self._live.discard(tunnel)
+
+    def cut(self, cut: Cut) -> int:
+        """End the live tunnels of ``cut``'s agent or session; returns how many."""
+        ended = 0
+        for tunnel in list(self._live):
+            named = tunnel.agent_id == cut.agent_id or tunnel.session_id == cut.session_id
+            if named and not tunnel.cut.done():
+                tunnel.cut.set_result(Closed(cut.code, cut.reason))
+                ended += 1
+        return ended

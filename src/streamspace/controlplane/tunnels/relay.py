@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from streamspace.controlplane.tunnels.endpoints import Closed, Endpoint, Gone
 from streamspace.protocol import CloseCode
@@ -39,7 +40,7 @@ class Ending:
     """How a relay ended: who ended it and the close it sent to the other side."""
 
     by: str
-    """``viewer`` or ``upstream``."""
+    """``viewer``, ``upstream`` or ``control plane`` (a cut: agent revoked, session stopped)."""
     code: int
     reason: str
 
@@ -77,16 +78,29 @@ def upstream_close(closed: Closed) -> tuple[int, str]:
     return CloseCode.TUNNEL_FAILED, f"tunnel to the agent lost (code {closed.code}{detail})"
 
 
-async def relay(viewer: Endpoint, upstream: Endpoint, traffic: Traffic) -> Ending:
-    """Relay until one side ends; close the other. Both sockets are closed on return."""
+async def relay(
+    viewer: Endpoint,
+    upstream: Endpoint,
+    traffic: Traffic,
+    *,
+    cut: asyncio.Future[Closed] | None = None,
+) -> Ending:
+    """Relay until one side ends, or ``cut`` is set; close the other (or, on a cut, both:
+    the viewer with the cut's code and reason). Both sockets are closed on return."""
     down = asyncio.create_task(_pump(upstream, viewer, traffic, to_viewer=True))
     up = asyncio.create_task(_pump(viewer, upstream, traffic, to_viewer=False))
+    waiting: set[asyncio.Future[Any]] = {down, up} if cut is None else {down, up, cut}
     try:
-        done, _ = await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (down, up):
             task.cancel()
         await asyncio.gather(down, up, return_exceptions=True)
+    if cut is not None and cut in done:
+        closed = cut.result()
+        await viewer.close(closed.code, closed.reason)
+        await upstream.close(CloseCode.NORMAL, closed.reason)
+        return Ending("control plane", closed.code, closed.reason)
     if up in done:
         ending = await _viewer_ended(up.result(), viewer, upstream)
     else:

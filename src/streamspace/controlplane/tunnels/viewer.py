@@ -24,6 +24,7 @@ from streamspace.controlplane.state import Replica
 from streamspace.controlplane.tunnels import internal, upstream
 from streamspace.controlplane.tunnels.endpoints import (
     AsgiEndpoint,
+    Closed,
     Endpoint,
     TunnelRefused,
     closed_on_failure,
@@ -56,8 +57,9 @@ async def serve_viewer(replica: Replica, websocket: WebSocket, session_id: str) 
     viewer = AsgiEndpoint(websocket)
     async with closed_on_failure(viewer, f"VNC tunnel to session {session_id}"):
         target = await admit(replica, session_id, websocket.query_params.get("token", ""))
-        async with open_upstream(replica, target) as agent_side:
-            await _view(replica, target, viewer, agent_side)
+        with replica.tunnels.live(agent_id=target.agent_id, session_id=target.session_id) as cut:
+            async with open_upstream(replica, target) as agent_side:
+                await _view(replica, target, viewer, agent_side, cut)
 
 
 async def admit(replica: Replica, session_id: str, token: str) -> Target:
@@ -96,7 +98,13 @@ async def open_upstream(replica: Replica, target: Target) -> AsyncIterator[Endpo
         yield remote
 
 
-async def _view(replica: Replica, target: Target, viewer: Endpoint, agent: Endpoint) -> None:
+async def _view(
+    replica: Replica,
+    target: Target,
+    viewer: Endpoint,
+    agent: Endpoint,
+    cut: asyncio.Future[Closed],
+) -> None:
     traffic = Traffic()
     began = time.monotonic()
     sid, here = target.session_id, replica.settings.pod_name
@@ -105,7 +113,7 @@ async def _view(replica: Replica, target: Target, viewer: Endpoint, agent: Endpo
     )
     ticker = asyncio.create_task(_activity(replica, sid, traffic))
     try:
-        ending = await relay(viewer, agent, traffic)
+        ending = await relay(viewer, agent, traffic, cut=cut)
     finally:
         ticker.cancel()
         await asyncio.gather(ticker, return_exceptions=True)
