@@ -26,7 +26,8 @@ MAX_TS = 1e11
 """Latest plausible envelope timestamp (seconds since the epoch; year 5138)."""
 
 MAX_COMMAND_ARGS = 64
-MAX_ARG_CHARS = 1024
+MAX_ARG_CHARS = 8 * 1024
+"""An argument may be a whole ``sh -c`` script; ``MAX_LAUNCH_BYTES`` bounds them together."""
 MAX_ENV_VARS = 64
 MAX_ENV_VALUE_CHARS = 1024
 MAX_RESOURCES = 16

@@ -105,15 +105,22 @@ UNIX_PREFIX = "unix:"
 """How a Unix-socket endpoint is written where a host name goes (``sessions.vnc_host``)."""
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 class VncEndpoint(_Strict):
     """Where a session's VNC server listens, as seen from the agent's host: TCP ``host`` and
     ``port`` (Docker), or the path of a Unix socket only the agent can open (``unix``, the
     local platform). Exactly one of the two forms; ``{"host", "port"}`` of older agents and
     control planes stays valid."""
 
-    host: str | None = Field(default=None, min_length=1, max_length=255)
-    port: int | None = Field(default=None, ge=1, le=65535)
-    unix: str | None = Field(default=None, min_length=2, max_length=255, pattern=r"^/")
+    # The form not in use is left out when sent (``{"host", "port"}`` or ``{"unix"}``).
+    host: str | None = Field(default=None, min_length=1, max_length=255, exclude_if=_is_none)
+    port: int | None = Field(default=None, ge=1, le=65535, exclude_if=_is_none)
+    unix: str | None = Field(
+        default=None, min_length=2, max_length=255, pattern=r"^/", exclude_if=_is_none
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> VncEndpoint:

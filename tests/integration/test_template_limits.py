@@ -27,7 +27,7 @@ async def test_an_oversized_template_is_refused_in_words_and_not_saved(
     )
     assert bad_name.status_code == 422 and "should match pattern" in bad_name.text, bad_name.text
 
-    template["command"] = ["x" * MAX_ARG_CHARS] * 4
+    template["command"] = ["x" * (MAX_LAUNCH_BYTES // 8)] * 4
     saved = await admin.post("/api/v1/templates", json=template)
     assert saved.status_code == 201, saved.text
     replaced = await admin.put("/api/v1/templates/huge", json={**template, "command": ["x"] * 65})

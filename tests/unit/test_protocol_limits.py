@@ -126,7 +126,7 @@ def test_the_largest_template_makes_commands_within_the_frame_limit() -> None:
         ({"command": ["x"] * (MAX_COMMAND_ARGS + 1)}, "at most 64 items"),
         ({"env": {f"V{i}": "" for i in range(MAX_ENV_VARS + 1)}}, "at most 64 items"),
         ({"env": {"BAD=NAME": "x"}}, "should match pattern"),
-        ({"env": {"V": "nul\x00"}}, "NUL character"),
+        ({"env": {"V": "nul\x00"}}, "NUL"),
         ({"resources": {"cpu": "1" * 65}}, "at most 64 characters"),
     ],
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
-from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
@@ -40,7 +39,15 @@ async def readyz(replica: ReplicaDep, response: Response) -> dict[str, str]:
     return {"status": "ok" if response.status_code != 503 else "unavailable", **checks}
 
 
-@router.get("/metrics", response_class=PlainTextResponse, responses=errors(401, 403))
+@router.get(
+    "/metrics",
+    # Declared here, not as the route's response class: that would give the JSON errors
+    # its text/plain media type in the description.
+    responses={
+        200: {"description": "Prometheus exposition format", "content": {"text/plain": {}}},
+        **errors(401, 403),
+    },
+)
 async def prometheus_metrics(_admin: AdminDep, replica: ReplicaDep) -> Response:
     """Prometheus metrics (an administrator's token; Prometheus itself scrapes METRICS_PORT)."""
     body = await exposition(hub=replica.hub, db=replica.db)

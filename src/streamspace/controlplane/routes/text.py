@@ -45,6 +45,7 @@ def document_no_nul(schema: dict[str, Any]) -> None:
     pending = list(schema.get("properties", {}).values())
     while pending:
         item = pending.pop()
+        _key_pattern_as_property_names(item)
         if item.get("type") == "string" and "pattern" not in item and "enum" not in item:
             item["pattern"] = NO_NUL_PATTERN
         if isinstance(item.get("additionalProperties"), dict):
@@ -53,6 +54,19 @@ def document_no_nul(schema: dict[str, Any]) -> None:
             if isinstance(item.get(key), dict):
                 pending.append(item[key])
         pending.extend(item.get("anyOf", ()))
+
+
+def _key_pattern_as_property_names(item: dict[str, Any]) -> None:
+    """Pydantic says "keys match this pattern" as ``patternProperties``, which leaves keys that
+    do not match unconstrained; the model refuses them, so say so: the pattern goes to
+    ``propertyNames`` and its value schema to ``additionalProperties``."""
+    patterns = item.get("patternProperties")
+    if not isinstance(patterns, dict) or len(patterns) != 1:
+        return
+    ((pattern, values),) = patterns.items()
+    del item["patternProperties"]
+    item["propertyNames"] = {**item.get("propertyNames", {}), "pattern": pattern}
+    item["additionalProperties"] = values
 
 
 async def storable_url(request: Request) -> None:
