@@ -326,3 +326,64 @@ def test_secrets_are_made_in_the_cluster_not_committed(rendered: dict[str, Rende
     assert (
         f":{postgres['POSTGRES_PASSWORD']}@streamspace-postgres:5432/" in postgres["DATABASE_URL"]
     )
+
+
+_KUBECTL_OBJECT = re.compile(
+    r"kubectl -n streamspace (?:exec|logs|scale|rollout status|port-forward|get)"
+    r"(?: [a-z]+)? ((?:deployment|statefulset|service)/[a-z0-9-]+)"
+)
+_KINDS = {"deployment": "Deployment", "statefulset": "StatefulSet", "service": "Service"}
+
+
+def test_the_documented_commands_name_rendered_objects(rendered: dict[str, Rendered]) -> None:
+    docs = KUSTOMIZE_ROOT.parents[1] / "docs" / "kubernetes.md"
+    readme = KUSTOMIZE_ROOT.parents[1] / "README.md"
+    named = {m for path in (docs, readme) for m in _KUBECTL_OBJECT.findall(path.read_text())}
+    assert {"deployment/streamspace-redis", "deployment/streamspace-api"} <= named
+    for reference in named:
+        kind, name = reference.split("/")
+        rendered["k3s"].get(_KINDS[kind], name)
+    forwarded = re.search(r"port-forward service/streamspace-api (\d+):(\d+)", docs.read_text())
+    assert forwarded
+    service = rendered["k3s"].get("Service", "streamspace-api")
+    assert int(forwarded.group(2)) in [p["port"] for p in service["spec"]["ports"]]
+
+
+def _container_environment(variables: dict[str, Obj], values: dict[str, str]) -> dict[str, str]:
+    """The environment the kubelet would give: ``values`` for valueFrom entries, and
+    ``$(NAME)`` expanded from the variables defined before (as Kubernetes does)."""
+    environment: dict[str, str] = {}
+    for name, var in variables.items():
+        if "valueFrom" in var:
+            environment[name] = values[name]
+        else:
+            environment[name] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda m: environment.get(m.group(1), m.group(0)),
+                var["value"],
+            )
+    return environment
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_api_environment_is_accepted_by_the_settings(
+    overlay: str, rendered: dict[str, Rendered], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {
+        "DATABASE_URL": "postgresql://streamspace:pw@streamspace-postgres:5432/streamspace",
+        "INTERNAL_SECRET": "s",
+        "AGENT_BOOTSTRAP_KEY": "b",
+        "STREAMSPACE_ADMIN_PASSWORD": "a",
+        "POD_NAME": "streamspace-api-7cb94c5d8f-tgtl6",
+        "POD_IP": "10.42.0.7",
+    }
+    variables = env(rendered[overlay].get("Deployment", "streamspace-api"), "api")
+    for name, value in _container_environment(variables, secrets).items():
+        monkeypatch.setenv(name, value)
+    settings = ApiSettings()
+    assert settings.agenthub_redis_enabled
+    assert settings.pod_name == "streamspace-api-7cb94c5d8f-tgtl6"
+    assert settings.advertised_url == "http://10.42.0.7:8080"
+    assert settings.redis_db == 1  # the report's `redis-cli -n 1`
+    assert not settings.is_sqlite
+    assert settings.redis_host == "streamspace-redis" or settings.redis_sentinels

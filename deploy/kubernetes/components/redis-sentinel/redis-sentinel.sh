@@ -3,7 +3,7 @@
 # Both ask the Sentinels for the current master first, so a pod that restarts after a
 # failover rejoins as a replica of the new master instead of claiming to be the master.
 set -eu
-SELF="$HOSTNAME.streamspace-redis-node"
+SELF="${HOSTNAME:-$(hostname)}.streamspace-redis-node"
 FIRST="streamspace-redis-node-0.streamspace-redis-node"
 
 current_master() {
