@@ -387,3 +387,20 @@ def test_api_environment_is_accepted_by_the_settings(
     assert settings.redis_db == 1  # the report's `redis-cli -n 1`
     assert not settings.is_sqlite
     assert settings.redis_host == "streamspace-redis" or settings.redis_sentinels
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_keeps_websockets_open(overlay: str, rendered: dict[str, Rendered]) -> None:
+    objects = rendered[overlay]
+    ingress = objects.get("Ingress", "streamspace")
+    annotations = ingress["metadata"]["annotations"]
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600
+    expected_class = {"k3s": "traefik"}.get(overlay, "nginx")
+    assert ingress["spec"]["ingressClassName"] == expected_class
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert path["path"] == "/"
+    backend = path["backend"]["service"]
+    service = objects.get("Service", backend["name"])
+    assert backend["port"]["name"] in [p["name"] for p in service["spec"]["ports"]]

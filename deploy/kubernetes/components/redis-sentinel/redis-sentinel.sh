@@ -44,7 +44,7 @@ sentinel down-after-milliseconds mymaster 5000
 sentinel failover-timeout mymaster 60000
 sentinel parallel-syncs mymaster 1
 CONF
-    exec redis-sentinel /sentinel/sentinel.conf
+    exec redis-server /sentinel/sentinel.conf --sentinel
     ;;
 *)
     echo "usage: $0 redis|sentinel" >&2
