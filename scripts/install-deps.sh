@@ -11,7 +11,10 @@
 #   2. .venv (python3 -m venv) + `pip install -e '.[dev]'` when the venv is missing or
 #      pyproject.toml is newer than the stamp .venv/.installed
 #   3. npm packages when package.json exists and node_modules is missing or stale
-#   4. (test) dockerd started in the background unless a Docker daemon answers
+#   4. (test) .venv-tools: checkov, the manifest scanner of tests/deploy, in a venv of its
+#      own because it pins `packaging<24` and pytest 9 needs `packaging>=24`
+#      (requirements-tools.txt has the range, constraints-tools.txt the exact pins)
+#   5. (test) dockerd started in the background unless a Docker daemon answers
 #      (scripts/start-dockerd.sh; `make run` never needs Docker)
 set -euo pipefail
 
@@ -122,7 +125,26 @@ if [[ -f package.json ]]; then
     fi
 fi
 
-# --- 4. Docker daemon (tests only) -----------------------------------------------------
+# --- 4. Manifest scanner venv (tests only) ---------------------------------------------
+TOOLS_VENV="$ROOT/.venv-tools"
+TOOLS_STAMP="$TOOLS_VENV/.installed"
+if [[ "$MODE" == test ]]; then
+    if [[ ! -x "$TOOLS_VENV/bin/python" ]]; then
+        say "create virtualenv .venv-tools"
+        rm -f "$TOOLS_STAMP"
+        run_logged venv-tools python3 -m venv "$TOOLS_VENV" || die "python3 -m venv .venv-tools failed"
+    fi
+    if [[ ! -f "$TOOLS_STAMP" || requirements-tools.txt -nt "$TOOLS_STAMP" ||
+        constraints-tools.txt -nt "$TOOLS_STAMP" ]]; then
+        say "pip install -r requirements-tools.txt -c constraints-tools.txt into .venv-tools"
+        run_logged pip-tools "$TOOLS_VENV/bin/pip" install --disable-pip-version-check -q \
+            -c constraints-tools.txt -r requirements-tools.txt ||
+            die "pip install -r requirements-tools.txt failed"
+        touch "$TOOLS_STAMP"
+    fi
+fi
+
+# --- 5. Docker daemon (tests only) -----------------------------------------------------
 if [[ "$MODE" == test ]]; then
     bash "$ROOT/scripts/start-dockerd.sh" || die "could not start dockerd"
 fi
