@@ -50,6 +50,13 @@ def test_the_dockerfile_configures_the_image_like_the_builder() -> None:
     assert "pip install --no-cache-dir -c /src/constraints.txt /src" in joined(DOCKERFILE)
 
 
+def test_the_dockerfile_installs_what_the_digest_covers() -> None:
+    lines = joined(DOCKERFILE).splitlines()
+    from_context = [line.split()[1:-1] for line in lines if line.startswith("COPY ")]
+    copied = [name for names in from_context if "--from" not in names[0] for name in names]
+    assert sorted(copied) == sorted([*server_recipe.SOURCES, "README.md"])
+
+
 def test_the_build_context_holds_what_the_digest_covers() -> None:
     kept = [
         line[1:]
