@@ -31,10 +31,13 @@ def server_image() -> str:
 @pytest.fixture
 async def api_container(server_image: str) -> AsyncIterator[str]:
     """``streamspace api`` (the image's default command) with SQLite on a tmpfs, its port
-    published on loopback only."""
+    published on loopback only, locked down as deploy/kubernetes runs it (read-only root,
+    no capabilities, no privilege escalation)."""
     name = f"streamspace-image-test-{uuid.uuid4().hex[:8]}"
     await docker(
         *("run", "--detach", "--name", name, "--publish", "127.0.0.1::8080"),
+        *("--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL"),
+        *("--security-opt", "no-new-privileges"),
         *("--tmpfs", "/data:rw,mode=1777", "--env", "DATABASE_URL=sqlite:////data/ss.db"),
         server_image,
     )
