@@ -1,7 +1,8 @@
-"""Docker for tests: a running dockerd, the session image, the ``docker`` CLI, leftover checks.
+"""Docker for tests: a running dockerd, the images, the ``docker`` CLI, leftover checks.
 
 ``ensure_docker()`` starts dockerd when none answers (scripts/start-dockerd.sh) and builds
-the session image with the real builder (cached by tag, so only the first run pays for it);
+the session image with the real builder (cached by tag, so only the first run pays for it;
+``ensure_server_image()`` does the same for the StreamSpace image of this checkout);
 it fails, never skips, when Docker cannot run here. ``DockerScope`` gives a test its own
 agent id and user and, at the end, fails the test for any container, volume or network of
 ours that it left behind (removing them, so the next run starts clean).
@@ -24,20 +25,36 @@ from rich.console import Console
 from streamspace.agent.platforms.docker import AGENT_LABEL, HOME_LABEL, LABEL, SESSION_LABEL
 from streamspace.images.builder import build_session_image
 from streamspace.images.recipe import DEFAULT_TAG
+from streamspace.images.server_builder import build_server_image
 
-START_DOCKERD = Path(__file__).parents[1] / "scripts" / "start-dockerd.sh"
+CHECKOUT = Path(__file__).parents[1]
+START_DOCKERD = CHECKOUT / "scripts" / "start-dockerd.sh"
+SERVER_TAG = "streamspace/streamspace:test"
+"""The tests' own tag: building this checkout's code never replaces an operator's image."""
 
 
-def ensure_docker() -> str:
-    """A running daemon and the session image; returns the image's tag."""
+def ensure_dockerd() -> None:
+    """A running daemon (started when none answers)."""
     started = subprocess.run(["bash", str(START_DOCKERD)], capture_output=True, text=True)
     if started.returncode != 0:
         raise RuntimeError(
             "the Docker tests need a running dockerd (scripts/install-deps.sh test installs "
             f"docker.io):\n{started.stdout}{started.stderr}"
         )
+
+
+def ensure_docker() -> str:
+    """A running daemon and the session image; returns the image's tag."""
+    ensure_dockerd()
     build_session_image(tag=DEFAULT_TAG, console=Console(stderr=True))
     return DEFAULT_TAG
+
+
+def ensure_server_image() -> str:
+    """A running daemon and the StreamSpace image of this checkout; returns its tag."""
+    ensure_dockerd()
+    build_server_image(source=CHECKOUT, tag=SERVER_TAG, console=Console(stderr=True))
+    return SERVER_TAG
 
 
 async def docker(*args: str, check: bool = True) -> str:

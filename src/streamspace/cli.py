@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ import typer
 from streamspace import logs
 from streamspace.config import DEFAULT_DATA_DIR, AgentSettings, ApiSettings
 from streamspace.images.recipe import DEFAULT_TAG as DEFAULT_SESSION_IMAGE
+from streamspace.images.server_recipe import DEFAULT_TAG as DEFAULT_SERVER_IMAGE
 from streamspace.memory import tune_garbage_collection
 from streamspace.protocol import PlatformName
 
@@ -21,7 +23,9 @@ app = typer.Typer(
 )
 users_app = typer.Typer(help="Manage local users.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-images_app = typer.Typer(help="Session images for the docker platform.", no_args_is_help=True)
+images_app = typer.Typer(
+    help="Images: the docker platform's sessions, and StreamSpace itself.", no_args_is_help=True
+)
 app.add_typer(images_app, name="images")
 
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
@@ -148,16 +152,46 @@ def users_create(
     typer.echo(f"created {role} {username!r}")
 
 
+class ImageName(StrEnum):
+    """The images ``streamspace images build`` makes."""
+
+    SESSION = "session"
+    STREAMSPACE = "streamspace"
+
+
 @images_app.command("build")
 def images_build(
-    tag: Annotated[str, typer.Option(help="Tag of the image.")] = DEFAULT_SESSION_IMAGE,
+    image: Annotated[
+        ImageName,
+        typer.Option(help="session: the docker platform's sessions; streamspace: api and agent."),
+    ] = ImageName.SESSION,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Tag of the image (default: {DEFAULT_SESSION_IMAGE}, "
+            f"or {DEFAULT_SERVER_IMAGE} for --image streamspace)."
+        ),
+    ] = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(help="Repository to build --image streamspace from (default: this checkout)."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the tag is up to date.")] = False,
 ) -> None:
-    """Build the session image from Debian packages (debootstrap + docker import)."""
+    """Build an image from Debian packages (debootstrap + docker import), no registry needed."""
     from streamspace.images.builder import BuildError, build_session_image
+    from streamspace.images.server_builder import build_server_image, default_source
 
     try:
-        build_session_image(tag=tag, force=force)
+        if image is ImageName.SESSION:
+            if source is not None:
+                raise BuildError("--source is for --image streamspace only")
+            build_session_image(tag=tag or DEFAULT_SESSION_IMAGE, force=force)
+            return
+        source = source or default_source()
+        if source is None:
+            raise BuildError("this streamspace is not a checkout: name one with --source")
+        build_server_image(source=source, tag=tag or DEFAULT_SERVER_IMAGE, force=force)
     except BuildError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -5,39 +5,26 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from streamspace.agent.platforms.resources import Limits, parse_limits
 from streamspace.images import recipe
+from tests.dockerfiles import IMAGES, apt_packages, env, instructions
 
-DOCKERFILE = Path(__file__).parents[2] / "deploy" / "images" / "session" / "Dockerfile"
-
-
-def joined() -> str:
-    """The Dockerfile with continuation lines joined."""
-    return re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-
-
-def instructions() -> dict[str, str]:
-    """The Dockerfile's instructions (continuation lines joined), last one of each kind."""
-    text = joined()
-    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    return {line.split()[0]: line.split(maxsplit=1)[1] for line in lines}
+DOCKERFILE = IMAGES / "session" / "Dockerfile"
 
 
 def test_the_dockerfile_installs_the_recipe_packages() -> None:
-    (install,) = re.findall(r"apt-get install ([^&]*)", joined())
-    assert [word for word in install.split() if not word.startswith("-")] == list(recipe.PACKAGES)
+    assert apt_packages(DOCKERFILE) == list(recipe.PACKAGES)
 
 
 def test_the_dockerfile_configures_the_image_like_the_builder() -> None:
-    found = instructions()
+    found = instructions(DOCKERFILE)
     config = recipe.image_config()
     assert json.loads(found["ENTRYPOINT"]) == config["ENTRYPOINT"]
     assert json.loads(found["CMD"]) == config["CMD"]
-    assert dict(item.split("=", 1) for item in found["ENV"].split()) == config["ENV"]
+    assert env(DOCKERFILE) == config["ENV"]
     assert (found["USER"], found["WORKDIR"], found["EXPOSE"]) == (
         config["USER"],
         config["WORKDIR"],

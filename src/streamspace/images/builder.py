@@ -1,6 +1,8 @@
-"""The offline session-image builder: ``debootstrap`` a Debian rootfs, then ``docker import``.
+"""The offline image builder: ``debootstrap`` a Debian rootfs, add a user and the image's
+files, then ``docker import``. Makes the session image (here) and the StreamSpace image
+(``server_builder``).
 
-No registry needed, only a Debian mirror. The image is cached by tag: an image under that
+No registry needed, only a Debian mirror. An image is cached by tag: an image under that
 tag built from the same recipe (its ``streamspace.recipe`` label) is kept unless forced.
 """
 
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -24,6 +27,7 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "streamspace" / "debootstrap"
 """Downloaded .deb files, so a forced rebuild does not fetch them again."""
 _TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man")
 """Directories emptied before import: the image needs none of them."""
+_CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
 
 
 class BuildError(RuntimeError):
@@ -45,6 +49,34 @@ def image_recipe(tag: str) -> str | None:
     return str(labels.get(recipe.RECIPE_LABEL, ""))
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """One image as the builder makes it: a Debian rootfs with ``packages`` and a user,
+    then the image's own files (``install``), imported with ``changes``."""
+
+    name: str
+    packages: tuple[str, ...]
+    user: str
+    uid: int
+    digest: str
+    changes: list[str]
+    install: Callable[[Path, Callable[[str], None]], None]
+    """Puts the image's files into the rootfs (the user exists); says what it does in words."""
+
+
+def session_recipe() -> Recipe:
+    """The session image: Xvnc, a window manager, the default apps and the entrypoint."""
+    return Recipe(
+        name="session",
+        packages=recipe.PACKAGES,
+        user=recipe.USER,
+        uid=recipe.UID,
+        digest=recipe.digest(),
+        changes=recipe.docker_changes(),
+        install=_install_entrypoint,
+    )
+
+
 def build_session_image(
     *,
     tag: str = recipe.DEFAULT_TAG,
@@ -54,11 +86,31 @@ def build_session_image(
     cache_dir: Path = DEFAULT_CACHE_DIR,
 ) -> bool:
     """Build the session image as ``tag`` unless it is cached; return whether it was built."""
+    return build_image(
+        session_recipe(),
+        tag=tag,
+        force=force,
+        console=console,
+        work_dir=work_dir,
+        cache_dir=cache_dir,
+    )
+
+
+def build_image(
+    image: Recipe,
+    *,
+    tag: str,
+    force: bool = False,
+    console: Console | None = None,
+    work_dir: Path | None = None,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+) -> bool:
+    """Build ``image`` as ``tag`` unless it is cached; return whether it was built."""
     console = console or Console(stderr=True)
     if shutil.which("docker") is None:
         raise BuildError("the docker command is not installed")
-    if not force and image_recipe(tag) == recipe.digest():
-        console.print(f"{tag}: up to date (recipe {recipe.digest()}), not rebuilt")
+    if not force and image_recipe(tag) == image.digest:
+        console.print(f"{tag}: up to date (recipe {image.digest}), not rebuilt")
         return False
     if shutil.which("debootstrap") is None:
         raise BuildError("debootstrap is not installed (apt-get install debootstrap)")
@@ -69,30 +121,37 @@ def build_session_image(
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console) as progress:
-            _debootstrap(rootfs, cache_dir, progress)
-            step = progress.add_task("adding the session user and entrypoint")
-            _customise(rootfs)
-            progress.update(step, description="docker import", completed=1, total=1)
-            _import(rootfs, tag)
-            progress.update(step, description=f"imported as {tag}")
+            _debootstrap(rootfs, image.packages, cache_dir, progress)
+            step = progress.add_task(f"{image.name}: adding the user {image.user}")
+            useradd = ["useradd", "--create-home", "--uid", str(image.uid), "--shell", "/bin/bash"]
+            chroot(rootfs, [*useradd, image.user])
+            image.install(
+                rootfs, lambda words: progress.update(step, description=f"{image.name}: {words}")
+            )
+            _trim(rootfs)
+            progress.update(step, description=f"{image.name}: docker import")
+            _import(rootfs, tag, image.changes)
+            progress.update(step, description=f"imported as {tag}", completed=1, total=1)
     finally:
         _remove_rootfs(rootfs)
-    console.print(f"{tag}: built (recipe {recipe.digest()})")
+    console.print(f"{tag}: built (recipe {image.digest})")
     return True
 
 
-def _debootstrap(rootfs: Path, cache_dir: Path, progress: Progress) -> None:
+def _debootstrap(
+    rootfs: Path, packages: tuple[str, ...], cache_dir: Path, progress: Progress
+) -> None:
     argv = [
         "debootstrap",
         "--variant=minbase",
-        f"--include={','.join(recipe.PACKAGES)}",
+        f"--include={','.join(packages)}",
         f"--cache-dir={cache_dir.resolve()}",
         recipe.SUITE,
         str(rootfs),
         recipe.MIRROR,
     ]
     task = progress.add_task("debootstrap: starting")
-    _stream(argv, lambda line: _show(progress, task, line))
+    stream(argv, lambda line: _show(progress, task, line))
     progress.update(task, description="debootstrap: done", completed=1, total=1)
 
 
@@ -101,11 +160,18 @@ def _show(progress: Progress, task: TaskID, line: str) -> None:
         progress.update(task, description=f"debootstrap: {line[3:][:70]}")
 
 
-def _stream(argv: list[str], on_line: Callable[[str], None]) -> None:
+def stream(
+    argv: list[str], on_line: Callable[[str], None], *, env: dict[str, str] | None = None
+) -> None:
     """Run ``argv``, passing each output line on; fail with the last lines of output."""
     tail: collections.deque[str] = collections.deque(maxlen=30)
     with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -115,14 +181,23 @@ def _stream(argv: list[str], on_line: Callable[[str], None]) -> None:
         raise BuildError(f"{argv[0]} failed ({proc.returncode}):\n" + "\n".join(tail))
 
 
-def _customise(rootfs: Path) -> None:
-    """The session user (its home becomes the volume's initial content), the entrypoint,
-    and no caches or docs."""
-    useradd = ["useradd", "--create-home", "--uid", str(recipe.UID), "--shell", "/bin/bash"]
-    _stream(["chroot", str(rootfs), *useradd, recipe.USER], lambda _line: None)
+def chroot(
+    rootfs: Path, argv: list[str], on_line: Callable[[str], None] = lambda _line: None
+) -> None:
+    """Run ``argv`` inside ``rootfs``, with an environment of its own (not the builder's)."""
+    stream(["chroot", str(rootfs), *argv], on_line, env=_CHROOT_ENV)
+
+
+def _install_entrypoint(rootfs: Path, say: Callable[[str], None]) -> None:
+    """The session entrypoint (the session user's home becomes the volume's initial content)."""
+    say("adding the entrypoint")
     entrypoint = rootfs / recipe.ENTRYPOINT.lstrip("/")
     entrypoint.write_bytes(recipe.entrypoint_script())
     entrypoint.chmod(0o755)
+
+
+def _trim(rootfs: Path) -> None:
+    """No caches or docs in the image."""
     for relative in _TRIM:
         for child in (rootfs / relative).glob("*"):
             if child.is_dir() and not child.is_symlink():
@@ -131,8 +206,8 @@ def _customise(rootfs: Path) -> None:
                 child.unlink()
 
 
-def _import(rootfs: Path, tag: str) -> None:
-    changes = [arg for change in recipe.docker_changes() for arg in ("--change", change)]
+def _import(rootfs: Path, tag: str, changes: list[str]) -> None:
+    options = [arg for change in changes for arg in ("--change", change)]
     tar = subprocess.Popen(
         ["tar", "-C", str(rootfs), "--numeric-owner", "-cf", "-", "."],
         stdout=subprocess.PIPE,
@@ -140,7 +215,7 @@ def _import(rootfs: Path, tag: str) -> None:
     )
     try:
         imported = subprocess.run(
-            ["docker", "import", *changes, "--message", "streamspace images build", "-", tag],
+            ["docker", "import", *options, "--message", "streamspace images build", "-", tag],
             stdin=tar.stdout,
             capture_output=True,
             text=True,

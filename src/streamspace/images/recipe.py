@@ -57,12 +57,18 @@ def digest() -> str:
 
 def docker_changes() -> list[str]:
     """Dockerfile instructions for ``docker import --change`` (which otherwise drops them)."""
+    return import_changes(image_config(), digest=digest())
+
+
+def import_changes(config: dict[str, object], *, digest: str) -> list[str]:
+    """An image's run configuration (as :func:`image_config` gives it) as ``docker import
+    --change`` lines, ending with the recipe label."""
     changes = []
-    for key, value in image_config().items():
+    for key, value in config.items():
         if isinstance(value, list):
             changes.append(f"{key} {json.dumps(value)}")
         elif isinstance(value, dict):
             changes += [f"{key} {name}={item}" for name, item in value.items()]
         else:
             changes.append(f"{key} {value}")
-    return [*changes, f"LABEL {RECIPE_LABEL}={digest()}"]
+    return [*changes, f"LABEL {RECIPE_LABEL}={digest}"]
