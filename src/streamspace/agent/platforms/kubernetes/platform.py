@@ -21,13 +21,12 @@ watch of Pods, see :mod:`pod_cache`), never one call per session.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from streamspace.agent.platforms.base import Exited, Platform, PlatformError, PlatformState, Started
 from streamspace.agent.platforms.kubernetes.client import (
@@ -54,6 +53,12 @@ VNC_PORT_ANNOTATION = f"{PREFIX}vnc-port"
 CONTAINER = "session"
 _LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _NAME_SAFE = re.compile(r"[^a-z0-9-]")
+RETRY_MIN = 0.2
+RETRY_MAX = 2.0
+"""Seconds between tries of an operation while the API server does not answer (doubling)."""
+SYNC_TIMEOUT = 10.0
+"""Seconds ``list_running`` waits for the pod cache's first list."""
+T = TypeVar("T")
 
 
 def label_value(raw: str) -> str:
@@ -134,29 +139,33 @@ class KubernetesPlatform(Platform):
     async def start(self, spec: SessionSpec) -> Started:
         """Create the session's claim, Service and Deployment, and wait for its pod to be
         Ready. A re-delivered start carries on with the objects an earlier run made."""
-        name = object_name(spec.session_id)
         claim = home_claim(spec.user, spec.template) if spec.persistent_home else None
         claim = claim or session_claim(spec.session_id)
+        deployment = self._deployment(spec, claim)  # refuses bad limits before any write
+        return await _persist(
+            f"cannot start session {spec.session_id}",
+            lambda: self._start(spec, deployment, claim),
+        )
+
+    async def _start(self, spec: SessionSpec, deployment: dict[str, Any], claim: str) -> Started:
+        name = object_name(spec.session_id)
         made_claim = False
-        async with _as_platform_error(f"cannot start session {spec.session_id}"):
-            deployment = self._deployment(spec, claim)  # refuses bad limits before any write
-            try:
-                made_claim = await self._ensure(
-                    self._claim(spec, claim, shared=spec.persistent_home)
-                )
-                await self._ensure(self._service(spec))
-                if not await self._ensure(deployment):
-                    await self._kube.scale(name, 1)  # made by an earlier run, maybe hibernated
-                return await self._wait_ready(spec.session_id, spec.vnc_port)
-            except PlatformError as exc:
-                if exc.retryable:  # the API server may not hear us now: the retry carries on
-                    raise
-                await self._remove(name, claim if made_claim or not spec.persistent_home else None)
+        try:
+            shared = spec.persistent_home
+            made_claim = await self._ensure(self._claim(spec, claim, shared=shared))
+            await self._ensure(self._service(spec))
+            if not await self._ensure(deployment):
+                await self._kube.scale(name, 1)  # made by an earlier run, maybe hibernated
+            return await self._wait_ready(spec.session_id, spec.vnc_port)
+        except PlatformError as exc:
+            if exc.retryable:  # the API server does not answer now: the next try carries on
                 raise
+            await self._remove(name, claim if made_claim or not spec.persistent_home else None)
+            raise
 
     async def wake(self, spec: SessionSpec, state: PlatformState) -> Started:
-        name = object_name(spec.session_id)
-        async with _as_platform_error(f"cannot wake session {spec.session_id}"):
+        async def wake() -> Started:
+            name = object_name(spec.session_id)
             if not await self._kube.scale(name, 1):
                 if spec.persistent_home:  # the home is in its claim: a new Deployment will do
                     return await self.start(spec)
@@ -168,18 +177,23 @@ class KubernetesPlatform(Platform):
                     await self._kube.scale(name, 0)
                 raise
 
+        return await _persist(f"cannot wake session {spec.session_id}", wake)
+
     async def stop(self, state: PlatformState, *, keep_home: bool = False) -> None:
         session_id = state["session_id"]
-        async with _as_platform_error(f"cannot stop session {session_id}"):
-            own_claim = not state.get("persistent_home") and not keep_home
-            await self._remove(
-                object_name(session_id), session_claim(session_id) if own_claim else None
-            )
+        own_claim = not state.get("persistent_home") and not keep_home
+        claim = session_claim(session_id) if own_claim else None
+        await _persist(
+            f"cannot stop session {session_id}",
+            lambda: self._remove(object_name(session_id), claim),
+        )
 
     async def hibernate(self, state: PlatformState) -> PlatformState:
         session_id = state["session_id"]
-        async with _as_platform_error(f"cannot hibernate session {session_id}"):
-            await self._kube.scale(object_name(session_id), 0)
+        await _persist(
+            f"cannot hibernate session {session_id}",
+            lambda: self._kube.scale(object_name(session_id), 0),
+        )
         return {**state, "status": "hibernated"}
 
     async def poll(self, state: PlatformState) -> Exited | None:
@@ -202,9 +216,12 @@ class KubernetesPlatform(Platform):
 
     async def list_running(self) -> list[RunningSession]:
         """ONE list of the agent's Deployments plus the pod cache."""
-        async with _as_platform_error("cannot list session Deployments"):
-            deployments = (await self._kube.list("Deployment", self._owner)).items
-            await self._cache.wait_synced()
+        deployments = (await self._kube.list("Deployment", self._owner)).items
+        try:
+            async with asyncio.timeout(SYNC_TIMEOUT):
+                await self._cache.wait_synced()
+        except TimeoutError:
+            raise PlatformError("the API server stopped answering", retryable=True) from None
         running = []
         for deployment in deployments:
             annotations = deployment["metadata"].get("annotations") or {}
@@ -389,9 +406,10 @@ class KubernetesPlatform(Platform):
             async with asyncio.timeout(self._start_timeout):
                 pod, seen = await self._cache.wait_for(settled)
         except TimeoutError:
+            if not self._cache.synced.is_set():  # not the pod's fault: try again
+                raise PlatformError("the API server does not answer", retryable=True) from None
             raise PlatformError(
                 f"the session's pod was not Ready within {self._start_timeout:g} s"
-                + ("" if self._cache.synced.is_set() else " (the API server did not answer)")
             ) from None
         if seen.failure is not None:
             raise PlatformError(f"pod {pod['metadata']['name']}: {seen.failure}")
@@ -419,10 +437,17 @@ class KubernetesPlatform(Platform):
         return Started(vnc=VncEndpoint(host=seen.ip, port=port), state=state)
 
 
-@contextlib.asynccontextmanager
-async def _as_platform_error(what: str) -> AsyncIterator[None]:
-    """API failures named after the operation (retryable ones stay retryable)."""
-    try:
-        yield
-    except KubeApiError as exc:
-        raise PlatformError(f"{what}: {exc}", retryable=exc.retryable) from exc
+async def _persist(what: str, operation: Callable[[], Awaitable[T]]) -> T:
+    """Run ``operation`` (idempotent) until it succeeds or fails for good: while the API
+    server cannot be reached it is tried again (backing off), so an outage delays a command
+    instead of losing it; the runtime's deadline for the command bounds the wait."""
+    delay = RETRY_MIN
+    while True:
+        try:
+            return await operation()
+        except PlatformError as exc:
+            if not exc.retryable:
+                raise PlatformError(f"{what}: {exc}") from exc
+            log.warning("%s: %s; trying again in %.1f s", what, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(RETRY_MAX, delay * 2)

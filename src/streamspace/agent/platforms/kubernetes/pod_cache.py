@@ -1,7 +1,8 @@
 """The agent's session pods, kept current by ONE list and ONE watch (an informer).
 
-Starts wait on it for their pod to turn Ready and ``poll`` reads it, so neither costs an
-API call per session. While the API server is unreachable the cache keeps what it last
+Starts wait on it for their pod to turn Ready (their check runs at every change, so no
+stage of the pod goes unseen) and ``poll`` reads it, so neither costs an API call per
+session. While the API server is unreachable the cache keeps what it last
 knew and says it is not ``synced``: nothing is judged dead on stale knowledge; once the
 server answers again the cache lists afresh and carries on watching.
 """
@@ -31,7 +32,7 @@ class PodCache:
         self._client = client
         self._labels = labels
         self._pods: dict[str, dict[str, Any]] = {}
-        self._changed = asyncio.Condition()
+        self._waiters: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self.synced = asyncio.Event()
         """Set while the cache follows the API server (cleared while it cannot)."""
         self._task: asyncio.Task[None] | None = None
@@ -62,19 +63,26 @@ class PodCache:
         await self.synced.wait()
 
     async def wait_for(self, check: Callable[[], T | None]) -> T:
-        """Wait (no polling: woken by each change) until ``check()`` returns non-None."""
+        """Wait (no polling) until ``check()``, run after each change while the cache is
+        synced, returns non-None; an exception it raises ends the wait."""
         self.start()
-        async with self._changed:
-            while True:
-                if self.synced.is_set():
-                    found = check()
-                    if found is not None:
-                        return found
-                await self._changed.wait()
+        waiter: tuple[Callable[[], Any], asyncio.Future[Any]] = (
+            check,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._waiters.append(waiter)
+        try:
+            if self.synced.is_set():
+                _offer(waiter)
+            found: T = await waiter[1]
+            return found
+        finally:
+            self._waiters.remove(waiter)
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _changed(self) -> None:
+        if self.synced.is_set():
+            for waiter in list(self._waiters):
+                _offer(waiter)
 
     async def _follow(self) -> None:
         delay = RETRY_MIN
@@ -83,7 +91,7 @@ class PodCache:
                 listing = await self._client.list("Pod", self._labels)
                 self._pods = {pod["metadata"]["name"]: pod for pod in listing.items}
                 self.synced.set()
-                await self._notify()
+                self._changed()
                 delay = RETRY_MIN
                 async for event, pod in self._client.watch(
                     "Pod", self._labels, resource_version=listing.resource_version
@@ -93,11 +101,23 @@ class PodCache:
                         self._pods.pop(name, None)
                     else:
                         self._pods[name] = pod
-                    await self._notify()
+                    self._changed()
             except KubeApiError as exc:
                 if exc.status != GONE:  # 410: the watch fell behind; list again at once
                     log.warning("following session pods failed (retrying): %s", exc)
                     self.synced.clear()
-                    await self._notify()
                     await asyncio.sleep(delay)
                     delay = min(RETRY_MAX, delay * 2)
+
+
+def _offer(waiter: tuple[Callable[[], Any], asyncio.Future[Any]]) -> None:
+    check, future = waiter
+    if future.done():
+        return
+    try:
+        found = check()
+    except Exception as exc:
+        future.set_exception(exc)
+        return
+    if found is not None:
+        future.set_result(found)
