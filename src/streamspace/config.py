@@ -207,8 +207,11 @@ class AgentSettings(RedisSettings):
     kubernetes_service_account: str | None = None
     """ServiceAccount of the session pods (default: the namespace's ``default``); its token is
     never mounted into them."""
-    leader_election: Literal["none", "redis", "file"] = "none"
+    leader_election: Literal["none", "redis", "file", "kubernetes"] = "none"
     """Run several replicas of ONE agent identity; only the lease holder acts."""
+    pod_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
+    """This replica's name as the holder of the ``kubernetes`` Lease (the downward API's
+    ``metadata.name``); replicas of one agent must not share it."""
     leader_lease_seconds: float = Field(default=10.0, gt=0)
     """How long a leader's lease lasts unless renewed (renewed every third of it)."""
     leader_lock_file: Path | None = None

@@ -22,6 +22,7 @@ import httpx2
 from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
 from lightkube.config.kubeconfig import SERVICE_ACCOUNT
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, PersistentVolumeClaim, Pod, Service
 from lightkube.types import CascadeType, PatchType
 
@@ -276,3 +277,41 @@ async def _retry_conflicts(attempt: Callable[[], Awaitable[T]]) -> T:
                 raise
             log.info("write conflict (%s); re-reading and trying again", exc)
         tries += 1
+
+
+# --- leases (leader election) ---
+
+
+class LeaseClient:
+    """Reads and writes the ``coordination.k8s.io/v1`` Leases of leader election, in the
+    agent's namespace. Leases go in and come out as plain dicts; no call retries a
+    conflict: for a lease a 409 means someone else wrote it, and the caller decides."""
+
+    def __init__(self, api: AsyncClient) -> None:
+        self._api = api
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> LeaseClient:
+        return cls(build_client(settings))
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            with _errors(f"cannot read Lease {name}"):
+                return _dict(await self._api.get(Lease, name))
+        except KubeApiError as exc:
+            if exc.status == NOT_FOUND:
+                return None
+            raise
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create the Lease (409 ``AlreadyExists`` if another replica was first)."""
+        with _errors(f"cannot create Lease {body['metadata']['name']}"):
+            return _dict(await self._api.create(Lease.from_dict(body)))
+
+    async def replace(self, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT the Lease with the resourceVersion it was read at (409 if it changed since)."""
+        with _errors(f"cannot replace Lease {body['metadata']['name']}"):
+            return _dict(await self._api.replace(Lease.from_dict(body)))
