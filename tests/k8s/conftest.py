@@ -7,16 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.emulator import KubeEmulator
+from tests.k8s.emulator import KubeEmulator, running_emulator
 
 
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[KubeEmulator]:
-    """A started emulator whose kubeconfig is ``tmp_path / "kubeconfig"`` (``.kubeconfig``)."""
-    emulator = KubeEmulator()
-    emulator.start()
-    emulator.kubeconfig(tmp_path / "kubeconfig")
-    try:
+    """A started emulator whose kubeconfig is ``tmp_path / "kubeconfig"`` (``.kubeconfig_path``)."""
+    with running_emulator(tmp_path) as emulator:
         yield emulator
-    finally:
-        emulator.close()

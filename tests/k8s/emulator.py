@@ -20,7 +20,8 @@ import json
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +72,11 @@ class KubeEmulator:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kube-emulator", daemon=True)
         self._stopped: asyncio.Event | None = None
+
+    def agent_env(self) -> dict[str, str]:
+        """The environment that points an agent process at this server."""
+        assert self.kubeconfig_path is not None, "write a kubeconfig first"
+        return {"KUBECONFIG": str(self.kubeconfig_path), "NAMESPACE": self.namespace}
 
     @property
     def url(self) -> str:
@@ -437,6 +443,18 @@ async def _body(request: web.Request) -> Obj:
     if not isinstance(body, dict):
         raise ApiFailure(400, "BadRequest", "the body is not an object")
     return body
+
+
+@contextmanager
+def running_emulator(directory: Path) -> Iterator[KubeEmulator]:
+    """A started emulator with its kubeconfig in ``directory`` (``kubeconfig_path``)."""
+    emulator = KubeEmulator()
+    emulator.start()
+    emulator.kubeconfig(directory / "kubeconfig")
+    try:
+        yield emulator
+    finally:
+        emulator.close()
 
 
 def _json(obj: Obj, status: int = 200) -> web.Response:

@@ -46,8 +46,7 @@ def env_for(kube: KubeEmulator, pod: str) -> dict[str, str]:
         "LEADER_ELECTION": "kubernetes",
         "LEADER_LEASE_SECONDS": str(LEASE),
         "POD_NAME": pod,
-        "KUBECONFIG": str(kube.kubeconfig_path),
-        "NAMESPACE": kube.namespace,
+        **kube.agent_env(),
     }
 
 
