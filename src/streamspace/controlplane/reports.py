@@ -166,7 +166,10 @@ async def _progress_report(
     shown = await session_repo.set_status_message(
         db, progress.session_id, agent_id=agent_id, message=progress.message
     )
-    if not shown and await session_repo.get(db, progress.session_id) is None:
+    if shown:
+        return
+    session = await session_repo.get(db, progress.session_id)
+    if session is None or session.agent_id != agent_id:  # else it is past starting: ignored
         _error(
             applied,
             report,
