@@ -249,3 +249,41 @@ async def test_discovery_auth_and_error_shape(kube: KubeEmulator) -> None:
             json={"metadata": {"name": "Bad_Name"}, "spec": {}},
         )
         assert (bad.status_code, bad.json()["reason"]) == (422, "Invalid")
+
+
+async def test_a_running_pod_crashes_when_told(kube: KubeEmulator, client: AsyncClient) -> None:
+    await client.create(deployment("c"))
+
+    async def running() -> bool:
+        pods = await pods_of(client, "c")
+        return bool(pods) and ready(pods[0])
+
+    await eventually(running, message="a ready pod")
+    kube.crash("streamspace-c", "OOMKilled")
+    (pod,) = await pods_of(client, "c")
+    assert pod.status and pod.status.containerStatuses and not ready(pod)
+    (status,) = pod.status.containerStatuses
+    assert (
+        status.state and status.state.waiting and status.state.waiting.reason == "CrashLoopBackOff"
+    )
+    assert status.lastState and status.lastState.terminated
+    assert (status.lastState.terminated.reason, status.lastState.terminated.exitCode) == (
+        "OOMKilled",
+        137,
+    )
+    dep = await client.get(Deployment, "streamspace-c")
+    assert dep.status and dep.status.readyReplicas is None
+
+
+async def test_lists_page_and_watch_across_namespaces(
+    kube: KubeEmulator, client: AsyncClient
+) -> None:
+    for n in range(5):
+        await client.create(deployment(f"p{n}", replicas=0))
+    calls = len(kube.calls)
+    names = [d.metadata.name async for d in client.list(Deployment, chunk_size=2)]  # type: ignore[union-attr]
+    assert names == [f"streamspace-p{n}" for n in range(5)]
+    assert kube.count(since=calls)["GET deployments"] == 3  # pages of 2, 2 and 1
+    async for kind, dep in client.watch(Deployment, namespace="*"):
+        assert kind == "ADDED" and dep.metadata and dep.metadata.name == "streamspace-p0"
+        break
