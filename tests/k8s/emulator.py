@@ -330,7 +330,7 @@ class KubeEmulator:
         """A list, paged by ``limit`` / ``continue`` (the token is the last name given)."""
         after = query.get("continue", "")
         items = [o for o in items if o["metadata"]["name"] > after] if after else items
-        limit = int(query.get("limit") or 0)
+        limit = _number(query, "limit")
         meta: Obj = {"resourceVersion": str(self.store.rv)}
         if limit and len(items) > limit:
             items = items[:limit]
@@ -396,25 +396,25 @@ class KubeEmulator:
     ) -> web.StreamResponse:
         store, query = self.store, request.query
         match = matcher(kind, labels, fields)
-        timeout = float(query.get("timeoutSeconds") or WATCH_TIMEOUT)
+        timeout = _number(query, "timeoutSeconds") or WATCH_TIMEOUT
         deadline = asyncio.get_running_loop().time() + timeout
-        since = query.get("resourceVersion") or "0"
+        since = _number(query, "resourceVersion")
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
 
         async def send(type_: str, obj: Obj) -> None:
             await response.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
 
-        if since == "0":  # the current state first, as ADDED
+        if since == 0:  # the current state first, as ADDED
             position = store.rv
             for obj in store.select(kind.plural, namespace, labels=labels, fields=fields):
                 await send("ADDED", copy.deepcopy(obj))
-        elif int(since) < store.oldest:
+        elif since < store.oldest:
             gone = ApiFailure(410, "Expired", f"too old resource version: {since}")
             await send("ERROR", gone.status())
             return response
         else:
-            position = int(since)
+            position = since
         while True:
             tick = store.tick
             start = bisect.bisect_right(store.log, position, key=lambda c: c.rv)
@@ -433,6 +433,14 @@ class KubeEmulator:
                 break
         await response.write_eof()
         return response
+
+
+def _number(query: Any, name: str) -> int:
+    """A whole-number query parameter (0 when absent)."""
+    text = query.get(name) or "0"
+    if not text.isdigit():
+        raise ApiFailure(400, "BadRequest", f"{name} must be a whole number, not {text!r}")
+    return int(text)
 
 
 async def _body(request: web.Request) -> Obj:
