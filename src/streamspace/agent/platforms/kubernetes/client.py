@@ -5,8 +5,10 @@ manifests' own camelCase shape), so the platform builds and reads them without t
 Every failure is a :class:`KubeApiError` (a :class:`PlatformError`); one that trying again
 may cure (the API server unreachable, overloaded or failing) is ``retryable``. "Not found"
 is an answer where the caller expects it (``get`` returns ``None``, deleting something
-absent succeeds). A write refused with 409 ``Conflict`` (someone changed the object since
-it was read) is re-read and retried, a bounded number of times.
+absent succeeds). The one update the platform makes, the scale of a Deployment, is a merge
+patch that sets the replicas outright: refused with 409 ``Conflict`` (someone wrote the
+object at the same moment) it is tried again, a bounded number of times; there is nothing to
+re-read first, since the patch does not depend on what it replaces.
 """
 
 from __future__ import annotations
@@ -160,44 +162,6 @@ class KubeClient:
                 return None
             raise
 
-    async def replace(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
-        """PUT the object; its ``metadata.resourceVersion`` must be the current one."""
-        name = body["metadata"]["name"]
-        with _errors(f"cannot replace {kind} {name}"):
-            done = await self._api.replace(self._object(kind, body))
-        return _dict(done)
-
-    async def update(
-        self, kind: Kind, name: str, change: Callable[[dict[str, Any]], None]
-    ) -> dict[str, Any] | None:
-        """Read the object, ``change`` it in place and replace it, re-reading on a conflict;
-        ``None`` when there is no such object."""
-
-        async def attempt() -> dict[str, Any] | None:
-            current = await self.get(kind, name)
-            if current is None:
-                return None
-            change(current)
-            return await self.replace(kind, current)
-
-        return await _retry_conflicts(attempt)
-
-    async def patch(self, kind: Kind, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        """A JSON merge patch (lists are replaced whole)."""
-
-        async def attempt() -> dict[str, Any]:
-            with _errors(f"cannot patch {kind} {name}"):
-                done = await self._api.patch(
-                    _RESOURCES[kind],
-                    name,
-                    patch,
-                    namespace=self.namespace,
-                    patch_type=PatchType.MERGE,
-                )
-            return _dict(done)
-
-        return await _retry_conflicts(attempt)
-
     async def delete(self, kind: Kind, name: str) -> bool:
         """Delete the object (its dependents in the background); ``False``: it was absent."""
         try:
@@ -266,7 +230,7 @@ class KubeClient:
 
 
 async def _retry_conflicts(attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run ``attempt`` (which reads afresh what its write depends on) again after a 409
+    """Run ``attempt`` (which reads afresh whatever its write depends on) again after a 409
     Conflict, up to ``CONFLICT_RETRIES`` times in all."""
     tries = 1
     while True:
