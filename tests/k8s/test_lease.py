@@ -247,3 +247,49 @@ async def test_a_stale_leader_from_the_lease_is_refused(
     await stale.hello(leader_epoch=stale_epoch)
     code, reason, _ = await stale.closed_with()
     assert code == CloseCode.STALE_LEADER and f"leader epoch {stale_epoch} is stale" in reason
+
+
+async def test_leader_rides_out_a_short_outage_and_steps_down_in_a_long_one(
+    kube: KubeEmulator,
+) -> None:
+    terms: list[Term] = []
+
+    async def serve(term: Term) -> None:
+        terms.append(term)
+        await term.ended.wait()
+
+    stop = asyncio.Event()
+    lease = create_lease(settings_for(kube, "agent-a"))
+    assert lease is not None
+    leading = asyncio.create_task(
+        lead(lease, serve, agent_id=AGENT, lease_seconds=LEASE, stop=stop)
+    )
+    try:
+
+        async def renewals() -> int:
+            return kube.count()["PUT leases"]
+
+        await eventually(renewals, message="a renewal")
+        kube.down(503)
+        await asyncio.sleep(LEASE / 4)  # an outage well within the lease (fault shaping)
+        kube.up()
+        before = await renewals()
+
+        async def renewed_again() -> bool:
+            return await renewals() > before
+
+        await eventually(renewed_again, message="renewals again")
+        assert len(terms) == 1 and not terms[0].ended.is_set()
+
+        kube.down()  # longer than the lease: the term ends by the leader's own clock
+        await asyncio.wait_for(terms[0].ended.wait(), 3 * LEASE)
+        kube.up()
+
+        async def leads_again() -> bool:
+            return len(terms) == 2 and not terms[1].ended.is_set()
+
+        await eventually(leads_again, timeout=10, message="a new term once the server is back")
+        assert terms[1].epoch == terms[0].epoch + 1
+    finally:
+        stop.set()
+        await leading
