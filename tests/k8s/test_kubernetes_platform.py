@@ -36,7 +36,7 @@ from tests.k8s import platform_cases as cases
 from tests.k8s.controllers import Behaviour
 from tests.k8s.emulator import KubeEmulator
 from tests.local_sessions import TIMEOUT, Cluster
-from tests.processes import AgentProcess, ApiProcess
+from tests.processes import VENV_BIN, AgentProcess, ApiProcess
 from tests.rfb import RfbClient
 from tests.services import free_port
 
@@ -437,3 +437,18 @@ async def test_the_api_server_down_for_10_s_loses_nothing(
 
 async def _absent(kube: KubeEmulator, plural: str, name: str) -> bool:
     return await asyncio.to_thread(kube.get, plural, name) is None
+
+
+def test_the_agent_without_a_cluster_says_what_is_missing(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    done = subprocess.run(
+        [str(VENV_BIN / "streamspace"), "agent", "--platform", "kubernetes"],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(missing)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    words = " ".join(done.stderr.replace("│", " ").split())
+    assert "no Kubernetes configuration: run in a cluster or set KUBECONFIG" in words, words
