@@ -41,6 +41,7 @@ def valid_payloads(agent_id: str) -> dict[str, dict[str, Any]]:
         "complete": {"command_id": "c1", "result": {"state": {"k": "v"}}},
         "failed": {"command_id": "c1", "error": "e", "retryable": False},
         "status": {"session_id": "s1", "state": "exited", "reason": "r"},
+        "progress": {"session_id": "s1", "stage": "pulling image", "message": "m"},
     }
 
 
@@ -106,6 +107,8 @@ _IN_RANGE_OF_TYPE = {
     ("complete", "result"): _bad_json,
     ("failed", "error"): _bad_text,
     ("status", "reason"): _bad_text,
+    ("progress", "message"): _bad_text,
+    ("progress", "stage"): _bad_text,
 }
 """Values of the right JSON type that are out of range, per field (where bounds matter)."""
 

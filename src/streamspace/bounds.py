@@ -17,6 +17,8 @@ MAX_COUNT = 100_000
 """Largest session count or capacity an agent may claim."""
 MAX_TEXT = 4000
 """Longest free text (an error or exit reason), in characters."""
+MAX_PROGRESS_TEXT = 500
+"""Longest progress message of a starting session (``sessions.status_message``)."""
 MAX_JSON_BYTES = 24 * 1024
 """Largest agent-reported JSON object (a command's result, a session's state), encoded: room
 for a local session's state, which holds its whole spec (up to ~21 KiB)."""
@@ -49,6 +51,8 @@ def storable(text: str) -> str:
 
 Reason = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(storable)]
 """Free text from an agent that is stored (no NUL, no lone surrogate)."""
+ProgressText = Annotated[str, Field(max_length=MAX_PROGRESS_TEXT), AfterValidator(storable)]
+"""How far a session's start got, in words, as shown with the session."""
 
 
 def _check_json(value: object, depth: int = 0) -> None:

@@ -83,12 +83,13 @@ def agent(
     """One agent: dials out to CONTROL_PLANE_URL and runs the sessions it is sent."""
     from streamspace.agent.main import run_agent, until_signal
     from streamspace.agent.platforms import create_platform
+    from streamspace.agent.platforms.base import PlatformError
 
     logs.configure()
     settings = AgentSettings()
     try:
         chosen = create_platform(platform, settings)
-    except ValueError as exc:
+    except (ValueError, PlatformError) as exc:
         raise typer.BadParameter(str(exc)) from None
     tune_garbage_collection()
     asyncio.run(until_signal(lambda stop: run_agent(settings, chosen, stop)))

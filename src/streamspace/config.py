@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streamspace.images.recipe import DEFAULT_TAG as DEFAULT_SESSION_IMAGE
 
 DEFAULT_DATA_DIR = Path.home() / ".streamspace"
+TOLERATION_KEYS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
 
 
 def to_async_url(url: str) -> str:
@@ -180,8 +181,37 @@ class AgentSettings(RedisSettings):
     docker_vnc_password: bool = True
     """Give each session container's VNC server a password only the agent knows (its tunnel
     answers for the viewer), so nobody else on the host reaches the published port."""
-    leader_election: Literal["none", "redis", "file"] = "none"
+    kubeconfig: Path | None = None
+    """The kubernetes platform's cluster (one kubeconfig file); unset: the agent's own cluster
+    (in-cluster service account), else ``~/.kube/config``."""
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
+    """Namespace of the kubernetes platform's session objects (default: the kubeconfig
+    context's, else the agent pod's own, else ``default``)."""
+    kubernetes_session_image: str = DEFAULT_SESSION_IMAGE
+    """Image of session pods whose template names none."""
+    kubernetes_session_memory: str = "2Gi"
+    """Memory request and limit of a session pod whose template sets none."""
+    kubernetes_start_timeout: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds a session pod has to become Ready (scheduling and image pull included)."""
+    kubernetes_home_size: str = "1Gi"
+    """Storage requested by each home volume claim."""
+    kubernetes_node_selector: dict[str, str] = Field(default_factory=dict)
+    """JSON object: the session pods' ``nodeSelector`` (``{"streamspace.io/sessions": "yes"}``)."""
+    kubernetes_tolerations: list[dict[str, str | int]] = Field(default_factory=list)
+    """JSON list: the session pods' ``tolerations`` (``[{"key": "sessions", "operator":
+    "Exists", "effect": "NoSchedule"}]``)."""
+    kubernetes_image_pull_secrets: list[str] = Field(default_factory=list)
+    """JSON list of Secret names the session pods pull their image with (``["regcred"]``)."""
+    kubernetes_storage_class: str | None = None
+    """StorageClass of the home volume claims (default: the cluster's default class)."""
+    kubernetes_service_account: str | None = None
+    """ServiceAccount of the session pods (default: the namespace's ``default``); its token is
+    never mounted into them."""
+    leader_election: Literal["none", "redis", "file", "kubernetes"] = "none"
     """Run several replicas of ONE agent identity; only the lease holder acts."""
+    pod_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
+    """This replica's name as the holder of the ``kubernetes`` Lease (the downward API's
+    ``metadata.name``); replicas of one agent must not share it."""
     leader_lease_seconds: float = Field(default=10.0, gt=0)
     """How long a leader's lease lasts unless renewed (renewed every third of it)."""
     leader_lock_file: Path | None = None
@@ -197,7 +227,19 @@ class AgentSettings(RedisSettings):
     def leader_lock_path(self) -> Path:
         return self.leader_lock_file or self.agent_data_dir / "leader.lock"
 
-    @field_validator("docker_session_memory")
+    @field_validator("kubernetes_tolerations")
+    @classmethod
+    def _tolerations(cls, value: list[dict[str, str | int]]) -> list[dict[str, str | int]]:
+        for toleration in value:
+            unknown = set(toleration) - TOLERATION_KEYS
+            if unknown:
+                raise ValueError(
+                    f"toleration {toleration} has unknown keys {sorted(unknown)}; known: "
+                    f"{sorted(TOLERATION_KEYS)}"
+                )
+        return value
+
+    @field_validator("docker_session_memory", "kubernetes_session_memory", "kubernetes_home_size")
     @classmethod
     def _memory_quantity(cls, value: str) -> str:
         _memory_bytes(value)

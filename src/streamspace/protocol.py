@@ -33,6 +33,7 @@ from streamspace.bounds import (
     BoundedJson,
     EnvName,
     EnvValue,
+    ProgressText,
     Reason,
     ResourceName,
     ResourceValue,
@@ -228,6 +229,15 @@ class StatusPayload(_Strict):
     reason: Reason
 
 
+class ProgressPayload(_Strict):
+    """How far a slow start or wake got (``scheduled``, ``pulling image``, ``started``,
+    ``ready``), for the session to show while it is not running yet."""
+
+    session_id: Identifier
+    stage: str = Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z ]*$")
+    message: ProgressText
+
+
 # --- payloads, control plane -> agent -------------------------------------------------
 
 
@@ -308,6 +318,11 @@ class Status(_Envelope):
     payload: StatusPayload
 
 
+class Progress(_Envelope):
+    type: Literal["progress"] = "progress"
+    payload: ProgressPayload
+
+
 class Welcome(_Envelope):
     type: Literal["welcome"] = "welcome"
     payload: WelcomePayload
@@ -329,7 +344,7 @@ class Error(_Envelope):
 
 
 AgentMessage = Annotated[
-    Hello | Heartbeat | Ack | Complete | Failed | Status, Field(discriminator="type")
+    Hello | Heartbeat | Ack | Complete | Failed | Status | Progress, Field(discriminator="type")
 ]
 """Any message an agent may send."""
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from streamspace.agent.executed import FILE_NAME
 from streamspace.testing import PHASE_DONE, PHASE_STARTED, finished_executions
 from tests.cluster import START, Cluster, Load
 from tests.helpers import eventually
+from tests.k8s.emulator import running_emulator
 from tests.processes import AgentProcess, leader_env
 from tests.services import RedisServer
 
@@ -48,14 +50,17 @@ async def cluster(
         await made.close()
 
 
-def add_replica(cluster: Cluster, name: str, *, backend: str, redis_url: str) -> AgentProcess:
+def add_replica(
+    cluster: Cluster, name: str, *, backend: str, redis_url: str, env: Mapping[str, str]
+) -> AgentProcess:
+    """A replica named ``name`` (its ``POD_NAME`` too); ``env`` adds to its environment."""
     home = cluster.directory / "agents" / AGENT
     return cluster.add_agent(
         AGENT,
         name=name,
         behaviour="slow",
         extra_args=["--delay", "0.3", "--state", str(home / "platform.json")],
-        env=leader_env(backend, LEASE, redis_url),
+        env={**leader_env(backend, LEASE, redis_url), "POD_NAME": name, **env},
     )
 
 
@@ -115,15 +120,33 @@ def _log_lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+@pytest.fixture(params=["redis", "file", "kubernetes"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each lease backend in turn."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def backend_env(backend: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment the lease backend needs (``kubernetes``: an emulated API server
+    holding the Lease)."""
+    if backend != "kubernetes":
+        yield {}
+        return
+    with running_emulator(tmp_path) as kube:
+        yield kube.agent_env()
+
+
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("backend", ["redis", "file"])
 async def test_killed_leader_follower_takes_over_nothing_lost_or_run_twice(
-    cluster: Cluster, redis_url: str, backend: str
+    cluster: Cluster, redis_url: str, backend: str, backend_env: dict[str, str]
 ) -> None:
-    leader = add_replica(cluster, f"{AGENT}-a", backend=backend, redis_url=redis_url)
+    replica = functools.partial(add_replica, backend=backend, redis_url=redis_url, env=backend_env)
+    leader = replica(cluster, f"{AGENT}-a")
     first = (await cluster.wait_online())[AGENT].leader_epoch
     assert first is not None
-    follower = add_replica(cluster, f"{AGENT}-b", backend=backend, redis_url=redis_url)
+    follower = replica(cluster, f"{AGENT}-b")
     await follower.wait_following()
 
     async with await cluster.load(concurrency=4) as load:

@@ -16,6 +16,7 @@ import logging
 import random
 from collections.abc import Mapping
 
+from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
@@ -43,6 +44,7 @@ from streamspace.agent.leader.base import Term
 from streamspace.agent.platforms.base import Platform
 from streamspace.agent.tunnel import Tunnels
 from streamspace.batching import Coalescer
+from streamspace.bounds import MAX_PROGRESS_TEXT
 from streamspace.config import AgentSettings
 from streamspace.protocol import (
     MAX_FRAME_BYTES,
@@ -57,6 +59,8 @@ from streamspace.protocol import (
     Hello,
     HelloPayload,
     PlatformName,
+    Progress,
+    ProgressPayload,
     ProtocolError,
     TunnelPayload,
     Welcome,
@@ -102,6 +106,8 @@ class AgentRuntime:
         self._session_locks = SessionLocks()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tunnels = Tunnels()
+        self._progress_sends: set[asyncio.Task[None]] = set()
+        platform.progress = self._report_progress
         self._conn: AgentConnection | None = None
         self.connected = asyncio.Event()
         """Set while a welcomed connection is open."""
@@ -313,6 +319,29 @@ class AgentRuntime:
         """Store outcomes that finished together with one write (one fsync for all)."""
         await asyncio.to_thread(self.executed.record_many, outcomes)
         return [None] * len(outcomes)
+
+    def _report_progress(self, session_id: str, stage: str, message: str) -> None:
+        """Tell the control plane how far a start got; best effort (a lost one is only
+        words: the outcome still follows)."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            payload = ProgressPayload(
+                session_id=session_id, stage=stage, message=message[:MAX_PROGRESS_TEXT]
+            )
+        except ValidationError as exc:
+            log.warning("progress of session %s not reported: %s", session_id, exc)
+            return
+        task = asyncio.create_task(self._send_progress(conn, Progress(payload=payload)))
+        self._progress_sends.add(task)
+        task.add_done_callback(self._progress_sends.discard)
+
+    async def _send_progress(self, conn: AgentConnection, message: Progress) -> None:
+        try:
+            await conn.send(message)
+        except (ConnectionClosed, ConnectionError):
+            log.info("progress of session %s not sent (disconnected)", message.payload.session_id)
 
     async def _send_current(self, message: Complete | Failed, cid: str) -> None:
         conn = self._conn

@@ -1,4 +1,5 @@
-"""Applying what an agent reports (heartbeat, ack, complete, failed, status) to the database.
+"""Applying what an agent reports (heartbeat, ack, complete, failed, status, progress) to the
+database.
 
 Reports arrive in bursts under load; a burst is applied in ONE transaction, in arrival
 order, so an agent's stream costs one commit per burst instead of one per message.
@@ -25,11 +26,12 @@ from streamspace.protocol import (
     Error,
     ErrorPayload,
     Failed,
+    Progress,
     Status,
 )
 from streamspace.states import CommandStatus, SessionState
 
-Report = Ack | Complete | Failed | Status
+Report = Ack | Complete | Failed | Status | Progress
 """What goes to the database with the burst (heartbeats are batched separately)."""
 
 
@@ -71,6 +73,8 @@ async def apply_reports(
             await _failed(db, settings, agent_id, report, applied)
         elif isinstance(report, Status):
             await _status_report(db, agent_id, report, applied)
+        elif isinstance(report, Progress):
+            await _progress_report(db, agent_id, report, applied)
     await _complete(db, agent_id, completes, applied)
     return applied
 
@@ -152,6 +156,26 @@ async def _status_report(db: AsyncSession, agent_id: str, report: Status, applie
         )
     elif session.state in (SessionState.RUNNING, SessionState.WAKING):
         await fail_and_clean_up(db, session, reason=f"session exited: {status.reason}")
+
+
+async def _progress_report(
+    db: AsyncSession, agent_id: str, report: Progress, applied: Applied
+) -> None:
+    """How far a start or wake got: shown with the session while it is not running yet."""
+    progress = report.payload
+    shown = await session_repo.set_status_message(
+        db, progress.session_id, agent_id=agent_id, message=progress.message
+    )
+    if shown:
+        return
+    session = await session_repo.get(db, progress.session_id)
+    if session is None or session.agent_id != agent_id:  # else it is past starting: ignored
+        _error(
+            applied,
+            report,
+            "unknown_session",
+            f"session {progress.session_id!r} does not run on agent {agent_id!r}",
+        )
 
 
 def _error(applied: Applied, report: Report, code: str, text: str) -> None:

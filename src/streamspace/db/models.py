@@ -12,6 +12,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator, Uuid
 
+from streamspace.bounds import MAX_PROGRESS_TEXT
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on PostgreSQL (timestamptz) and SQLite (text) alike."""
@@ -132,6 +134,8 @@ class Session(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     terminated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     termination_reason: Mapped[str | None] = mapped_column(Text)
+    status_message: Mapped[str | None] = mapped_column(String(MAX_PROGRESS_TEXT))
+    """How far the latest start or wake got, in the agent's words (``pulling image ...``)."""
 
     owner: Mapped[User] = relationship(lazy="raise", innerjoin=True)
     """Loaded by the queries that show sessions (``sessions.get(with_owner=True)``)."""

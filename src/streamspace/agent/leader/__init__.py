@@ -1,5 +1,7 @@
-"""Leader election for replicas of one agent identity (``LEADER_ELECTION=redis|file``).
+"""Leader election for replicas of one agent identity
+(``LEADER_ELECTION=redis|file|kubernetes``).
 
-:mod:`.base` is the lease contract and the term, :mod:`.redis` and :mod:`.file` are its
-backends, :mod:`.election` the loop that campaigns, serves and steps down.
+:mod:`.base` is the lease contract and the term, :mod:`.redis`, :mod:`.file` and
+:mod:`.kubernetes` (a ``coordination.k8s.io/v1`` Lease) are its backends, :mod:`.election`
+the loop that campaigns, serves and steps down.
 """

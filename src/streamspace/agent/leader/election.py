@@ -16,7 +16,9 @@ from typing import Any
 from streamspace.agent.connection import wait_or_stop
 from streamspace.agent.leader.base import Lease, LeaseUnavailable, Term
 from streamspace.agent.leader.file import FileLease
+from streamspace.agent.leader.kubernetes import KubernetesLease
 from streamspace.agent.leader.redis import RedisLease
+from streamspace.agent.platforms.kubernetes.client import LeaseClient
 from streamspace.config import AgentSettings
 from streamspace.redis_client import create_redis
 
@@ -39,6 +41,13 @@ def create_lease(settings: AgentSettings) -> Lease | None:
         )
     if settings.leader_election == "file":
         return FileLease(settings.leader_lock_path)
+    if settings.leader_election == "kubernetes":
+        return KubernetesLease(
+            LeaseClient.from_settings(settings),
+            settings.agent_id,
+            holder=settings.pod_name,
+            lease_seconds=settings.leader_lease_seconds,
+        )
     return None
 
 

@@ -25,4 +25,26 @@ def create_platform(name: PlatformName, settings: AgentSettings) -> Platform:
             pids_limit=settings.docker_session_pids,
             vnc_password=settings.docker_vnc_password,
         )
+    if name is PlatformName.KUBERNETES:
+        from streamspace.agent.platforms.kubernetes.client import KubeClient
+        from streamspace.agent.platforms.kubernetes.platform import (
+            KubernetesPlatform,
+            PodSettings,
+        )
+
+        return KubernetesPlatform(
+            client=KubeClient.from_settings(settings),
+            agent_id=settings.agent_id,
+            pods=PodSettings(
+                image=settings.kubernetes_session_image,
+                memory=settings.kubernetes_session_memory,
+                home_size=settings.kubernetes_home_size,
+                node_selector=settings.kubernetes_node_selector,
+                tolerations=settings.kubernetes_tolerations,
+                image_pull_secrets=settings.kubernetes_image_pull_secrets,
+                storage_class=settings.kubernetes_storage_class,
+                service_account=settings.kubernetes_service_account,
+            ),
+            start_timeout=settings.kubernetes_start_timeout,
+        )
     raise ValueError(f"the {name.value} platform is not available yet")

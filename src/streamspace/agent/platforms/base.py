@@ -8,12 +8,15 @@ to the control plane or its database; the agent runtime owns deadlines, retries 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from streamspace.protocol import RunningSession, SessionSpec, VncEndpoint
 
 PlatformState = dict[str, Any]
+ProgressSink = Callable[[str, str, str], None]
+"""``(session_id, stage, message)``: how far a start or wake got, in words (must not block)."""
 
 
 class PlatformError(RuntimeError):
@@ -58,6 +61,13 @@ class Platform(abc.ABC):
     """
 
     name: str
+    progress: ProgressSink | None = None
+    """Set by the agent runtime: where ``report_progress`` goes (to the control plane)."""
+
+    def report_progress(self, session_id: str, stage: str, message: str) -> None:
+        """Say how far a slow start or wake got (``scheduled``, ``pulling image``, ...)."""
+        if self.progress is not None:
+            self.progress(session_id, stage, message)
 
     @abc.abstractmethod
     async def start(self, spec: SessionSpec) -> Started:

@@ -96,6 +96,8 @@ class SessionOut(BaseModel):
     vnc: VncEndpoint | None
     persistent_home: bool
     termination_reason: str | None
+    status_message: str | None = None
+    """How far a start or wake under way got, in the agent's words (``pulling image ...``)."""
     created_at: datetime
     updated_at: datetime
     last_activity: datetime | None
@@ -118,6 +120,7 @@ class SessionOut(BaseModel):
             vnc=vnc,
             persistent_home=session.persistent_home,
             termination_reason=session.termination_reason,
+            status_message=session.status_message,
             created_at=session.created_at,
             updated_at=session.updated_at,
             last_activity=session.last_activity,

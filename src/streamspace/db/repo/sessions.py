@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -146,6 +146,7 @@ def transition(
         SessionEvent(session_id=session.id, from_state=session.state, to_state=to, detail=detail)
     )
     session.state = to.value
+    session.status_message = None  # progress is about one start or wake: this one is over
     for name, value in fields.items():
         setattr(session, name, value)
     if to in FINAL_SESSION_STATES:
@@ -153,6 +154,27 @@ def transition(
         session.termination_reason = detail
         session.vnc_host = None
         session.vnc_port = None
+
+
+PROGRESSING = (SessionState.PENDING, SessionState.WAKING)
+"""States whose progress an agent reports (a start or a wake under way)."""
+
+
+async def set_status_message(
+    db: AsyncSession, session_id: str, *, agent_id: str, message: str
+) -> bool:
+    """Show ``message`` with the session, if it is starting or waking on ``agent_id``."""
+    result = await db.execute(
+        update(Session)
+        .where(
+            Session.id == session_id,
+            Session.agent_id == agent_id,
+            Session.state.in_(PROGRESSING),
+        )
+        .values(status_message=message)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def events(db: AsyncSession, session_id: str) -> Sequence[SessionEvent]:

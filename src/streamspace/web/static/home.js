@@ -116,7 +116,7 @@ function renderSessions(list) {
     let li = existing.get(s.id);
     existing.delete(s.id);
     if (!li) li = el("li", { class: "card session", dataset: { testid: "session-row", sessionId: s.id } });
-    const sig = JSON.stringify([s.state, s.vnc, s.termination_reason, s.active_viewers]);
+    const sig = JSON.stringify([s.state, s.vnc, s.termination_reason, s.status_message, s.active_viewers]);
     if (li.dataset.sig !== sig) {
       if (li.dataset.state && li.dataset.state !== s.state) announce(`${nameOf(s)} is now ${s.state}.`);
       li.dataset.sig = sig;
@@ -150,6 +150,10 @@ function fillSessionRow(li, s) {
   if (s.state === "running" && s.vnc) {
     parts.push(el("p", { class: "vnc muted small", dataset: { testid: "vnc-endpoint" } },
       "VNC: ", el("code", { dataset: { testid: "vnc-address" } }, vncAddress(s.vnc))));
+  }
+  if (s.status_message && (s.state === "pending" || s.state === "waking")) {
+    // How far the agent got (Kubernetes: scheduled, pulling image, started, ready).
+    parts.push(el("p", { class: "muted small", dataset: { testid: "status-message" } }, s.status_message));
   }
   if (s.termination_reason && (s.state === "failed" || s.state === "terminated")) {
     parts.push(el("p", { class: s.state === "failed" ? "error" : "muted small", dataset: { testid: "termination-reason" } },
