@@ -27,10 +27,6 @@ from tests.deploy.manifests import (
     validate,
 )
 
-KUBERNETES_AGENT_SETTINGS = frozenset({"NAMESPACE", "POD_NAME"})
-"""The Kubernetes agent's own settings (its sessions' namespace, its Lease holder), which the
-Kubernetes platform and Lease election of issue 12 add to AgentSettings."""
-
 
 @pytest.fixture(scope="module")
 def rendered_text() -> dict[str, str]:
@@ -285,7 +281,6 @@ def test_network_policies(overlay: str, rendered: dict[str, Rendered]) -> None:
 def test_env_names_are_settings(overlay: str, rendered: dict[str, Rendered]) -> None:
     api_names = {name.upper() for name in ApiSettings.model_fields} | {"POD_IP"}
     agent_names = {name.upper() for name in AgentSettings.model_fields}
-    agent_names |= KUBERNETES_AGENT_SETTINGS
     objects = rendered[overlay]
     api = set(env(objects.get("Deployment", "streamspace-api"), "api"))
     agent = set(env(objects.get("Deployment", "streamspace-k8s-agent"), "agent"))
@@ -296,7 +291,7 @@ def test_env_names_are_settings(overlay: str, rendered: dict[str, Rendered]) -> 
     table = readme[readme.index("## Configuration") :]
     documented = set(re.findall(r"^\| `([A-Z_]+)`(?:, `([A-Z_]+)`)?", table, re.M))
     documented_names = {name for row in documented for name in row if name}
-    undocumented = (api | agent) - documented_names - {"POD_IP"} - KUBERNETES_AGENT_SETTINGS
+    undocumented = (api | agent) - documented_names - {"POD_IP"}
     assert undocumented == set()
 
 
