@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import httpx
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 
-from streamspace.db.engine import SessionFactory
-from streamspace.db.models import Agent, Session, Template, User
+from streamspace.config import ApiSettings
+from streamspace.controlplane.services.launches import LaunchWriter
+from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
+from streamspace.db.migrations import runner
+from streamspace.db.models import Agent, Session, Template, User, utcnow
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.states import ACTIVE_SESSION_STATES, SessionState
@@ -20,20 +26,37 @@ ANN = User(id="u1", username="ann", password_hash="x", role="user")
 XTERM = Template(name="xterm", display_name="XTerm", command=["xterm"], persistent_home=False)
 
 
-@pytest.fixture
-async def db(migrated_db: SessionFactory) -> SessionFactory:
-    async with migrated_db() as session, session.begin():
+async def _fill(db: SessionFactory, *, capacity: int) -> SessionFactory:
+    """Ann, the xterm template and two approved agents, online now."""
+    async with db() as session, session.begin():
         session.add(User(id=ANN.id, username=ANN.username, password_hash="x", role="user"))
+        session.add(Template(name="xterm", display_name="XTerm", command=["xterm"]))
         for name in ("a1", "a2"):
-            agent_repo.create(
+            agent = agent_repo.create(
                 session,
                 agent_id=name,
                 platform="local",
                 approval="approved",
                 api_key_hash="x",
-                capacity=10,
+                capacity=capacity,
             )
-    return migrated_db
+            agent.status, agent.last_heartbeat = "online", utcnow()
+    return db
+
+
+@pytest.fixture
+async def db(migrated_db: SessionFactory) -> SessionFactory:
+    return await _fill(migrated_db, capacity=10)
+
+
+@pytest.fixture
+async def pg(pg_url: str) -> AsyncIterator[SessionFactory]:
+    await asyncio.to_thread(runner.upgrade, pg_url, "head")
+    engine = create_engine(pg_url)
+    try:
+        yield await _fill(create_session_factory(engine), capacity=1)
+    finally:
+        await engine.dispose()
 
 
 async def _counts(db: SessionFactory) -> tuple[dict[str, int], dict[str, int]]:
@@ -97,6 +120,29 @@ async def test_a_drifted_count_is_repaired(db: SessionFactory) -> None:
     assert await _counts(db) == ({"a1": 2, "a2": 0},) * 2
     async with db() as session, session.begin():
         assert await agent_repo.repair_used_slots(session) == {}  # nothing left to repair
+
+
+async def test_a_launch_racing_another_replica_does_not_overfill(pg: SessionFactory) -> None:
+    """Another replica takes a1's last slot while this one places there: this launch waits
+    for a1's lock, finds it over capacity, and is placed again, on a2."""
+    writer = LaunchWriter(db=pg, settings=ApiSettings(heartbeat_interval=10))
+    async with pg() as other, other.begin():  # the other replica's launch, not committed yet
+        await session_repo.insert_new(
+            other, [session_repo.new(ANN, XTERM, agent_id="a1", idle_timeout=None)]
+        )
+        racing = asyncio.create_task(writer.launch(ANN, "xterm"))
+
+        async def waiting_for_the_lock() -> bool:
+            async with pg() as probe:
+                waiting = await probe.scalar(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                )
+            return bool(waiting)
+
+        await eventually(waiting_for_the_lock, message="the launch waits for a1's lock")
+    launched = await racing
+    assert launched.agent_id == "a2"
+    assert await _counts(pg) == ({"a1": 1, "a2": 1},) * 2
 
 
 async def test_the_reconciler_repairs_a_drifted_count(

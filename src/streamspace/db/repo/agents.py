@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Agent, Session, Template, utcnow
+from streamspace.db.repo.lists import padded
 from streamspace.protocol import HeartbeatPayload
 from streamspace.states import ACTIVE_SESSION_STATES
 
@@ -147,6 +148,16 @@ async def launch_candidates(db: AsyncSession, *, heartbeat_after: datetime) -> l
     counts its own."""
     rows = await db.execute(_CANDIDATES, {"heartbeat_after": heartbeat_after})
     return [Candidate(*row) for row in rows]
+
+
+async def overfilled(db: AsyncSession, agent_ids: Collection[str]) -> set[str]:
+    """Those of ``agent_ids`` with more active sessions than their capacity."""
+    rows = await db.scalars(
+        select(Agent.agent_id).where(
+            Agent.agent_id.in_(padded(agent_ids)), Agent.used_slots > Agent.capacity
+        )
+    )
+    return set(rows.all())
 
 
 def least_loaded(candidates: Sequence[Candidate], template: Template) -> Candidate | None:
