@@ -1,14 +1,15 @@
 """Launching sessions together: the launches waiting at one moment share one transaction.
 
-Written one by one, every launch pays its own round trips, its own commit and its own
-count of every agent's sessions. The :class:`LaunchWriter` writes whatever launches are
-waiting when it is free as one batch: one query for their templates, one for the agents
-and their loads, one INSERT per table, one commit. A launch that arrives alone is a batch
-of one; nobody waits for a batch to fill. Within a batch each launch goes to the least
-loaded agent that fits, counting the launches placed before it, so one replica never
-overfills an agent however many launches arrive together. Replicas placing at the same time
-read the same counts; the count each agent ends up with is checked before the commit, and a
-batch that overfilled one (another replica took its last slots meanwhile) is placed again.
+Written one by one, every launch pays its own round trips and its own commit. The
+:class:`LaunchWriter` writes whatever launches are waiting when it is free as one batch:
+one query for their templates, one for the agents and their loads (``used_slots``, kept by
+triggers: no session is counted), one INSERT per table, one check of the loads, one commit.
+A launch that arrives alone is a batch of one; nobody waits for a batch to fill. Within a
+batch each launch goes to the least loaded agent that fits, counting the launches placed
+before it, so one replica never overfills an agent however many launches arrive together.
+Replicas placing at the same time read the same counts; the count each agent ends up with
+is checked before the commit, and a batch that overfilled one (another replica took its
+last slots meanwhile) is placed again.
 """
 
 from __future__ import annotations
