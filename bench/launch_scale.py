@@ -2,13 +2,16 @@
 
 Runs a throwaway PostgreSQL, one ``streamspace api`` replica and one no-op fake agent, all
 as real processes on this machine. At each level the sessions are inserted directly (as
-``running`` on the agent, the way launches write them), then launches go through
-``POST /api/v1/sessions`` one after another; a launch's latency is the time to its 201.
+``running`` on the agent, the way launches write them) and vacuumed, then launches go
+through ``POST /api/v1/sessions`` one after another; a launch's latency is the time to its
+201 (a level is the count of active sessions when its launches begin). The ladder of
+levels is climbed ``--rounds`` times (all sessions deleted in between), so that the
+machine's noise spreads over every level; each row pools its rounds.
 Placement reads the agents' ``used_slots``; for comparison the query it replaced (a count
 of every active session of the online agents, once per launch batch) is timed against the
 same database at each level.
 
-    .venv/bin/python -m bench.launch_scale [--levels 100 1000 10000] [--launches 300]
+    .venv/bin/python -m bench.launch_scale [--levels 100 1000 10000] [--launches 200] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from pathlib import Path
 from tempfile import mkdtemp
 
 import aiohttp
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from tests.helpers import login, wait_for_agent
 from tests.processes import AgentProcess, ApiProcess, kill_all
 from tests.services import PostgresServer, make_postgres_dir
@@ -76,8 +79,15 @@ async def active_sessions(factory: SessionFactory) -> int:
     return int(counted or 0)
 
 
-async def query_ms(factory: SessionFactory, *, old: bool) -> tuple[float, float]:
-    """p50 and p99 of the placement query alone (the old count or ``launch_candidates``)."""
+async def settle(engine: AsyncEngine) -> None:
+    """Vacuum and analyze ``sessions`` now, not autovacuum in the middle of a measurement."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("VACUUM ANALYZE sessions"))
+
+
+async def query_ms(factory: SessionFactory, *, old: bool) -> list[float]:
+    """Timings of the placement query alone (the old count or ``launch_candidates``)."""
 
     async def once(db: AsyncSession) -> None:
         if old:
@@ -92,8 +102,7 @@ async def query_ms(factory: SessionFactory, *, old: bool) -> tuple[float, float]
             await once(db)
             times.append((time.perf_counter() - started) * 1000)
             await db.rollback()
-    times.sort()
-    return statistics.median(times), percentile(times, 99)
+    return times
 
 
 async def launch_ms(client: aiohttp.ClientSession, count: int) -> list[float]:
@@ -103,24 +112,40 @@ async def launch_ms(client: aiohttp.ClientSession, count: int) -> list[float]:
         started = time.perf_counter()
         await post_session(client)
         times.append((time.perf_counter() - started) * 1000)
-    return sorted(times)
+    return times
 
 
-async def measure(
-    factory: SessionFactory, client: aiohttp.ClientSession, launches: int
-) -> dict[str, str]:
-    active = await active_sessions(factory)
-    latencies = await launch_ms(client, launches)
-    new_p50, new_p99 = await query_ms(factory, old=False)
-    old_p50, old_p99 = await query_ms(factory, old=True)
-    return {
-        "active sessions": f"{active:,}",
-        "launches": str(len(latencies)),
-        "launch p50 ms": f"{statistics.median(latencies):.2f}",
-        "launch p99 ms": f"{percentile(latencies, 99):.2f}",
-        "placement query p50/p99 ms": f"{new_p50:.2f} / {new_p99:.2f}",
-        "old count query p50/p99 ms": f"{old_p50:.2f} / {old_p99:.2f}",
-    }
+def p50_p99(times: list[float]) -> str:
+    ordered = sorted(times)
+    return f"{statistics.median(ordered):.2f} / {percentile(ordered, 99):.2f}"
+
+
+class Level:
+    """What was measured at one level of active sessions, over the rounds."""
+
+    def __init__(self, sessions: int) -> None:
+        self.sessions = sessions
+        self.launches: list[float] = []
+        self.placement: list[float] = []
+        self.old_count: list[float] = []
+
+    async def measure(
+        self, factory: SessionFactory, client: aiohttp.ClientSession, launches: int
+    ) -> None:
+        self.launches += await launch_ms(client, launches)
+        self.placement += await query_ms(factory, old=False)
+        self.old_count += await query_ms(factory, old=True)
+
+    def row(self) -> dict[str, str]:
+        ordered = sorted(self.launches)
+        return {
+            "active sessions": f"{self.sessions:,}",
+            "launches": str(len(ordered)),
+            "launch p50 ms": f"{statistics.median(ordered):.2f}",
+            "launch p99 ms": f"{percentile(ordered, 99):.2f}",
+            "placement query p50/p99 ms": p50_p99(self.placement),
+            "old count query p50/p99 ms": p50_p99(self.old_count),
+        }
 
 
 async def main(args: argparse.Namespace) -> list[dict[str, str]]:
@@ -128,7 +153,6 @@ async def main(args: argparse.Namespace) -> list[dict[str, str]]:
     pg_dir = make_postgres_dir()
     postgres = PostgresServer(pg_dir)
     engine = None
-    rows: list[dict[str, str]] = []
     try:
         postgres.start()
         url = postgres.create_database("bench")
@@ -152,12 +176,20 @@ async def main(args: argparse.Namespace) -> list[dict[str, str]]:
             base_url=api.url, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
         ) as client:
             await launch_ms(client, 20)  # warm-up
-            for level in args.levels:
-                await add_sessions(
-                    factory, agent_id="noop", count=level - await active_sessions(factory)
-                )
-                rows.append(await measure(factory, client, args.launches))
-                print(rows[-1], flush=True)
+            levels = [Level(sessions) for sessions in args.levels]
+            for _ in range(args.rounds):
+                async with factory() as db, db.begin():
+                    await db.execute(delete(Session))
+                for level in levels:
+                    await add_sessions(
+                        factory,
+                        agent_id="noop",
+                        count=level.sessions - await active_sessions(factory),
+                    )
+                    await settle(engine)
+                    await level.measure(factory, client, args.launches)
+                    print(level.row(), flush=True)
+            rows = [level.row() for level in levels]
     except Exception:
         print(f"benchmark failed; logs kept in {work}")
         raise
@@ -174,12 +206,14 @@ async def main(args: argparse.Namespace) -> list[dict[str, str]]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", type=int, nargs="+", default=[100, 1_000, 10_000])
-    parser.add_argument("--launches", type=int, default=300)
+    parser.add_argument("--launches", type=int, default=200, help="per level and round")
+    parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
     results = asyncio.run(main(options))
     append_results(
         "Launch latency with active sessions on the online agent (1 replica, PostgreSQL)",
         results,
         command="python -m bench.launch_scale "
-        f"--levels {' '.join(map(str, options.levels))} --launches {options.launches}",
+        f"--levels {' '.join(map(str, options.levels))} --launches {options.launches} "
+        f"--rounds {options.rounds}",
     )
