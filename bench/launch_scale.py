@@ -28,11 +28,10 @@ from tempfile import mkdtemp
 import aiohttp
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from tests.helpers import login, wait_for_agent
-from tests.processes import AgentProcess, ApiProcess, kill_all
+from tests.processes import kill_all
 from tests.services import PostgresServer, make_postgres_dir
 
-from bench.commands import NOOP_AGENT_ARGS, PRODUCTION_ENV, post_session
+from bench.commands import api_with_noop_agent, post_session
 from bench.report import append_results, percentile
 from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
 from streamspace.db.models import Agent, Session, Template, User, utcnow
@@ -156,20 +155,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, str]]:
     try:
         postgres.start()
         url = postgres.create_database("bench")
-        api = ApiProcess(work / "api", database_url=url, env=PRODUCTION_ENV)
-        api.start()
-        agent = AgentProcess(
-            work / "agent",
-            control_plane_url=api.url,
-            agent_id="noop",
-            extra_args=NOOP_AGENT_ARGS,
-            env={"LOG_LEVEL": "WARNING"},
-        )
-        agent.start()
-        session = await login(api.url)
-        await wait_for_agent(session, "noop")
-        headers = {"Authorization": session.headers["Authorization"]}
-        await session.aclose()
+        api, headers = await api_with_noop_agent(work, url)
         engine = create_engine(url, pool_size=2)
         factory = create_session_factory(engine)
         async with aiohttp.ClientSession(
