@@ -123,6 +123,25 @@ async def list_sessions(
     return (await db.scalars(query)).all()
 
 
+_STATES_OF = select(Session.id, Session.state).where(
+    Session.id.in_(bindparam("session_ids", expanding=True))
+)
+
+
+async def states_of(db: AsyncSession, session_ids: Collection[str]) -> dict[str, str]:
+    """The states of those of ``session_ids`` that exist, in one statement."""
+    rows = await db.execute(_STATES_OF, {"session_ids": padded(session_ids)})
+    return {session_id: state for session_id, state in rows.tuples()}
+
+
+async def ids_for_agent(
+    db: AsyncSession, agent_id: str, states: frozenset[SessionState]
+) -> set[str]:
+    """The ids of an agent's sessions in ``states`` (ids only: cheap for thousands)."""
+    query = select(Session.id).where(Session.agent_id == agent_id, Session.state.in_(states))
+    return set((await db.scalars(query)).all())
+
+
 async def list_for_agent(
     db: AsyncSession, agent_id: str, states: frozenset[SessionState]
 ) -> Sequence[Session]:
