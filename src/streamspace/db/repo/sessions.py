@@ -131,7 +131,7 @@ _STATES_OF = select(Session.id, Session.state).where(
 async def states_of(db: AsyncSession, session_ids: Collection[str]) -> dict[str, str]:
     """The states of those of ``session_ids`` that exist, in one statement."""
     rows = await db.execute(_STATES_OF, {"session_ids": padded(session_ids)})
-    return {session_id: state for session_id, state in rows.tuples()}
+    return {session_id: state for session_id, state in rows}
 
 
 async def ids_for_agent(
