@@ -5,9 +5,14 @@ make an inventory are refused with a 4400 and their reason."""
 from __future__ import annotations
 
 import json
+from collections import Counter
+from pathlib import Path
 
 import httpx
+from sqlalchemy import select
 
+from streamspace.controlplane.presence import LOST
+from streamspace.db.models import Session
 from streamspace.inventory import split_inventory
 from streamspace.protocol import (
     PROTOCOL_VERSION,
@@ -19,10 +24,11 @@ from streamspace.protocol import (
     encode,
 )
 from tests.database import Database
-from tests.helpers import wait_for_state
+from tests.helpers import eventually, wait_for_state
 from tests.integration.test_agent_protocol import _running_session
 from tests.manual_agent import ManualAgent
 from tests.processes import ApiProcess
+from tests.running_sessions import seed_running_sessions
 
 STRAY = "stray-session"
 """A session the agent runs that the database never knew."""
@@ -122,3 +128,24 @@ async def test_an_inventory_after_the_handshake_is_refused(api: ApiProcess) -> N
     await agent.send("inventory", {"seq": 1, "sessions": [], "last": True})
     code, reason, _ = await agent.closed_with()
     assert (code, reason) == (CloseCode.BAD_MESSAGE, "inventory after the handshake")
+
+
+async def test_thousands_of_sessions_missing_from_the_inventory_are_all_failed(
+    api: ApiProcess, database: Database, tmp_path: Path
+) -> None:
+    """More lost sessions than one page: every one is failed and cleaned up, once."""
+    agent = await ManualAgent.registered(api.url, "forgetful-agent")
+    lost = await seed_running_sessions(
+        database, tmp_path / "state.json", agent_id=agent.agent_id, count=2500
+    )
+    await agent.connect()  # an empty inventory: the agent runs none of them any more
+
+    async def all_failed() -> bool:
+        async with database.session() as db:
+            query = select(Session.state, Session.termination_reason, Session.vnc_host)
+            rows = await db.execute(query.where(Session.agent_id == agent.agent_id))
+            return set(rows) == {("failed", LOST, None)}
+
+    await eventually(all_failed, timeout=60, message="every lost session failed")
+    stops = Counter(command.session_id for command in await database.commands())
+    assert stops == Counter(lost)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from streamspace.controlplane.services.outcomes import fail_and_clean_up
 from streamspace.controlplane.state import Replica
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
@@ -16,6 +16,8 @@ from streamspace.protocol import INVENTORY_PAGE_SESSIONS, Action, Hello, Running
 from streamspace.states import FINAL_SESSION_STATES, SessionState
 
 log = logging.getLogger(__name__)
+
+LOST = "session lost: the agent no longer runs it"
 
 
 async def agent_connected(
@@ -26,8 +28,9 @@ async def agent_connected(
     In one transaction: sessions the database says run there but the agent does not
     report (in its complete ``inventory``) are failed; sessions it runs that the database
     has ended (or never knew) get a ``stop_session`` so nothing keeps running unaccounted
-    for. Set operations: one statement for the agent's running sessions and one per page of
-    the inventory; only the sessions that changed cost more.
+    for. Set operations: one statement for the agent's running sessions, one per page of the
+    inventory, and for each page of sessions that changed (lost or stray) one statement per
+    table it writes.
     """
     info = hello.payload
     reported = {running.session_id: running for running in inventory}
@@ -51,31 +54,48 @@ async def agent_connected(
         running = await session_repo.ids_for_agent(
             db, info.agent_id, frozenset({SessionState.RUNNING})
         )
-        lost = await session_repo.get_many(db, running - reported.keys())
-        for session in lost.values():
-            await fail_and_clean_up(db, session, reason="session lost: the agent no longer runs it")
-        ids = list(reported)
-        for start in range(0, len(ids), INVENTORY_PAGE_SESSIONS):
-            page = ids[start : start + INVENTORY_PAGE_SESSIONS]
+        for page in _pages(sorted(running - reported.keys())):
+            lost = await session_repo.fail_running(db, info.agent_id, page, reason=LOST)
+            await _stop(db, info.agent_id, lost)
+        for page in _pages(list(reported)):
             known = await session_repo.states_of(db, page)
-            for session_id in page:
-                state = known.get(session_id)
-                if state is None or state in FINAL_SESSION_STATES:
-                    await _stop_stray(db, info.agent_id, reported[session_id])
+            strays = {
+                session_id: reported[session_id].state
+                for session_id in page
+                if known.get(session_id) is None or known[session_id] in FINAL_SESSION_STATES
+            }
+            if strays:
+                log.warning(
+                    "agent %s runs %d unknown or ended session(s) (%s); stopping them",
+                    info.agent_id,
+                    len(strays),
+                    ", ".join(list(strays)[:5]) + (", …" if len(strays) > 5 else ""),
+                )
+            await _stop(db, info.agent_id, strays)
 
 
-async def _stop_stray(db: AsyncSession, agent_id: str, running: RunningSession) -> None:
-    """Stop a session the agent runs that the database has ended or never knew."""
-    log.warning(
-        "agent %s runs unknown or ended session %s; stopping it", agent_id, running.session_id
-    )
-    await command_repo.create(
-        db,
-        agent_id=agent_id,
-        session_id=running.session_id,
-        action=Action.STOP_SESSION,
-        payload={"state": running.state, "keep_home": False},
-    )
+def _pages(ids: list[str]) -> list[list[str]]:
+    """``ids`` in pages of an inventory page's size: a statement's parameters stay bounded."""
+    return [
+        ids[start : start + INVENTORY_PAGE_SESSIONS]
+        for start in range(0, len(ids), INVENTORY_PAGE_SESSIONS)
+    ]
+
+
+async def _stop(db: AsyncSession, agent_id: str, states: dict[str, dict[str, Any]]) -> None:
+    """A ``stop_session`` for each session (by id, with its platform state), in one INSERT."""
+    if not states:
+        return
+    stops = [
+        command_repo.new(
+            agent_id=agent_id,
+            session_id=session_id,
+            action=Action.STOP_SESSION,
+            payload={"state": state, "keep_home": False},
+        )
+        for session_id, state in states.items()
+    ]
+    await command_repo.insert_new(db, stops)
 
 
 async def agent_disconnected(replica: Replica, agent_id: str) -> None:
