@@ -8,7 +8,8 @@ sends it), until the ``welcome``, which the replica sends once the whole invento
 reconciled and committed. Between reconnects the agent waits until the replica has marked
 it offline, so each is a fresh connect, not a replacement. Every run is checked: the
 sessions are all still ``running`` and no command was created (nothing was taken for lost
-or unknown).
+or unknown). Last, once per size, the worst change: the agent comes back with an empty
+inventory (its host rebooted), so every session is failed and gets a ``stop_session``.
 
     .venv/bin/python -m bench.reconnect [--sizes 100,1000,10000] [--repeats 5]
 """
@@ -49,18 +50,21 @@ async def _offline(database: Database, agent_id: str) -> bool:
         return await db.scalar(select(Agent.status).where(Agent.agent_id == agent_id)) != "online"
 
 
-async def _check(database: Database, agent_id: str, size: int) -> None:
-    """All sessions still running, no command created: the reconnects changed nothing."""
+async def _check(
+    database: Database, agent_id: str, *, states: dict[str, int], commands: int
+) -> None:
+    """The agent's sessions by state, and how many commands were created for it."""
     async with database.session() as db:
-        running = await db.scalar(
-            select(func.count())
-            .select_from(Session)
-            .where(Session.agent_id == agent_id, Session.state == "running")
+        rows = await db.execute(
+            select(Session.state, func.count())
+            .where(Session.agent_id == agent_id)
+            .group_by(Session.state)
         )
-        commands = await db.scalar(
+        created = await db.scalar(
             select(func.count()).select_from(AgentCommand).where(AgentCommand.agent_id == agent_id)
         )
-    assert (running, commands) == (size, 0), (running, commands)
+    found = ({state: count for state, count in rows}, created)
+    assert found == (states, commands), found
 
 
 async def reconnect_once(agent: ManualAgent, sessions: list[RunningSession]) -> tuple[float, int]:
@@ -103,9 +107,17 @@ async def measure(
         took, frames = await reconnect_once(agent, sessions)
         times.append(took)
         await eventually(lambda: _offline(database, agent.agent_id), timeout=30, interval=0.1)
-    await _check(database, agent.agent_id, size)
+    await _check(database, agent.agent_id, states={"running": size}, commands=0)
+    all_lost, _ = await reconnect_once(agent, [])
+    await _check(database, agent.agent_id, states={"failed": size}, commands=size)
     median = statistics.median(times)
-    return {"sessions": size, "frames": frames, "median_s": median, "max_s": max(times)}
+    return {
+        "sessions": size,
+        "frames": frames,
+        "median_s": median,
+        "max_s": max(times),
+        "all_lost_s": all_lost,
+    }
 
 
 async def main(args: argparse.Namespace) -> list[dict[str, float]]:
@@ -127,7 +139,8 @@ async def main(args: argparse.Namespace) -> list[dict[str, float]]:
                 print(
                     f"{size:>6} sessions: {row['frames']:>3} frame(s), reconnect median"
                     f" {row['median_s'] * 1000:.0f} ms (max {row['max_s'] * 1000:.0f} ms),"
-                    f" {row['median_s'] / size * 1e6:.0f} µs per session",
+                    f" {row['median_s'] / size * 1e6:.0f} µs per session; all lost:"
+                    f" {row['all_lost_s'] * 1000:.0f} ms",
                     flush=True,
                 )
                 rows.append(row)
