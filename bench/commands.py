@@ -111,6 +111,26 @@ def _summary(name: str, sent: dict[str, float], done: dict[str, float]) -> dict[
     }
 
 
+async def api_with_noop_agent(work: Path, url: str) -> tuple[ApiProcess, dict[str, str]]:
+    """One production-configured replica on ``url`` with a no-op agent online, and the
+    headers of an administrator logged in to it."""
+    api = ApiProcess(work / "api", database_url=url, env=PRODUCTION_ENV)
+    api.start()
+    agent = AgentProcess(
+        work / "agent",
+        control_plane_url=api.url,
+        agent_id="noop",
+        extra_args=NOOP_AGENT_ARGS,
+        env={"LOG_LEVEL": "WARNING"},
+    )
+    agent.start()
+    session = await login(api.url)
+    await wait_for_agent(session, "noop")
+    headers = {"Authorization": session.headers["Authorization"]}
+    await session.aclose()
+    return api, headers
+
+
 async def main(args: argparse.Namespace) -> list[dict[str, str]]:
     work = Path(mkdtemp(prefix="streamspace-bench-"))
     pg_dir = make_postgres_dir()
@@ -118,24 +138,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, str]]:
     try:
         postgres.start()
         url = postgres.create_database("bench")
-        api = ApiProcess(
-            work / "api",
-            database_url=url,
-            env=PRODUCTION_ENV,
-        )
-        api.start()
-        agent = AgentProcess(
-            work / "agent",
-            control_plane_url=api.url,
-            agent_id="noop",
-            extra_args=NOOP_AGENT_ARGS,
-            env={"LOG_LEVEL": "WARNING"},
-        )
-        agent.start()
-        session = await login(api.url)
-        await wait_for_agent(session, "noop")
-        headers = {"Authorization": session.headers["Authorization"]}
-        await session.aclose()
+        api, headers = await api_with_noop_agent(work, url)
         # aiohttp, not httpx: httpx costs ~2.5 ms per request here, more than the server.
         async with aiohttp.ClientSession(
             base_url=api.url,

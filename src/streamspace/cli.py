@@ -13,6 +13,7 @@ import typer
 
 from streamspace import logs
 from streamspace.config import DEFAULT_DATA_DIR, AgentSettings, ApiSettings
+from streamspace.files import private_dir
 from streamspace.images.recipe import DEFAULT_TAG as DEFAULT_SESSION_IMAGE
 from streamspace.images.server_recipe import DEFAULT_TAG as DEFAULT_SERVER_IMAGE
 from streamspace.memory import tune_garbage_collection
@@ -44,11 +45,7 @@ def up(
     from streamspace.embedded import run_embedded
 
     logs.configure()
-    data_dir = data_dir.expanduser()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Whatever the umask, or an existing directory's mode: keys, homes and the database
-    # are for this account only.
-    data_dir.chmod(0o700)
+    data_dir = private_dir(data_dir.expanduser())
     asyncio.run(run_embedded(host=host, port=port, data_dir=data_dir))
 
 

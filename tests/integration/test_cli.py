@@ -198,6 +198,13 @@ async def test_up_keeps_its_data_directory_and_database_private(
     await up.healthy()
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((data_dir / "streamspace.db").stat().st_mode) == 0o600
+    agent_key = data_dir / "agent" / "agent-key"
+
+    async def key_saved() -> bool:
+        return agent_key.exists()
+
+    await eventually(key_saved, timeout=TIMEOUT, message="the local agent's key")
+    assert stat.S_IMODE(agent_key.parent.stat().st_mode) == 0o700
     assert await up.interrupt() == 0, up.output()[-3000:]
 
 

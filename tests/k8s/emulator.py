@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import copy
 import json
 import secrets
@@ -431,7 +432,8 @@ class KubeEmulator:
                     await tick.wait()
             except TimeoutError:
                 break
-        await response.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the client left first: nothing to end
+            await response.write_eof()
         return response
 
 

@@ -258,3 +258,39 @@ def test_concurrent_cli_upgrades(pg_url: str, postgres_server: PostgresServer) -
     wait_ok(run_cli(pg_url, "upgrade", "head"))
     assert postgres_server.psql("SELECT version_num FROM alembic_version", dbname) == head
     assert set(postgres_server.psql(tables_sql, dbname).split(",")) == TABLES
+
+
+async def test_used_slots_start_from_the_existing_sessions(db_url: str) -> None:
+    """0007 counts the active sessions already there; the ended ones take no slot."""
+    await asyncio.to_thread(runner.upgrade, db_url, "0006")
+
+    def fill(conn: Connection) -> None:
+        now = "CURRENT_TIMESTAMP"
+        conn.execute(text(f"INSERT INTO users VALUES ('u1', 'ann', 'x', 'user', {now})"))
+        for agent_id in ("a1", "a2"):
+            conn.execute(
+                text(
+                    "INSERT INTO agents (agent_id, platform, status, approval, api_key_hash, "
+                    f"capacity, active_sessions, created_at) VALUES (:a, 'local', 'online', "
+                    f"'approved', 'x', 10, 0, {now})"
+                ),
+                {"a": agent_id},
+            )
+        for n, state in enumerate(["running", "pending", "hibernated", "terminated", "waking"]):
+            conn.execute(
+                text(
+                    "INSERT INTO sessions (id, owner_id, template_name, agent_id, state, "
+                    "platform_state, persistent_home, created_at, updated_at) VALUES "
+                    f"(:id, 'u1', 'xterm', 'a1', :state, '{{}}', false, {now}, {now})"
+                ),
+                {"id": f"s{n}", "state": state},
+            )
+        conn.commit()
+
+    await on_connection(db_url, fill)
+    await asyncio.to_thread(runner.upgrade, db_url, "head")
+    used = await on_connection(
+        db_url,
+        lambda c: c.execute(text("SELECT agent_id, used_slots FROM agents ORDER BY 1")).all(),
+    )
+    assert [tuple(row) for row in used] == [("a1", 3), ("a2", 0)]

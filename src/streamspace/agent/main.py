@@ -15,6 +15,7 @@ from streamspace.agent.leader.election import create_lease, lead
 from streamspace.agent.platforms.base import Platform
 from streamspace.agent.runtime import AgentRuntime
 from streamspace.config import AgentSettings
+from streamspace.files import private_dir
 
 
 async def run_agent(
@@ -24,6 +25,7 @@ async def run_agent(
 
     With leader election, only while this replica holds the agent's lease.
     """
+    private_dir(settings.agent_data_dir)  # its key, the command record, session homes
 
     async def serve(until: asyncio.Event, leader: Term | None) -> None:
         api_key = await obtain_api_key(settings, platform.name)

@@ -53,6 +53,7 @@ class Reconciler:
             self.check_silent_agents,
             self.check_dead_replicas,
             self.check_stuck_sessions,
+            self.check_used_slots,
         ]
         while not stop.is_set():
             for check in checks:
@@ -120,6 +121,19 @@ class Reconciler:
                     SessionState.FAILED,
                     detail=f"stuck in {session.state}: no command in progress",
                 )
+
+    async def check_used_slots(self) -> None:
+        """An agent's count of active sessions (what placement reads) that drifted from
+        its sessions, e.g. by a hand edit with the triggers disabled: repaired."""
+        async with self._db() as db, db.begin():
+            repaired = await agent_repo.repair_used_slots(db)
+        for agent_id, (counted, actual) in repaired.items():
+            log.warning(
+                "agent %s counted %d active session(s) but has %d; repaired",
+                agent_id,
+                counted,
+                actual,
+            )
 
     async def check_dead_replicas(self) -> None:
         """Agents marked online at a replica whose liveness key is gone: offline now,

@@ -84,6 +84,11 @@ class Agent(Base):
     api_key_hash: Mapped[str] = mapped_column(String(64))
     capacity: Mapped[int] = mapped_column(Integer, default=0)
     active_sessions: Mapped[int] = mapped_column(Integer, default=0)
+    """Sessions running, as the agent last reported in a heartbeat."""
+    used_slots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Sessions on this agent in an active state (a slot of its capacity each), kept by
+    triggers on ``sessions`` in the statement that changes them (migration 0007); the
+    placement reads it instead of counting the sessions."""
     version: Mapped[str | None] = mapped_column(String(64))
     replica: Mapped[str | None] = mapped_column(String(255))
     """The control-plane replica (POD_NAME) the agent is connected to."""

@@ -1,12 +1,15 @@
 """Launching sessions together: the launches waiting at one moment share one transaction.
 
-Written one by one, every launch pays its own round trips, its own commit and its own
-count of every agent's sessions. The :class:`LaunchWriter` writes whatever launches are
-waiting when it is free as one batch: one query for their templates, one for the agents
-and their loads, one INSERT per table, one commit. A launch that arrives alone is a batch
-of one; nobody waits for a batch to fill. Within a batch each launch goes to the least
-loaded agent that fits, counting the launches placed before it, so one replica never
-overfills an agent however many launches arrive together.
+Written one by one, every launch pays its own round trips and its own commit. The
+:class:`LaunchWriter` writes whatever launches are waiting when it is free as one batch:
+one query for their templates, one for the agents and their loads (``used_slots``, kept by
+triggers: no session is counted), one INSERT per table, one check of the loads, one commit.
+A launch that arrives alone is a batch of one; nobody waits for a batch to fill. Within a
+batch each launch goes to the least loaded agent that fits, counting the launches placed
+before it, so one replica never overfills an agent however many launches arrive together.
+Replicas placing at the same time read the same counts; the count each agent ends up with
+is checked before the commit, and a batch that overfilled one (another replica took its
+last slots meanwhile) is placed again.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ MAX_BATCH = 100
 """Launches written per transaction at most."""
 MAX_WAITING = 5_000
 """Launches queued on one replica at most; more are refused (503) rather than left to grow."""
+PLACEMENT_ATTEMPTS = 3
+"""Placements of one batch at most when other replicas keep filling its agents meanwhile."""
+
+
+class _Overfilled(Exception):
+    """The batch's agents would exceed their capacity: rolled back, to be placed again."""
 
 
 class Launched(NamedTuple):
@@ -96,6 +105,16 @@ class LaunchWriter:
             return exc
 
     async def _write(self, batch: list[_Launch]) -> list[Launched | BaseException]:
+        """Place and write one batch, again on fresh counts if other replicas overfilled."""
+        for _ in range(PLACEMENT_ATTEMPTS):
+            try:
+                return await self._place_and_write(batch)
+            except _Overfilled as exc:
+                log.info("placing %d launch(es) again: %s", len(batch), exc)
+        busy = Unavailable("agents are filling up faster than launches can be placed; try again")
+        return [busy] * len(batch)
+
+    async def _place_and_write(self, batch: list[_Launch]) -> list[Launched | BaseException]:
         """Place and write one batch in one transaction."""
         async with self._db() as db, db.begin():
             templates = await template_repo.get_many(db, {x.template_name for x in batch})
@@ -108,6 +127,11 @@ class LaunchWriter:
             if placed:
                 await session_repo.insert_new(db, [launched.session for launched in placed])
                 await command_repo.insert_new(db, [launched.command for launched in placed])
+                # The triggers counted the new sessions on top of every committed launch
+                # (they wait for the agents' locks): over capacity means a race was lost.
+                full = await agent_repo.overfilled(db, {launched.agent_id for launched in placed})
+                if full:
+                    raise _Overfilled(f"agent(s) {', '.join(sorted(full))} filled meanwhile")
         return outcomes
 
 

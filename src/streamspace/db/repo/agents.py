@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Agent, Session, Template, utcnow
+from streamspace.db.repo.lists import padded
 from streamspace.protocol import HeartbeatPayload
 from streamspace.states import ACTIVE_SESSION_STATES
 
@@ -39,6 +40,7 @@ def create(
         api_key_hash=api_key_hash,
         capacity=capacity,
         active_sessions=0,
+        used_slots=0,
         created_at=utcnow(),
     )
     db.add(agent)
@@ -101,7 +103,8 @@ async def record_heartbeats(
                 "active_sessions": beat.active_sessions,
                 "capacity": beat.capacity,
             }
-            for agent_id, beat in beats.items()
+            # In id order, as the used_slots triggers lock agents: no deadlock between them.
+            for agent_id, beat in sorted(beats.items())
         ],
     )
 
@@ -131,27 +134,30 @@ class Candidate:
         return platform_fits and self.used < self.capacity
 
 
-_CANDIDATES = (
-    select(Agent.agent_id, Agent.platform, Agent.capacity, func.count(Session.id))
-    .outerjoin(
-        Session,
-        (Session.agent_id == Agent.agent_id) & Session.state.in_(ACTIVE_SESSION_STATES),
-    )
-    .where(
-        Agent.approval == "approved",
-        Agent.status == "online",
-        Agent.last_heartbeat >= bindparam("heartbeat_after"),
-    )
-    .group_by(Agent.agent_id, Agent.platform, Agent.capacity)
+_CANDIDATES = select(Agent.agent_id, Agent.platform, Agent.capacity, Agent.used_slots).where(
+    Agent.approval == "approved",
+    Agent.status == "online",
+    Agent.last_heartbeat >= bindparam("heartbeat_after"),
 )
 """Built once: constructing this statement costs more than running it."""
 
 
 async def launch_candidates(db: AsyncSession, *, heartbeat_after: datetime) -> list[Candidate]:
     """Approved, online agents with a heartbeat since ``heartbeat_after`` and their active
-    session counts, in one round trip (full ones included: the caller counts its own)."""
+    session counts (``used_slots``: no session is read), full ones included: the caller
+    counts its own."""
     rows = await db.execute(_CANDIDATES, {"heartbeat_after": heartbeat_after})
     return [Candidate(*row) for row in rows]
+
+
+async def overfilled(db: AsyncSession, agent_ids: Collection[str]) -> set[str]:
+    """Those of ``agent_ids`` with more active sessions than their capacity."""
+    rows = await db.scalars(
+        select(Agent.agent_id).where(
+            Agent.agent_id.in_(padded(agent_ids)), Agent.used_slots > Agent.capacity
+        )
+    )
+    return set(rows.all())
 
 
 def least_loaded(candidates: Sequence[Candidate], template: Template) -> Candidate | None:
@@ -176,3 +182,53 @@ async def mark_replica_offline(db: AsyncSession, replica: str) -> int:
         .values(status="offline")
     )
     return int(getattr(result, "rowcount", 0))
+
+
+_ACTIVE_COUNTS = (
+    select(Session.agent_id, func.count().label("n"))
+    .where(Session.state.in_(ACTIVE_SESSION_STATES))
+    .group_by(Session.agent_id)
+    .subquery()
+)
+_ACTIVE_COUNT = (
+    select(func.count())
+    .where(Session.agent_id == Agent.agent_id, Session.state.in_(ACTIVE_SESSION_STATES))
+    .correlate(Agent)
+    .scalar_subquery()
+)
+
+
+async def repair_used_slots(db: AsyncSession) -> dict[str, tuple[int, int]]:
+    """Agents whose ``used_slots`` differs from their active sessions: set to the count.
+
+    Returns ``{agent_id: (counted, actual)}`` of those repaired. The comparison reads one
+    snapshot, in which count and sessions agree unless they drifted; the repair locks the
+    drifted agents first and counts after, so that a session changing meanwhile (whose
+    trigger waits for that lock) is counted on top of the repair, not lost under it.
+    """
+    actual = func.coalesce(_ACTIVE_COUNTS.c.n, 0)
+    drifted = (
+        await db.execute(
+            select(Agent.agent_id, Agent.used_slots, actual)
+            .outerjoin(_ACTIVE_COUNTS, _ACTIVE_COUNTS.c.agent_id == Agent.agent_id)
+            .where(Agent.used_slots != actual)
+        )
+    ).all()
+    if not drifted:
+        return {}
+    ids = sorted(agent_id for agent_id, _, _ in drifted)
+    await db.execute(
+        select(Agent.agent_id)
+        .where(Agent.agent_id.in_(ids))
+        .order_by(Agent.agent_id)
+        .with_for_update()
+    )
+    rows = await db.execute(
+        update(Agent)
+        .where(Agent.agent_id.in_(ids), Agent.used_slots != _ACTIVE_COUNT)
+        .values(used_slots=_ACTIVE_COUNT)
+        .returning(Agent.agent_id, Agent.used_slots)
+        .execution_options(synchronize_session=False)
+    )
+    counted = {agent_id: used for agent_id, used, _ in drifted}
+    return {agent_id: (counted[agent_id], used) for agent_id, used in rows}
