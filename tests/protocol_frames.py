@@ -15,6 +15,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from streamspace.protocol import (
+    INVENTORY_PAGE_SESSIONS,
     MAX_FRAME_BYTES,
     CloseCode,
     ProtocolError,
@@ -35,6 +36,11 @@ def valid_payloads(agent_id: str) -> dict[str, dict[str, Any]]:
             "version": "fuzz",
             "capacity": 0,
             "sessions": [{"session_id": "s1", "vnc": None, "state": {}}],
+        },
+        "inventory": {
+            "seq": 1,
+            "sessions": [{"session_id": "s2", "vnc": None, "state": {}}],
+            "last": True,
         },
         "heartbeat": {"active_sessions": 0, "capacity": 0},
         "ack": {"command_id": "c1"},
@@ -96,12 +102,18 @@ _bad_json = st.one_of(
     st.dictionaries(st.text(max_size=5), _bad_numbers | _bad_text, min_size=1, max_size=3),
     st.integers(17 * 1024, 40 * 1024).map(lambda size: {"blob": "x" * size}),
 )
+_too_many_sessions = st.integers(INVENTORY_PAGE_SESSIONS + 1, 2 * INVENTORY_PAGE_SESSIONS).map(
+    lambda count: [{"session_id": "s"}] * count
+)
 _IN_RANGE_OF_TYPE = {
     ("envelope", "ts"): _bad_numbers,
     ("hello", "v"): _huge_ints,
     ("hello", "capacity"): _huge_ints,
     ("hello", "leader_epoch"): _huge_ints,
     ("hello", "version"): _bad_text,
+    ("hello", "sessions"): _too_many_sessions,
+    ("inventory", "seq"): _huge_ints,
+    ("inventory", "sessions"): _too_many_sessions,
     ("heartbeat", "active_sessions"): _huge_ints,
     ("heartbeat", "capacity"): _huge_ints,
     ("complete", "result"): _bad_json,

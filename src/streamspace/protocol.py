@@ -46,6 +46,11 @@ PROTOCOL_VERSION = 1
 
 MAX_FRAME_BYTES = 64 * 1024
 """Largest agent-protocol frame either side accepts."""
+INVENTORY_PAGE_SESSIONS = 1000
+"""Most sessions one frame of an agent's inventory (``hello`` or ``inventory``) lists."""
+MAX_INVENTORY_FRAMES = 1000
+"""Most frames one inventory takes, ``hello`` included (at most ``MAX_INVENTORY_FRAMES *
+MAX_FRAME_BYTES`` buffered per connecting agent); its sessions are at most ``MAX_COUNT``."""
 
 Identifier = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -108,6 +113,10 @@ UNIX_PREFIX = "unix:"
 
 def _is_none(value: object) -> bool:
     return value is None
+
+
+def _is_false(value: object) -> bool:
+    return value is False
 
 
 class VncEndpoint(_Strict):
@@ -198,9 +207,23 @@ class HelloPayload(_Strict):
     platform: PlatformName
     version: Annotated[str, Field(max_length=64), AfterValidator(storable)]
     capacity: int = Field(ge=0, le=MAX_COUNT)
-    sessions: list[RunningSession] = Field(default_factory=list, max_length=MAX_COUNT)
+    sessions: list[RunningSession] = Field(default_factory=list, max_length=INVENTORY_PAGE_SESSIONS)
+    """The first page of the sessions the agent runs."""
     leader_epoch: int | None = Field(default=None, ge=1, le=2**63 - 1)
     """Fencing token of a replica elected by leader election (``None``: no election)."""
+    more: bool = Field(default=False, exclude_if=_is_false)
+    """``inventory`` frames with the rest of the sessions follow (left out when ``False``,
+    so a hello whose sessions fit one frame is the same as before inventories existed)."""
+
+
+class InventoryPayload(_Strict):
+    """One further page of the sessions an agent runs, right after its ``hello``."""
+
+    seq: int = Field(ge=1, le=MAX_INVENTORY_FRAMES - 1)
+    """1 for the first page after the hello, then consecutive."""
+    sessions: list[RunningSession] = Field(max_length=INVENTORY_PAGE_SESSIONS)
+    last: bool
+    """The inventory is complete with this page."""
 
 
 class HeartbeatPayload(_Strict):
@@ -293,6 +316,11 @@ class Hello(_Envelope):
     payload: HelloPayload
 
 
+class Inventory(_Envelope):
+    type: Literal["inventory"] = "inventory"
+    payload: InventoryPayload
+
+
 class Heartbeat(_Envelope):
     type: Literal["heartbeat"] = "heartbeat"
     payload: HeartbeatPayload
@@ -344,7 +372,8 @@ class Error(_Envelope):
 
 
 AgentMessage = Annotated[
-    Hello | Heartbeat | Ack | Complete | Failed | Status | Progress, Field(discriminator="type")
+    Hello | Inventory | Heartbeat | Ack | Complete | Failed | Status | Progress,
+    Field(discriminator="type"),
 ]
 """Any message an agent may send."""
 

@@ -27,6 +27,7 @@ from streamspace.agent.platforms.base import Platform
 from streamspace.agent.runtime import AgentRuntime
 from streamspace.config import AgentSettings
 from streamspace.protocol import (
+    MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Action,
     AgentMessage,
@@ -35,6 +36,7 @@ from streamspace.protocol import (
     Error,
     ErrorPayload,
     HelloPayload,
+    RunningSession,
     Welcome,
     WelcomePayload,
     encode,
@@ -687,3 +689,42 @@ def test_fake_platforms_are_platforms() -> None:
     for platform in (NoopPlatform(), SlowPlatform(0.1), NeverPlatform(), BadPlatform()):
         assert isinstance(platform, Platform)
     logging.getLogger(__name__).debug("fake platforms ok")
+
+
+async def test_an_inventory_beyond_one_frame_follows_the_hello_in_pages(
+    cp: FakeControlPlane, start_agent: StartAgent
+) -> None:
+    platform = NoopPlatform()
+    for n in range(1500):
+        platform.sessions[f"s-{n}"] = {"session_id": f"s-{n}", "pad": "x" * 40}
+    await start_agent(platform)
+    hello = cp.hellos[0]
+    assert hello.more
+    reported = [session.session_id for session in hello.sessions]
+    while True:
+        page = await cp.expect("inventory")
+        reported += [session.session_id for session in page.sessions]
+        if page.last:
+            break
+    assert reported == list(platform.sessions)
+
+
+class _OutgrownPlatform(NoopPlatform):
+    """Reports one session whose state outgrew every bound (as a buggy platform might)."""
+
+    async def list_running(self) -> list[RunningSession]:
+        huge = RunningSession.model_construct(
+            session_id="huge", vnc=None, state={"pad": "x" * MAX_FRAME_BYTES}
+        )
+        return [RunningSession(session_id="small"), huge]
+
+
+async def test_a_session_too_large_for_a_frame_is_left_out_with_an_error(
+    cp: FakeControlPlane, start_agent: StartAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = await start_agent(_OutgrownPlatform())
+    assert [session.session_id for session in cp.hellos[0].sessions] == ["small"]
+    assert not cp.hellos[0].more
+    assert agent.runtime.connections == 1  # connected at once, not refused in a loop
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.getMessage().startswith("session huge left out of the inventory: its entry takes")

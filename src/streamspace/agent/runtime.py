@@ -46,6 +46,7 @@ from streamspace.agent.tunnel import Tunnels
 from streamspace.batching import Coalescer
 from streamspace.bounds import MAX_PROGRESS_TEXT
 from streamspace.config import AgentSettings
+from streamspace.inventory import split_inventory
 from streamspace.protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -56,7 +57,6 @@ from streamspace.protocol import (
     CommandPayload,
     Complete,
     Failed,
-    Hello,
     HelloPayload,
     PlatformName,
     Progress,
@@ -253,10 +253,18 @@ class AgentRuntime:
             platform=PlatformName(self.platform.name),
             version=streamspace.__version__,
             capacity=self.settings.agent_capacity,
-            sessions=running,
             leader_epoch=None if self.leader is None else self.leader.epoch,
         )
-        await conn.send(Hello(payload=hello))
+        split = split_inventory(hello, running)
+        for refused in split.refused:
+            # Not sent (it would be refused in a loop): the control plane counts it as lost.
+            log.error(
+                "session %s left out of the inventory: %s",
+                refused.session.session_id,
+                refused.reason,
+            )
+        for page in split.messages:
+            await conn.send(page)
         async with asyncio.timeout(self.hello_timeout):
             while True:
                 frame = await conn.ws.recv()

@@ -23,6 +23,7 @@ from streamspace.controlplane.secrets import matches
 from streamspace.controlplane.state import Replica
 from streamspace.db.models import Agent
 from streamspace.db.repo import agents as agent_repo
+from streamspace.inventory import InventoryError, InventoryPages
 from streamspace.protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -34,7 +35,9 @@ from streamspace.protocol import (
     Failed,
     Heartbeat,
     Hello,
+    Inventory,
     ProtocolError,
+    RunningSession,
     Welcome,
     WelcomePayload,
     close_reason,
@@ -44,6 +47,8 @@ from streamspace.protocol import (
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
+INVENTORY_TIMEOUT = 30.0
+"""Seconds from the hello to the last page of the agent's inventory."""
 INBOX_SIZE = 1000
 """Frames read but not yet applied; beyond this the reader waits (back-pressure)."""
 BURST_SIZE = 200
@@ -70,6 +75,7 @@ class AgentGateway:
         try:
             agent = await self._authenticate(websocket)
             hello = await self._receive_hello(websocket, agent)
+            inventory = await _receive_inventory(websocket, hello)
             await self._fence(agent, hello)
         except _Rejected as rejected:
             await _reject(websocket, rejected)
@@ -86,9 +92,11 @@ class AgentGateway:
             log.warning("cannot accept agent connection now: %s", exc)
             await _close_quietly(websocket, CloseCode.INTERNAL_ERROR, "control plane unavailable")
             return
-        await self._run_connection(websocket, hello)
+        await self._run_connection(websocket, hello, inventory)
 
-    async def _run_connection(self, websocket: WebSocket, hello: Hello) -> None:
+    async def _run_connection(
+        self, websocket: WebSocket, hello: Hello, inventory: list[RunningSession]
+    ) -> None:
         replica = self._replica
         connection = AgentConnection(
             websocket, agent_id=hello.payload.agent_id, platform=hello.payload.platform
@@ -97,7 +105,7 @@ class AgentGateway:
         if replaced is not None:
             await replaced.close(CloseCode.REPLACED, "replaced by a newer connection")
         try:
-            await agent_connected(replica, hello)
+            await agent_connected(replica, hello, inventory)
             await connection.send(
                 Welcome(
                     payload=WelcomePayload(
@@ -205,6 +213,8 @@ class AgentGateway:
                     connection.touch()
                     if isinstance(message, Hello):
                         raise _Rejected(CloseCode.BAD_MESSAGE, "duplicate hello")
+                    if isinstance(message, Inventory):
+                        raise _Rejected(CloseCode.BAD_MESSAGE, "inventory after the handshake")
                 except (_Rejected, WebSocketDisconnect) as ended:
                     await inbox.put(ended)
                     return
@@ -240,6 +250,28 @@ class AgentGateway:
         answered = (r.payload.command_id for r in reports if isinstance(r, Ack | Complete | Failed))
         if connection.note_answered(answered) or applied.wake:
             self._replica.dispatcher.wake(connection.agent_id)
+
+
+async def _receive_inventory(websocket: WebSocket, hello: Hello) -> list[RunningSession]:
+    """The sessions the agent runs: the hello's, then its ``inventory`` pages until the last
+    (nothing is reconciled before the inventory is complete)."""
+    pages = InventoryPages(hello.payload)
+    try:
+        async with asyncio.timeout(INVENTORY_TIMEOUT):
+            while not pages.complete:
+                message = await _receive(websocket)
+                if not isinstance(message, Inventory):
+                    raise _Rejected(
+                        CloseCode.BAD_MESSAGE, f"expected inventory, got {message.type}"
+                    )
+                pages.add(message.payload)
+    except InventoryError as exc:
+        raise _Rejected(CloseCode.BAD_MESSAGE, str(exc)) from None
+    except TimeoutError:
+        raise _Rejected(
+            CloseCode.BAD_MESSAGE, f"inventory not complete within {INVENTORY_TIMEOUT:g} s"
+        ) from None
+    return pages.sessions
 
 
 async def _next_burst(

@@ -123,6 +123,66 @@ async def list_sessions(
     return (await db.scalars(query)).all()
 
 
+_STATES_OF = select(Session.id, Session.state).where(
+    Session.id.in_(bindparam("session_ids", expanding=True))
+)
+
+
+async def states_of(db: AsyncSession, session_ids: Collection[str]) -> dict[str, str]:
+    """The states of those of ``session_ids`` that exist, in one statement."""
+    rows = await db.execute(_STATES_OF, {"session_ids": padded(session_ids)})
+    return {session_id: state for session_id, state in rows}
+
+
+async def ids_for_agent(
+    db: AsyncSession, agent_id: str, states: frozenset[SessionState]
+) -> set[str]:
+    """The ids of an agent's sessions in ``states`` (ids only: cheap for thousands)."""
+    query = select(Session.id).where(Session.agent_id == agent_id, Session.state.in_(states))
+    return set((await db.scalars(query)).all())
+
+
+async def fail_running(
+    db: AsyncSession, agent_id: str, session_ids: Collection[str], *, reason: str
+) -> dict[str, dict[str, Any]]:
+    """Fail those of ``session_ids`` still ``running`` on ``agent_id``, recording why, in
+    two statements (the rows, their events); returns their platform states by id."""
+    now = utcnow()
+    rows = await db.execute(
+        update(Session)
+        .where(
+            Session.id.in_(list(session_ids)),
+            Session.agent_id == agent_id,
+            Session.state == SessionState.RUNNING.value,
+        )
+        .values(
+            state=SessionState.FAILED.value,
+            status_message=None,
+            terminated_at=now,
+            termination_reason=reason,
+            vnc_host=None,
+            vnc_port=None,
+            updated_at=now,
+        )
+        .returning(Session.id, Session.platform_state)
+        .execution_options(synchronize_session=False)
+    )
+    failed = {session_id: state for session_id, state in rows}
+    if failed:
+        events = [
+            {
+                "session_id": session_id,
+                "from_state": SessionState.RUNNING.value,
+                "to_state": SessionState.FAILED.value,
+                "detail": reason,
+                "created_at": now,
+            }
+            for session_id in failed
+        ]
+        await db.execute(_INSERT_EVENT, events)
+    return failed
+
+
 async def list_for_agent(
     db: AsyncSession, agent_id: str, states: frozenset[SessionState]
 ) -> Sequence[Session]:
