@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,10 +23,6 @@ from streamspace.agent.platforms.local_procs import marked_pids
 from streamspace.agent.platforms.local_sandbox import Decision, SandboxUnavailable
 from streamspace.agent.platforms.vnc_probe import read_banner
 from streamspace.protocol import SessionSpec
-
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("Xvnc") and shutil.which("xterm")), reason="needs Xvnc and xterm"
-)
 
 RFB = b"RFB 003.008\n"
 DEADLINE = 10.0  # seconds a condition may take to come true
