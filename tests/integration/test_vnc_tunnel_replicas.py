@@ -36,6 +36,18 @@ TIMEOUT = 20.0
 SECRET = "replicas-share-this"
 
 
+def fake_vnc_agent(tmp_path: Path, url: str, agent_id: str, *, vnc_port: int) -> AgentProcess:
+    """A started fake agent whose sessions' VNC servers are the ``FakeVnc`` at ``vnc_port``."""
+    agent = AgentProcess(
+        tmp_path / "agent",
+        control_plane_url=url,
+        agent_id=agent_id,
+        extra_args=["--vnc-port", str(vnc_port)],
+    )
+    agent.start()
+    return agent
+
+
 async def test_browser_on_pod_2_agent_on_pod_1(
     processes: None, tmp_path: Path, pg_url: str, redis_url: str, redis_server: RedisServer
 ) -> None:
@@ -100,13 +112,7 @@ async def test_viewers_of_a_dead_replica_are_uncounted(
     pods = replica_processes(tmp_path, database_url=pg_url, redis_server=redis_server, env=fast)
     for pod in pods:
         pod.start()
-    agent = AgentProcess(
-        tmp_path / "agent",
-        control_plane_url=pods[0].url,
-        agent_id="agent-on-pod-1",
-        extra_args=["--vnc-port", str(port)],
-    )
-    agent.start()
+    agent = fake_vnc_agent(tmp_path, pods[0].url, "agent-on-pod-1", vnc_port=port)
     sockets: list[ClientConnection] = []
     try:
         async with logged_in(pods[0].url) as admin:
@@ -159,13 +165,7 @@ async def test_data_socket_landing_on_another_replica_is_forwarded(
         pod.start()
     balancer = Balancer(pods)
     await balancer.start()
-    agent = AgentProcess(
-        tmp_path / "agent",
-        control_plane_url=balancer.url,
-        agent_id="agent-behind-lb",
-        extra_args=["--vnc-port", str(port)],
-    )
-    agent.start()
+    agent = fake_vnc_agent(tmp_path, balancer.url, "agent-behind-lb", vnc_port=port)
     try:
         async with logged_in(pods[0].url) as admin:
             await wait_for_agent(admin, "agent-behind-lb", timeout=TIMEOUT)
@@ -242,13 +242,7 @@ async def test_cuts_reach_the_viewers_replica(
     )
     for pod in pods:
         pod.start()
-    agent = AgentProcess(
-        tmp_path / "agent",
-        control_plane_url=pods[0].url,
-        agent_id="agent-on-pod-1",
-        extra_args=["--vnc-port", str(port)],
-    )
-    agent.start()
+    agent = fake_vnc_agent(tmp_path, pods[0].url, "agent-on-pod-1", vnc_port=port)
     try:
         async with logged_in(pods[1].url) as viewing, logged_in(pods[2].url) as admin:
             await wait_for_agent(admin, "agent-on-pod-1", timeout=TIMEOUT)
