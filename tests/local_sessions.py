@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect
 
 from tests.helpers import eventually, wait_for_state
 from tests.processes import AgentProcess, ApiProcess
+from tests.rfb import RfbClient
 
 RFB = b"RFB 003.008\n"
 TIMEOUT = 20.0
@@ -115,3 +117,19 @@ class Cluster:
         except AssertionError as exc:
             left = session_processes(session_id)
             raise AssertionError(f"{exc}; left: {left}\n{self.logs()}") from None
+
+
+async def view(cluster: Cluster, session_id: str, *, desktop_name: str | None = None) -> None:
+    """Through the control plane's tunnel: RFB handshake (the desktop named ``desktop_name``
+    when given, 1280x800) and one framebuffer update."""
+    response = await cluster.client.post(f"/api/v1/sessions/{session_id}/connect")
+    assert response.status_code == 200, response.text
+    url = "ws://" + cluster.api.url.removeprefix("http://") + response.json()["url"]
+    async with connect(url, subprotocols=["binary"], open_timeout=10) as ws:
+        rfb = RfbClient(ws)
+        init = await rfb.handshake()
+        assert (init.width, init.height) == (1280, 800)
+        if desktop_name is not None:
+            assert init.name == desktop_name
+        await rfb.request_update()
+        assert await rfb.read_update() > 0

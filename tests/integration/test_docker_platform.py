@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from rich.console import Console
-from websockets.asyncio.client import connect
 
 from streamspace.agent.platforms import create_platform
 from streamspace.agent.platforms.base import Exited, PlatformError
@@ -38,9 +37,8 @@ from streamspace.images.builder import build_session_image
 from streamspace.protocol import PlatformName, SessionSpec
 from tests.docker_env import DockerScope, container_labels, docker
 from tests.helpers import eventually
-from tests.local_sessions import RFB, TIMEOUT, Cluster
+from tests.local_sessions import RFB, TIMEOUT, Cluster, view
 from tests.processes import AgentProcess
-from tests.rfb import RfbClient
 
 # The first test also waits for the session image build (about 90 s here, once per machine).
 pytestmark = pytest.mark.timeout(400)
@@ -348,7 +346,7 @@ async def test_tunnel_reaches_the_container_and_a_restarted_agent_adopts_it(
     running = await docker_cluster.launch("xterm")
     sid = running["id"]
     assert await container_exists(container_name(sid))
-    await view(docker_cluster, sid)
+    await view(docker_cluster, sid, desktop_name=sid)
 
     docker_cluster.agent.kill()
     connections = docker_cluster.agent.output().count("connected to")  # the log is shared
@@ -367,7 +365,8 @@ async def test_tunnel_reaches_the_container_and_a_restarted_agent_adopts_it(
 
     await eventually(reconnected, timeout=TIMEOUT, message="restarted agent connected")
     assert (await docker_cluster.state(sid, "running"))["vnc"] == running["vnc"]
-    await view(docker_cluster, sid)  # the new agent tunnels to the adopted container
+    # The new agent tunnels to the adopted container.
+    await view(docker_cluster, sid, desktop_name=sid)
 
     await docker_cluster.action(sid, "stop")
     await docker_cluster.state(sid, "terminated")
@@ -390,16 +389,3 @@ async def test_a_killed_container_fails_the_session_with_its_exit(
 
 async def _gone(session_id: str) -> bool:
     return not await container_exists(container_name(session_id))
-
-
-async def view(cluster: Cluster, session_id: str) -> None:
-    """Through the control plane's tunnel: RFB handshake and one framebuffer update."""
-    response = await cluster.client.post(f"/api/v1/sessions/{session_id}/connect")
-    assert response.status_code == 200, response.text
-    url = "ws://" + cluster.api.url.removeprefix("http://") + response.json()["url"]
-    async with connect(url, subprotocols=["binary"], open_timeout=10) as ws:
-        rfb = RfbClient(ws)
-        init = await rfb.handshake()
-        assert (init.name, init.width, init.height) == (session_id, 1280, 800)
-        await rfb.request_update()
-        assert await rfb.read_update() > 0

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
 
 from streamspace.agent.platforms import create_platform
 from streamspace.agent.platforms.base import Exited, PlatformError
@@ -35,9 +34,8 @@ from tests.helpers import eventually, wait_for_agent
 from tests.k8s import platform_cases as cases
 from tests.k8s.controllers import Behaviour
 from tests.k8s.emulator import KubeEmulator
-from tests.local_sessions import TIMEOUT, Cluster
+from tests.local_sessions import TIMEOUT, Cluster, view
 from tests.processes import VENV_BIN, AgentProcess, ApiProcess
-from tests.rfb import RfbClient
 from tests.services import free_port
 
 pytestmark = pytest.mark.timeout(180)
@@ -319,19 +317,6 @@ def k8s_agent(api: ApiProcess, kube: KubeEmulator, directory: Path) -> AgentProc
         platform="kubernetes",
         env={"KUBECONFIG": str(kube.kubeconfig_path)},
     )
-
-
-async def view(cluster: Cluster, session_id: str) -> None:
-    """Through the control plane's tunnel: RFB handshake and one framebuffer update."""
-    response = await cluster.client.post(f"/api/v1/sessions/{session_id}/connect")
-    assert response.status_code == 200, response.text
-    url = "ws://" + cluster.api.url.removeprefix("http://") + response.json()["url"]
-    async with connect(url, subprotocols=["binary"], open_timeout=10) as ws:
-        rfb = RfbClient(ws)
-        init = await rfb.handshake()
-        assert (init.width, init.height) == (1280, 800)
-        await rfb.request_update()
-        assert await rfb.read_update() > 0
 
 
 async def test_a_session_runs_as_a_pod_and_carries_rfb_through_the_tunnel(
