@@ -122,8 +122,8 @@ def users_create(
     ] = None,
 ) -> None:
     """Create a local user in DATABASE_URL."""
-    from streamspace.controlplane.services.errors import ServiceError
-    from streamspace.controlplane.services.users import create_user
+    from streamspace.controlplane.auth.users import create_user
+    from streamspace.controlplane.errors import ServiceError
     from streamspace.db.engine import create_engine, create_session_factory
     from streamspace.db.migrations.runner import upgrade
 

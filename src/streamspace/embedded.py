@@ -23,9 +23,9 @@ from streamspace.agent.platforms.local import LocalPlatform
 from streamspace.agent.platforms.local_sandbox import SandboxUnavailable
 from streamspace.config import AgentSettings, ApiSettings
 from streamspace.controlplane.app import create_app
+from streamspace.controlplane.auth.hashing import new_secret
 from streamspace.controlplane.metrics_server import QuietServer
-from streamspace.controlplane.secrets import new_secret
-from streamspace.controlplane.services.sessions import terminate_agent_sessions
+from streamspace.controlplane.sessions.service import terminate_agent_sessions
 from streamspace.controlplane.state import Replica
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.services.errors import NotFound, Unavailable
-from streamspace.controlplane.services.launches import Launched, LaunchWriter
+from streamspace.controlplane.errors import NotFound, Unavailable
+from streamspace.controlplane.sessions.launches import Launched, LaunchWriter
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import Agent, AgentCommand, Session, Template, User, utcnow
 

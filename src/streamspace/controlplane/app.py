@@ -12,17 +12,19 @@ from fastapi.telemetry import TelemetryConfig
 
 from streamspace import __version__
 from streamspace.config import ApiSettings
+from streamspace.controlplane.agents.heartbeats import HeartbeatRecorder
+from streamspace.controlplane.auth.login_tokens import create_token_cache
 from streamspace.controlplane.auth.origin import SameOriginMiddleware
 from streamspace.controlplane.auth.throttle import create_login_throttle
-from streamspace.controlplane.body_limit import BodyLimit
-from streamspace.controlplane.dispatcher import CommandDispatcher
-from streamspace.controlplane.errors import install_error_handlers
-from streamspace.controlplane.heartbeats import HeartbeatRecorder
+from streamspace.controlplane.auth.users import ensure_admin
+from streamspace.controlplane.commands.dispatcher import CommandDispatcher
+from streamspace.controlplane.commands.reconciler import Reconciler
+from streamspace.controlplane.http.body_limit import BodyLimit
+from streamspace.controlplane.http.error_responses import install_error_handlers
 from streamspace.controlplane.hub.base import AgentHub
 from streamspace.controlplane.hub.local import LocalAgentHub
 from streamspace.controlplane.hub.redis import RedisAgentHub
 from streamspace.controlplane.metrics_server import serve_metrics
-from streamspace.controlplane.reconciler import Reconciler
 from streamspace.controlplane.routes import (
     agent_ws,
     agents,
@@ -33,11 +35,9 @@ from streamspace.controlplane.routes import (
     templates,
     vnc,
 )
-from streamspace.controlplane.services.sessions import SessionService
-from streamspace.controlplane.services.templates import ensure_default_templates
-from streamspace.controlplane.services.users import ensure_admin
+from streamspace.controlplane.sessions.service import SessionService
 from streamspace.controlplane.state import Replica
-from streamspace.controlplane.token_cache import create_token_cache
+from streamspace.controlplane.templates.service import ensure_default_templates
 from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
 from streamspace.db.migrations.runner import upgrade_async
 from streamspace.db.repo import viewers

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from streamspace.controlplane.secrets import digest
+from streamspace.controlplane.auth.hashing import digest
 from streamspace.controlplane.state import Replica
 from streamspace.db.models import User
 from streamspace.db.repo import users as user_repo

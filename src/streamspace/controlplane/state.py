@@ -8,12 +8,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.websockets import WebSocket
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.agents.heartbeats import HeartbeatRecorder
+from streamspace.controlplane.auth.login_tokens import TokenCache
 from streamspace.controlplane.auth.throttle import LoginThrottle
-from streamspace.controlplane.dispatcher import CommandDispatcher
-from streamspace.controlplane.heartbeats import HeartbeatRecorder
+from streamspace.controlplane.commands.dispatcher import CommandDispatcher
 from streamspace.controlplane.hub.base import AgentHub
-from streamspace.controlplane.services.sessions import SessionService
-from streamspace.controlplane.token_cache import TokenCache
+from streamspace.controlplane.sessions.service import SessionService
 from streamspace.controlplane.tunnels.registry import TunnelRegistry
 from streamspace.db.engine import SessionFactory
 

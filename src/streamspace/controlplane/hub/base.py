@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from streamspace.controlplane.hub.connection import AgentConnection
+from streamspace.controlplane.agents.connection import ConnectedAgent
 
 Parcel = dict[str, Any]
 """A command handed over with a doorbell (a JSON object naming its ``agent_id``)."""
@@ -60,7 +60,7 @@ class AgentHub(abc.ABC):
 
     def __init__(self, *, replica: str) -> None:
         self.replica = replica
-        self._local: dict[str, AgentConnection] = {}
+        self._local: dict[str, ConnectedAgent] = {}
         self._on_doorbell: DoorbellHandler | None = None
         self._on_cut: CutHandler | None = None
 
@@ -82,20 +82,20 @@ class AgentHub(abc.ABC):
         if cut.agent_id is not None and (connection := self._local.get(cut.agent_id)):
             await connection.close(cut.code, cut.reason)
 
-    def local(self, agent_id: str) -> AgentConnection | None:
+    def local(self, agent_id: str) -> ConnectedAgent | None:
         """The connection of an agent if it is connected to this replica."""
         return self._local.get(agent_id)
 
-    def local_connections(self) -> list[AgentConnection]:
+    def local_connections(self) -> list[ConnectedAgent]:
         return list(self._local.values())
 
-    async def register(self, connection: AgentConnection) -> AgentConnection | None:
+    async def register(self, connection: ConnectedAgent) -> ConnectedAgent | None:
         """Make ``connection`` the agent's current one; returns the one it replaced."""
         previous = self._local.get(connection.agent_id)
         self._local[connection.agent_id] = connection
         return previous if previous is not connection else None
 
-    async def unregister(self, connection: AgentConnection) -> bool:
+    async def unregister(self, connection: ConnectedAgent) -> bool:
         """Forget ``connection`` if it is still current; ``True`` if it was."""
         if self._local.get(connection.agent_id) is not connection:
             return False
@@ -116,7 +116,7 @@ class AgentHub(abc.ABC):
         the ringer already marked ``sent``, for the holder to send without claiming it.
         """
 
-    async def refresh(self, connection: AgentConnection) -> bool:
+    async def refresh(self, connection: ConnectedAgent) -> bool:
         """Renew the registration on a heartbeat; ``False`` if a newer connection of the
         agent (on any replica) has taken over, so this one must close."""
         return self._local.get(connection.agent_id) is connection

@@ -23,8 +23,8 @@ from redis.exceptions import RedisError
 
 from streamspace import names
 from streamspace.controlplane import metrics
+from streamspace.controlplane.agents.connection import ConnectedAgent
 from streamspace.controlplane.hub.base import AgentHub, Cut, Parcel
-from streamspace.controlplane.hub.connection import AgentConnection
 from streamspace.protocol import CloseCode
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class RedisAgentHub(AgentHub):
             )
         await self._redis.aclose()
 
-    async def register(self, connection: AgentConnection) -> AgentConnection | None:
+    async def register(self, connection: ConnectedAgent) -> ConnectedAgent | None:
         replaced = await super().register(connection)
         agent_id = connection.agent_id
         try:
@@ -123,7 +123,7 @@ class RedisAgentHub(AgentHub):
             self._set_up(False, exc)
         return replaced
 
-    async def unregister(self, connection: AgentConnection) -> bool:
+    async def unregister(self, connection: ConnectedAgent) -> bool:
         current = await super().unregister(connection)
         try:
             await self._release(
@@ -133,7 +133,7 @@ class RedisAgentHub(AgentHub):
             self._set_up(False, exc)
         return current
 
-    async def refresh(self, connection: AgentConnection) -> bool:
+    async def refresh(self, connection: ConnectedAgent) -> bool:
         if not await super().refresh(connection):
             return False
         if not self._up:

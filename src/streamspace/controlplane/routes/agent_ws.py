@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from streamspace.controlplane.gateway import AgentGateway
+from streamspace.controlplane.agents.socket import AgentSocket
 
 router = APIRouter(tags=["agents"])
 
@@ -12,4 +12,4 @@ router = APIRouter(tags=["agents"])
 @router.websocket("/api/v1/agents/connect")
 async def agent_connect(websocket: WebSocket) -> None:
     """Agents authenticate with ``Authorization: Bearer <key>`` and ``X-Agent-ID``."""
-    await AgentGateway(websocket.app.state.replica).serve(websocket)
+    await AgentSocket(websocket.app.state.replica).serve(websocket)

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from streamspace.controlplane.agents import service as agent_service
 from streamspace.controlplane.deps import AdminDep, ReplicaDep
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import AgentKeyOut, AgentOut, AgentRegisterIn
 from streamspace.controlplane.routes.text import storable_url
-from streamspace.controlplane.services import agents as agent_service
 from streamspace.db.repo import agents as agent_repo
 
 router = APIRouter(

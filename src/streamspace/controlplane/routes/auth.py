@@ -8,11 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
+from streamspace.controlplane.auth.hashing import DUMMY_HASH, digest, new_secret, verify_password
 from streamspace.controlplane.auth.throttle import retry_after_header
 from streamspace.controlplane.deps import COOKIE_NAME, ReplicaDep, UserDep, presented_token
 from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import LoginIn, LoginOut, UserOut
-from streamspace.controlplane.secrets import DUMMY_HASH, digest, new_secret, verify_password
 from streamspace.controlplane.state import Replica
 from streamspace.db.models import utcnow
 from streamspace.db.repo import users as user_repo

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from streamspace.controlplane.deps import ReplicaDep, UserDep
 from streamspace.controlplane.routes.responses import AUTHENTICATED, errors
 from streamspace.controlplane.routes.text import storable_url
-from streamspace.controlplane.tunnels import tokens
+from streamspace.controlplane.tunnels import vnc_tokens
 from streamspace.controlplane.tunnels.agent_side import (
     serve_agent_data,
     serve_forwarded_agent_data,
@@ -36,7 +36,7 @@ class ConnectOut(BaseModel):
 async def connect(session_id: str, user: UserDep, replica: ReplicaDep) -> ConnectOut:
     """A short-lived token to open ``WS /api/v1/sessions/{id}/vnc`` once (409 unless the
     session is running)."""
-    ticket = await tokens.issue(replica, user, session_id)
+    ticket = await vnc_tokens.issue(replica, user, session_id)
     return ConnectOut(token=ticket.token, expires_in=ticket.expires_in, url=ticket.url)
 
 

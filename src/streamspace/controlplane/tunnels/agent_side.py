@@ -15,7 +15,7 @@ import logging
 from starlette.datastructures import Headers
 from starlette.websockets import WebSocket
 
-from streamspace.controlplane.secrets import matches
+from streamspace.controlplane.auth.hashing import matches
 from streamspace.controlplane.state import Replica
 from streamspace.controlplane.tunnels import internal
 from streamspace.controlplane.tunnels.endpoints import (

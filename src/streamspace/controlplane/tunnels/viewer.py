@@ -19,7 +19,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.websockets import WebSocket
 
-from streamspace.controlplane.secrets import digest
+from streamspace.controlplane.auth.hashing import digest
 from streamspace.controlplane.state import Replica
 from streamspace.controlplane.tunnels import internal, upstream
 from streamspace.controlplane.tunnels.endpoints import (

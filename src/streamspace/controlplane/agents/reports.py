@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.services.outcomes import (
+from streamspace.controlplane.commands.outcomes import (
     apply_completions,
     apply_outcome,
     fail_and_clean_up,

@@ -7,7 +7,6 @@ conditional UPDATE, so a row is moved by exactly one of them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,10 +14,11 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from streamspace.aio import wait_or_stop
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
+from streamspace.controlplane.commands.outcomes import apply_outcome
 from streamspace.controlplane.hub.base import AgentHub
-from streamspace.controlplane.services.outcomes import apply_outcome
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import AgentCommand, utcnow
 from streamspace.db.repo import agents as agent_repo
@@ -60,8 +60,7 @@ class Reconciler:
                     await check()
                 except Exception:
                     log.exception("reconciler check %s failed; will retry", check.__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._settings.reconcile_interval)
+            await wait_or_stop(stop, self._settings.reconcile_interval)
 
     async def check_silent_connections(self) -> None:
         """Close local connections of agents that missed three heartbeats."""

@@ -10,16 +10,16 @@ first command may skip the claim: :meth:`CommandDispatcher.hand_off`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import datetime
 
+from streamspace.aio import wait_or_stop
 from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
+from streamspace.controlplane.agents.connection import ConnectedAgent
 from streamspace.controlplane.hub.base import AgentHub, Parcel
-from streamspace.controlplane.hub.connection import AgentConnection
 from streamspace.db.engine import SessionFactory, one_statement_each
 from streamspace.db.models import AgentCommand, utcnow
 from streamspace.db.repo import commands as command_repo
@@ -98,7 +98,7 @@ class CommandDispatcher:
             await command_repo.release(db, command_ids)
         return [None] * len(command_ids)
 
-    def _ready(self, agent_id: str) -> AgentConnection | None:
+    def _ready(self, agent_id: str) -> ConnectedAgent | None:
         """The agent's connection here, once welcomed (commands sent before the welcome
         would reach an agent that cannot answer them yet)."""
         connection = self._hub.local(agent_id)
@@ -148,8 +148,7 @@ class CommandDispatcher:
                         self.wake(agent_id)
             except Exception:
                 log.exception("dispatcher poll failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._settings.command_poll_interval)
+            await wait_or_stop(stop, self._settings.command_poll_interval)
 
     async def _deliver(self, agent_id: str) -> None:
         connection = self._ready(agent_id)
@@ -170,13 +169,13 @@ class CommandDispatcher:
             if len(claimed) < limit:
                 return  # all there was; a command created since rang the doorbell again
 
-    def _room(self, connection: AgentConnection) -> int:
+    def _room(self, connection: ConnectedAgent) -> int:
         settings = self._settings
         return connection.room(settings.command_window, forget_after=settings.command_ack_timeout)
 
     @staticmethod
     async def _send_all(
-        connection: AgentConnection, claimed: list[AgentCommand]
+        connection: ConnectedAgent, claimed: list[AgentCommand]
     ) -> list[AgentCommand]:
         """Send in order; returns the commands that could not be sent."""
         for index, command in enumerate(claimed):

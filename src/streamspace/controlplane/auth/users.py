@@ -7,8 +7,8 @@ import secrets as random
 
 from sqlalchemy.exc import IntegrityError
 
-from streamspace.controlplane.secrets import hash_password
-from streamspace.controlplane.services.errors import Conflict
+from streamspace.controlplane.auth.hashing import hash_password
+from streamspace.controlplane.errors import Conflict
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import User
 from streamspace.db.repo import users as user_repo

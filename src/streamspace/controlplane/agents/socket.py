@@ -16,10 +16,10 @@ import logging
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from streamspace.controlplane import metrics
-from streamspace.controlplane.hub.connection import AgentConnection
-from streamspace.controlplane.presence import agent_connected, agent_disconnected
-from streamspace.controlplane.reports import Report, apply_reports
-from streamspace.controlplane.secrets import matches
+from streamspace.controlplane.agents.arrivals import agent_connected, agent_disconnected
+from streamspace.controlplane.agents.connection import ConnectedAgent
+from streamspace.controlplane.agents.reports import Report, apply_reports
+from streamspace.controlplane.auth.hashing import matches
 from streamspace.controlplane.state import Replica
 from streamspace.db.models import Agent
 from streamspace.db.repo import agents as agent_repo
@@ -64,7 +64,7 @@ class _Rejected(Exception):
         self.error = error
 
 
-class AgentGateway:
+class AgentSocket:
     """Serves ``WS /api/v1/agents/connect``."""
 
     def __init__(self, replica: Replica) -> None:
@@ -98,7 +98,7 @@ class AgentGateway:
         self, websocket: WebSocket, hello: Hello, inventory: list[RunningSession]
     ) -> None:
         replica = self._replica
-        connection = AgentConnection(
+        connection = ConnectedAgent(
             websocket, agent_id=hello.payload.agent_id, platform=hello.payload.platform
         )
         replaced = await replica.hub.register(connection)
@@ -198,7 +198,7 @@ class AgentGateway:
                 error="stale_leader",
             )
 
-    async def _read_loop(self, connection: AgentConnection) -> None:
+    async def _read_loop(self, connection: ConnectedAgent) -> None:
         """A reader keeps the socket drained; a processor applies what it read in bursts.
 
         Frames are applied in arrival order; a bad frame or a disconnect is acted on only
@@ -233,7 +233,7 @@ class AgentGateway:
         finally:
             reader.cancel()
 
-    async def _apply(self, connection: AgentConnection, messages: list[Report | Heartbeat]) -> None:
+    async def _apply(self, connection: ConnectedAgent, messages: list[Report | Heartbeat]) -> None:
         beats = [message for message in messages if isinstance(message, Heartbeat)]
         if beats:
             self._replica.heartbeats.note(connection.agent_id, beats[-1].payload)
@@ -318,7 +318,7 @@ async def _receive(websocket: WebSocket) -> AgentMessage:
 
 
 async def _reject(
-    websocket: WebSocket, rejected: _Rejected, *, connection: AgentConnection | None = None
+    websocket: WebSocket, rejected: _Rejected, *, connection: ConnectedAgent | None = None
 ) -> None:
     log.warning("rejecting agent connection: %s", rejected.reason)
     error = Error(payload=ErrorPayload(code=rejected.error, message=rejected.reason))

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import quote
 
-from streamspace.controlplane.secrets import digest, new_secret
-from streamspace.controlplane.services.errors import Conflict
+from streamspace.controlplane.auth.hashing import digest, new_secret
+from streamspace.controlplane.errors import Conflict
 from streamspace.controlplane.state import Replica
 from streamspace.db.models import User, utcnow
 from streamspace.db.repo import vnc_tokens

@@ -1,7 +1,7 @@
 """Heartbeats are written to the database in batches, not one transaction each.
 
 With thousands of agents a transaction per heartbeat would be most of a replica's work.
-The gateway notes each agent's latest heartbeat here; a flusher writes all of them in one
+The agent socket notes each agent's latest heartbeat here; a flusher writes all of them in one
 executemany every ``flush_interval`` seconds (well inside the 3-interval freshness window
 that agent selection uses).
 """
@@ -9,12 +9,12 @@ that agent selection uses).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from streamspace.aio import wait_or_stop
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import utcnow
 from streamspace.db.repo import agents as agent_repo
@@ -82,8 +82,7 @@ class HeartbeatRecorder:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
+            await wait_or_stop(stop, self._interval)
             try:
                 await self.flush()
             except Exception as exc:

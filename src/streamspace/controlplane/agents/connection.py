@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from streamspace.protocol import close_reason, encode
 
 
-class AgentConnection:
+class ConnectedAgent:
     """A connected agent. The hub keys registrations by this object, not by agent id."""
 
     def __init__(self, websocket: WebSocket, *, agent_id: str, platform: str) -> None:
@@ -83,4 +83,4 @@ class AgentConnection:
                 await self.websocket.close(code=int(code), reason=close_reason(reason))
 
     def __repr__(self) -> str:
-        return f"<AgentConnection {self.agent_id} {self.connection_id[:8]}>"
+        return f"<ConnectedAgent {self.agent_id} {self.connection_id[:8]}>"

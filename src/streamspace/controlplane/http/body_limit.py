@@ -11,7 +11,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streamspace.controlplane.errors import error_response
+from streamspace.controlplane.http.error_responses import error_response
 
 
 class BodyTooLarge(HTTPException):

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from streamspace.db.models import AgentCommand, Session
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
-from streamspace.db.repo.commands import Ended
+from streamspace.db.repo.commands import EndedCommand
 from streamspace.protocol import Action, VncEndpoint
 from streamspace.states import (
     FINAL_SESSION_STATES,
@@ -62,7 +62,7 @@ async def apply_outcome(
 
 
 async def apply_completions(
-    db: AsyncSession, completed: Sequence[tuple[Ended, dict[str, Any]]]
+    db: AsyncSession, completed: Sequence[tuple[EndedCommand, dict[str, Any]]]
 ) -> None:
     """Move the sessions of commands an agent reported completed (with their results),
     in the given order; their sessions are locked by one statement."""

@@ -10,10 +10,10 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.errors import Conflict, NotFound
 from streamspace.controlplane.hub.base import Cut
-from streamspace.controlplane.services.errors import Conflict, NotFound
-from streamspace.controlplane.services.launches import LaunchWriter
-from streamspace.controlplane.services.specs import session_spec
+from streamspace.controlplane.sessions.launches import LaunchWriter
+from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import AgentCommand, Session, User
 from streamspace.db.repo import commands as command_repo

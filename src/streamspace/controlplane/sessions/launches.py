@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 
 from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
-from streamspace.controlplane.services.errors import NotFound, Unavailable
-from streamspace.controlplane.services.specs import session_spec
+from streamspace.controlplane.errors import NotFound, Unavailable
+from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import AgentCommand, Session, Template, User, utcnow
 from streamspace.db.repo import agents as agent_repo
