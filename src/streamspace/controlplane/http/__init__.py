@@ -1,1 +1,1 @@
-"""http"""
+"""HTTP plumbing shared by every route: request size limit and the one error shape."""

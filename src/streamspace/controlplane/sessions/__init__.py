@@ -1,1 +1,1 @@
-"""sessions"""
+"""Sessions: the lifecycle requests of users and the launch writer that places them on agents."""

@@ -1,1 +1,1 @@
-"""templates"""
+"""The catalog of templates a session is launched from."""
