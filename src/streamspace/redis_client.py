@@ -79,7 +79,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 local allowed = tonumber(ARGV[1])
 if failures >= allowed then
   local ms = tonumber(ARGV[2]) * 2 ^ math.min(failures - allowed, 64)
-  redis.call('SET', KEYS[2], '1', 'PX', math.floor(math.min(ms, tonumber(ARGV[3])))
+  redis.call('SET', KEYS[2], '1', 'PX', math.floor(math.min(ms, tonumber(ARGV[3]))))
 end
 return failures
 """

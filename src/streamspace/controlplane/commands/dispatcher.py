@@ -77,18 +77,18 @@ class CommandDispatcher:
             self._settings.dispatcher_workers,
         )
         async with asyncio.TaskGroup() as group:
-            tasks = [
+            workers = [
                 group.create_task(self._worker(), name=f"dispatcher-worker-{n}")
                 for n in range(self._settings.dispatcher_workers)
             ]
-            tasks.append(group.create_task(self._listen(), name="dispatcher-doorbells"))
             self._group = group
             try:
-                await stop.wait()
+                await self._listen(stop)
             finally:
                 self._group = None
-            for task in tasks:
-                task.cancel()
+                # A hand-off cut short stays ``sent``: the ack timeout sends it again.
+                for task in [*workers, *self._handing]:
+                    task.cancel()
 
     async def drain(self) -> None:
         """Deliver everything waiting here now (doorbells, hand-offs, pending rows of local
@@ -110,22 +110,32 @@ class CommandDispatcher:
             else:
                 return
 
-    async def _listen(self) -> None:
-        """Answer doorbells as they ring, and poll whenever the tick comes first."""
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Answer doorbells as they ring and poll on every tick, until ``stop``: whichever
+        of the three comes first."""
         loop = asyncio.get_running_loop()
+        doorbells = self._hub.doorbells
+        stopping = asyncio.ensure_future(stop.wait())
+        ringing: asyncio.Future[Ring] = asyncio.ensure_future(doorbells.get())
         tick = loop.time()
-        while True:
-            if loop.time() >= tick:
-                await self._poll_once()
-                tick = loop.time() + self._settings.command_poll_interval
-            try:
-                async with asyncio.timeout_at(tick):
-                    ring = await self._hub.doorbells.get()
-            except TimeoutError:
-                continue
-            self._answer(ring)
-            while not self._hub.doorbells.empty():
-                self._answer(self._hub.doorbells.get_nowait())
+        try:
+            while not stop.is_set():
+                if loop.time() >= tick:
+                    await self._poll_once()
+                    tick = loop.time() + self._settings.command_poll_interval
+                await asyncio.wait(
+                    (ringing, stopping),
+                    timeout=max(tick - loop.time(), 0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if ringing.done():
+                    self._answer(ringing.result())
+                    while not doorbells.empty():
+                        self._answer(doorbells.get_nowait())
+                    ringing = asyncio.ensure_future(doorbells.get())
+        finally:
+            stopping.cancel()
+            ringing.cancel()
 
     def _answer(self, ring: Ring) -> None:
         if ring.parcel is None:
