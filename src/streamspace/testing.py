@@ -28,8 +28,9 @@ import os
 import time
 from pathlib import Path
 
-from streamspace import logs
+from streamspace import logs, names
 from streamspace.agent.platforms.base import Exited, Platform, PlatformError, PlatformState, Started
+from streamspace.controlplane.hub.registry import Listener, SharedStateUnavailable
 from streamspace.protocol import Action, RunningSession, SessionSpec, VncEndpoint
 
 PHASE_STARTED = "started"
@@ -283,3 +284,107 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# Fakes for in-process control-plane tests: hub registry
+
+
+class FakeHubRegistry:
+    """What Redis holds for the hubs of several replicas, in memory: one instance shared by
+    the hubs of a test, each through its own :meth:`replica` view. Messages are delivered at
+    once, to the replicas whose hub :meth:`~FakeReplicaRegistry.run` is running. Set ``up``
+    to ``False`` to play an outage (every call then fails, as with Redis unreachable)."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.registrations: dict[str, tuple[str, str]] = {}
+        """agent id -> (replica, connection id)."""
+        self.addresses: dict[str, str] = {}
+        self.alive: set[str] = set()
+        self.listeners: dict[str, Listener] = {}
+        """The running hubs, by replica."""
+
+    def replica(self, name: str, *, address: str | None = None) -> FakeReplicaRegistry:
+        """The registry as the hub of replica ``name`` sees it."""
+        return FakeReplicaRegistry(self, name, address)
+
+
+class FakeReplicaRegistry:
+    """One replica's view of a :class:`FakeHubRegistry` (a hub registry)."""
+
+    def __init__(self, shared: FakeHubRegistry, replica: str, address: str | None) -> None:
+        self.shared = shared
+        self.name = replica
+        self._address = address
+
+    @property
+    def up(self) -> bool:
+        return self.shared.up
+
+    async def start(self) -> None:
+        self.shared.alive.add(self.name)
+        if self._address is not None:
+            self.shared.addresses[self.name] = self._address
+
+    async def run(self, listener: Listener) -> None:
+        self.shared.listeners[self.name] = listener
+        listener.listening(True)
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            del self.shared.listeners[self.name]
+            listener.listening(False)
+
+    async def close(self) -> None:
+        self.shared.alive.discard(self.name)
+        self.shared.addresses.pop(self.name, None)
+
+    async def register(self, agent_id: str, connection_id: str) -> None:
+        if self.shared.up:  # else lost, as with Redis: renewals re-create it
+            self.shared.registrations[agent_id] = (self.name, connection_id)
+
+    async def release(self, agent_id: str, connection_id: str) -> None:
+        if (
+            self.shared.up
+            and self.shared.registrations.get(agent_id, (None, None))[1] == connection_id
+        ):
+            del self.shared.registrations[agent_id]
+
+    async def renew(self, agent_id: str, connection_id: str) -> bool:
+        if not self.shared.up:
+            return True  # cannot tell
+        current = self.shared.registrations.get(agent_id)
+        if current is not None and current[1] != connection_id:
+            return False
+        self.shared.registrations[agent_id] = (self.name, connection_id)
+        return True
+
+    async def owner_of(self, agent_id: str) -> str | None:
+        if not self.shared.up:
+            return None
+        registration = self.shared.registrations.get(agent_id)
+        return None if registration is None else registration[0]
+
+    async def address_of(self, replica: str) -> str | None:
+        return self.shared.addresses.get(replica) if self.shared.up else None
+
+    async def replica_alive(self, replica: str) -> bool | None:
+        return replica in self.shared.alive if self.shared.up else None
+
+    async def ring(self, agent_id: str, message: str) -> bool:
+        owner = await self.owner_of(agent_id)
+        listener = self.shared.listeners.get(owner) if owner is not None else None
+        if owner is None or listener is None:
+            return False
+        await listener.heard(names.pod_commands_channel(owner), message)
+        return True
+
+    async def broadcast(self, channel: str, message: str) -> None:
+        self._check()
+        for listener in list(self.shared.listeners.values()):
+            if channel in listener.channels():
+                await listener.heard(channel, message)
+
+    def _check(self) -> None:
+        if not self.shared.up:
+            raise SharedStateUnavailable("the fake registry is down")

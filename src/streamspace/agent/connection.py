@@ -38,6 +38,7 @@ from streamspace.protocol import (
     encode,
     parse_server_message,
 )
+from streamspace.wire import AGENT_CONNECT_PATH
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,6 @@ websocket_log = logging.getLogger("streamspace.agent.websocket")
 """Logger handed to the websockets client, with the Authorization header redacted (also
 where ``logs.configure`` did not run, e.g. the agent as a library)."""
 websocket_log.addFilter(RedactTokens())
-
-CONNECT_PATH = "/api/v1/agents/connect"
-REGISTER_PATH = "/api/v1/agents/register"
 
 
 def base_urls(control_plane_url: str) -> list[str]:
@@ -67,7 +65,7 @@ def ws_url(base: str) -> str:
         if base.startswith(plain):
             base = ws + base[len(plain) :]
             break
-    return base + CONNECT_PATH
+    return base + AGENT_CONNECT_PATH
 
 
 def http_url(base: str, path: str) -> str:

@@ -65,6 +65,7 @@ from streamspace.protocol import (
     WelcomePayload,
     parse_server_message,
 )
+from streamspace.wire import agent_headers
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class AgentRuntime:
             await ws.close()
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}", "X-Agent-ID": self.settings.agent_id}
+        return agent_headers(self.settings.agent_id, self._api_key)
 
     async def _dial(self, url: str) -> ClientConnection:
         return await connect(

@@ -21,9 +21,8 @@ from streamspace.controlplane.commands.dispatcher import CommandDispatcher
 from streamspace.controlplane.commands.reconciler import Reconciler
 from streamspace.controlplane.http.body_limit import BodyLimit
 from streamspace.controlplane.http.error_responses import install_error_handlers
-from streamspace.controlplane.hub.base import AgentHub
-from streamspace.controlplane.hub.local import LocalAgentHub
-from streamspace.controlplane.hub.redis import RedisAgentHub
+from streamspace.controlplane.hub import AgentHub
+from streamspace.controlplane.hub.redis_registry import RedisRegistry
 from streamspace.controlplane.metrics_server import serve_metrics
 from streamspace.controlplane.routes import (
     agent_ws,
@@ -51,12 +50,12 @@ log = logging.getLogger(__name__)
 
 
 def create_hub(settings: ApiSettings) -> AgentHub:
-    """The Redis hub when ``AGENTHUB_REDIS_ENABLED``, else the in-memory one."""
+    """The hub with the Redis registry when ``AGENTHUB_REDIS_ENABLED``, else in memory."""
     if not settings.agenthub_redis_enabled:
         log.info("AgentHub initialized in memory (single-replica mode)")
-        return LocalAgentHub(replica=settings.pod_name)
+        return AgentHub(replica=settings.pod_name)
     log.info("AgentHub initialized with Redis (multi-pod mode)")
-    return RedisAgentHub(
+    registry = RedisRegistry(
         replica=settings.pod_name,
         redis=create_redis(settings),
         key_ttl=3 * settings.heartbeat_interval,
@@ -64,6 +63,7 @@ def create_hub(settings: ApiSettings) -> AgentHub:
         where=describe_redis(settings),
         address=settings.advertised_url,
     )
+    return AgentHub(replica=settings.pod_name, registry=registry)
 
 
 async def _forget_own_viewers(db: SessionFactory, pod_name: str) -> None:
@@ -110,7 +110,6 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             tokens=create_token_cache(settings, hub),
         )
         app.state.replica = replica
-        await replica.tokens.start()
         hub.on_cut(replica.tunnels.cut)
         generated = await ensure_admin(db, password=settings.streamspace_admin_password)
         if generated:
@@ -121,7 +120,10 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         await _forget_own_viewers(db, settings.pod_name)
         stop = asyncio.Event()
         reconciler = Reconciler(db=db, hub=hub, settings=settings)
+        # Every background task of the replica runs here: one that crashes ends the group,
+        # and so the replica, loudly (each logs what ended it; Redis outages are retried).
         async with asyncio.TaskGroup() as group:
+            group.create_task(hub.run(stop), name="agenthub")
             group.create_task(dispatcher.run(stop), name="dispatcher")
             group.create_task(reconciler.run(stop), name="reconciler")
             group.create_task(replica.heartbeats.run(stop), name="heartbeats")
@@ -134,7 +136,6 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
                 stop.set()
                 for connection in hub.local_connections():
                     await connection.close(CloseCode.GOING_AWAY, "control plane stopping")
-        await replica.tokens.close()
         await replica.throttle.close()
         await hub.close()
         await engine.dispose()

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
-from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.hub import AgentHub
 from streamspace.db.engine import SessionFactory
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo

@@ -12,7 +12,7 @@ from streamspace.controlplane.agents.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.auth.login_tokens import TokenCache
 from streamspace.controlplane.auth.throttle import LoginThrottle
 from streamspace.controlplane.commands.dispatcher import CommandDispatcher
-from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.hub import AgentHub
 from streamspace.controlplane.sessions.service import SessionService
 from streamspace.controlplane.tunnels.registry import TunnelRegistry
 from streamspace.db.engine import SessionFactory

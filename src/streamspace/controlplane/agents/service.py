@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from streamspace.config import ApiSettings
 from streamspace.controlplane.auth.hashing import digest, new_secret
 from streamspace.controlplane.errors import Conflict, NotFound, ServiceError
-from streamspace.controlplane.hub.base import AgentHub, Cut
+from streamspace.controlplane.hub import AgentHub, Cut
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import Agent
 from streamspace.db.repo import agents as agent_repo

@@ -43,6 +43,7 @@ from streamspace.protocol import (
     close_reason,
     parse_agent_message,
 )
+from streamspace.wire import agent_credentials
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +147,10 @@ class AgentSocket:
             log.info("[AgentHub] Unregistered agent: %s", connection.agent_id)
 
     async def _authenticate(self, websocket: WebSocket) -> Agent:
-        agent_id = websocket.headers.get("x-agent-id", "")
-        scheme, _, key = websocket.headers.get("authorization", "").partition(" ")
+        agent_id, key = agent_credentials(websocket.headers)
         async with self._replica.db() as db:
             agent = await agent_repo.get(db, agent_id) if agent_id else None
-        if agent is None or scheme.lower() != "bearer" or not matches(key, agent.api_key_hash):
+        if agent is None or key is None or not matches(key, agent.api_key_hash):
             raise _Rejected(
                 CloseCode.UNAUTHORIZED, "invalid agent credentials", error="unauthorized"
             )

@@ -2,15 +2,13 @@
 
 It never lets a dead token through: an entry lasts ``ttl`` seconds but never past the token's
 ``expires_at``, and a logout drops it at once everywhere: here directly, on other replicas
-through Redis pub/sub (``tokens:revoked``). While that channel is not known to work (Redis
-down, not yet subscribed) other replicas' logouts could be missed, so the shared cache is
-bypassed and every request asks the database.
+through the hub's broadcast (Redis pub/sub, ``tokens:revoked``). While that channel is not
+known to work (Redis down, not yet subscribed) other replicas' logouts could be missed, so the
+shared cache is bypassed and every request asks the database.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -18,20 +16,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from sqlalchemy.orm import make_transient_to_detached
-
 from streamspace import names
 from streamspace.config import ApiSettings
-from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.hub import AgentHub, SharedStateUnavailable
 from streamspace.db.models import User, utcnow
-from streamspace.redis_client import create_redis
+from streamspace.db.repo.users import detached_user
 
 log = logging.getLogger(__name__)
 
 _COLUMNS = ("id", "username", "password_hash", "role", "created_at")
-RESUBSCRIBE_DELAY = 1.0
 
 
 class TokenCache:
@@ -67,9 +60,7 @@ class TokenCache:
         if self._clock() >= deadline:
             del self._entries[token_digest]
             return None
-        user = User(**values)
-        make_transient_to_detached(user)
-        return user
+        return detached_user(values)
 
     def ticket(self) -> int:
         """Taken before reading a token from the database, handed back to :meth:`put`."""
@@ -102,72 +93,48 @@ class TokenCache:
         """The token was deleted from the database (logout): drop every cached copy."""
         self.forget(token_digest)
 
-    async def start(self) -> None:
-        """Connect to shared infrastructure, if any."""
-
-    async def close(self) -> None:
-        """Release shared infrastructure, if any."""
-
 
 class SharedTokenCache(TokenCache):
-    """The cache of one of several replicas: revocations travel through Redis pub/sub."""
+    """The cache of one of several replicas: revocations travel through the hub's broadcast
+    (a :class:`~streamspace.controlplane.hub.Topic` of it)."""
 
-    def __init__(
-        self, *, redis: Redis, available: Callable[[], bool | None], ttl: float = 5.0
-    ) -> None:
+    def __init__(self, *, hub: AgentHub, ttl: float = 5.0) -> None:
         super().__init__(ttl=ttl)
-        self._redis = redis
-        self._available = available
-        """The hub's view of Redis (it notices an outage on its own connections too)."""
+        self._hub = hub
+        """Its view of Redis counts too (it notices an outage on its own connections)."""
         self._listening = False
-        self._task: asyncio.Task[None] | None = None
+        hub.subscribe(names.TOKENS_REVOKED_CHANNEL, self)
 
     @property
     def usable(self) -> bool:
-        return self._listening and self._available() is not False
+        return self._listening and self._hub.shared_state_up is not False
 
     async def revoke(self, token_digest: str) -> None:
         self.forget(token_digest)
         try:
-            await self._redis.publish(names.TOKENS_REVOKED_CHANNEL, token_digest)
-        except (RedisError, OSError) as exc:
+            await self._hub.publish(names.TOKENS_REVOKED_CHANNEL, token_digest)
+        except SharedStateUnavailable as exc:
             # The others' subscriptions broke too (or soon will): they stop trusting caches.
             log.warning("could not announce a logout to other replicas: %s", exc)
             self._stop_listening()
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen_forever(), name="token-revocations")
+    def heard(self, message: str) -> None:
+        self.forget(message)
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._redis.aclose()
+    def listening(self, on: bool) -> None:
+        if on:
+            self.clear()  # whatever was revoked while we were deaf is gone
+            self._listening = True
+        else:
+            self._stop_listening()
 
     def _stop_listening(self) -> None:
         self._listening = False
         self.clear()  # revocations may be missed from now on
-
-    async def _listen_forever(self) -> None:
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(names.TOKENS_REVOKED_CHANNEL)
-                    self.clear()  # whatever was revoked while we were deaf is gone
-                    self._listening = True
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            data = message["data"]
-                            self.forget(data.decode() if isinstance(data, bytes) else str(data))
-            except (RedisError, OSError):
-                pass  # the hub logs Redis outages; here they only switch the cache off
-            self._stop_listening()
-            await asyncio.sleep(RESUBSCRIBE_DELAY)
 
 
 def create_token_cache(settings: ApiSettings, hub: AgentHub) -> TokenCache:
     """The shared cache with the Redis hub, the in-process one otherwise."""
     if not settings.agenthub_redis_enabled:
         return TokenCache()
-    return SharedTokenCache(redis=create_redis(settings), available=lambda: hub.shared_state_up)
+    return SharedTokenCache(hub=hub)

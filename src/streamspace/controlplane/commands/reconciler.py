@@ -18,7 +18,7 @@ from streamspace.aio import wait_or_stop
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
 from streamspace.controlplane.commands.outcomes import apply_outcome
-from streamspace.controlplane.hub.base import AgentHub
+from streamspace.controlplane.hub import AgentHub
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import AgentCommand, utcnow
 from streamspace.db.repo import agents as agent_repo

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from streamspace.controlplane.agents.socket import AgentSocket
+from streamspace.wire import AGENT_CONNECT_PATH
 
 router = APIRouter(tags=["agents"])
 
 
-@router.websocket("/api/v1/agents/connect")
+@router.websocket(AGENT_CONNECT_PATH)
 async def agent_connect(websocket: WebSocket) -> None:
     """Agents authenticate with ``Authorization: Bearer <key>`` and ``X-Agent-ID``."""
     await AgentSocket(websocket.app.state.replica).serve(websocket)

@@ -15,6 +15,12 @@ from streamspace.controlplane.tunnels.agent_side import (
 )
 from streamspace.controlplane.tunnels.internal import serve_internal
 from streamspace.controlplane.tunnels.viewer import serve_viewer
+from streamspace.wire import (
+    AGENT_TUNNEL_PATH,
+    INTERNAL_AGENT_TUNNEL_PATH,
+    INTERNAL_TUNNEL_PATH,
+    VIEWER_TUNNEL_PATH,
+)
 
 router = APIRouter(tags=["vnc"])
 
@@ -40,26 +46,26 @@ async def connect(session_id: str, user: UserDep, replica: ReplicaDep) -> Connec
     return ConnectOut(token=ticket.token, expires_in=ticket.expires_in, url=ticket.url)
 
 
-@router.websocket("/api/v1/sessions/{session_id}/vnc")
+@router.websocket(VIEWER_TUNNEL_PATH)
 async def vnc(websocket: WebSocket, session_id: str) -> None:
     """Binary RFB both ways. Close codes: 4400 text frame, 4401 bad token, 4404 no such
     session, 4409 not running, 4502 agent unreachable or tunnel failed, 1011 internal."""
     await serve_viewer(websocket.app.state.replica, websocket, session_id)
 
 
-@router.websocket("/api/v1/agents/tunnels/{tunnel_id}")
+@router.websocket(AGENT_TUNNEL_PATH)
 async def agent_tunnel(websocket: WebSocket, tunnel_id: str) -> None:
     """An agent's data socket for one tunnel (agent credentials, like the control socket)."""
     await serve_agent_data(websocket.app.state.replica, websocket, tunnel_id)
 
 
-@router.websocket("/api/v1/internal/tunnels/{session_id}")
+@router.websocket(INTERNAL_TUNNEL_PATH)
 async def internal_tunnel(websocket: WebSocket, session_id: str) -> None:
     """Another replica relaying a viewer to an agent connected here (``INTERNAL_SECRET``)."""
     await serve_internal(websocket.app.state.replica, websocket, session_id)
 
 
-@router.websocket("/api/v1/internal/agent-tunnels/{tunnel_id}")
+@router.websocket(INTERNAL_AGENT_TUNNEL_PATH)
 async def forwarded_agent_tunnel(websocket: WebSocket, tunnel_id: str) -> None:
     """An agent's data socket that reached another replica, forwarded to the replica
     holding the agent's control socket (``INTERNAL_SECRET``)."""

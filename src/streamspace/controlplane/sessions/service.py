@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane.errors import Conflict, NotFound
-from streamspace.controlplane.hub.base import Cut
+from streamspace.controlplane.hub import Cut
 from streamspace.controlplane.sessions.launches import LaunchWriter
 from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.engine import SessionFactory
@@ -19,7 +19,7 @@ from streamspace.db.models import AgentCommand, Session, User
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
-from streamspace.protocol import Action, CloseCode
+from streamspace.protocol import SESSION_NOT_RUNNING, Action
 from streamspace.states import (
     ACTIVE_SESSION_STATES,
     FINAL_SESSION_STATES,
@@ -106,7 +106,7 @@ class SessionService:
                 Action.STOP_SESSION,
                 {"state": session.platform_state, "keep_home": False},
             )
-        await self._cut(Cut(CloseCode.NOT_RUNNING, "session stopped", session_id=session.id))
+        await self._cut(Cut(SESSION_NOT_RUNNING, "session stopped", session_id=session.id))
         await self._ring_agent(session)
         return session
 
@@ -116,7 +116,7 @@ class SessionService:
             session = await self._locked(db, user, session_id)
             _require(session, SessionState.RUNNING, "hibernated")
             await _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
-        await self._cut(Cut(CloseCode.NOT_RUNNING, "session hibernated", session_id=session.id))
+        await self._cut(Cut(SESSION_NOT_RUNNING, "session hibernated", session_id=session.id))
         await self._ring_agent(session)
         return session
 

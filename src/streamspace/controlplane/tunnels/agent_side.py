@@ -26,6 +26,7 @@ from streamspace.controlplane.tunnels.endpoints import (
 from streamspace.controlplane.tunnels.relay import Traffic, relay
 from streamspace.db.repo import agents as agent_repo
 from streamspace.protocol import CloseCode
+from streamspace.wire import AGENT_ID_HEADER, agent_credentials
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ async def serve_forwarded_agent_data(
     endpoint = AsgiEndpoint(websocket)
     async with closed_on_failure(endpoint, f"forwarded data socket of tunnel {tunnel_id}"):
         internal.check_secret(replica, websocket.headers)
-        agent_id = websocket.headers.get(internal.AGENT_HEADER.lower(), "")
+        agent_id = websocket.headers.get(AGENT_ID_HEADER.lower(), "")
         await _hand_over(replica, websocket, tunnel_id, agent_id)
 
 
@@ -72,7 +73,7 @@ async def _forward(replica: Replica, agent: AsgiEndpoint, tunnel_id: str, agent_
     """Relay the agent's data socket to the replica holding its control socket."""
     address = await internal.owner_address(replica, agent_id)
     path = internal.agent_data_path(tunnel_id)
-    headers = {internal.AGENT_HEADER: agent_id}
+    headers = {AGENT_ID_HEADER: agent_id}
     async with internal.open_remote(replica, address, path, headers) as owner:
         ending = await relay(owner, agent, Traffic())
     log.info(
@@ -88,11 +89,10 @@ async def _forward(replica: Replica, agent: AsgiEndpoint, tunnel_id: str, agent_
 
 async def authenticate_agent(replica: Replica, headers: Headers) -> str:
     """The id of an approved agent presenting its own key; else :class:`TunnelRefused`."""
-    agent_id = headers.get("x-agent-id", "")
-    scheme, _, key = headers.get("authorization", "").partition(" ")
+    agent_id, key = agent_credentials(headers)
     async with replica.db() as db:
         agent = await agent_repo.get(db, agent_id) if agent_id else None
-    if agent is None or scheme.lower() != "bearer" or not matches(key, agent.api_key_hash):
+    if agent is None or key is None or not matches(key, agent.api_key_hash):
         raise TunnelRefused(CloseCode.UNAUTHORIZED, "invalid agent credentials")
     if agent.approval != "approved":
         raise TunnelRefused(CloseCode.FORBIDDEN, f"agent {agent.approval}")

@@ -38,14 +38,14 @@ from streamspace.controlplane.tunnels.relay import Traffic, relay
 from streamspace.controlplane.tunnels.upstream import open_local
 from streamspace.db.repo import sessions as session_repo
 from streamspace.protocol import CloseCode
+from streamspace.wire import (
+    INTERNAL_AGENT_TUNNEL_PATH,
+    INTERNAL_SECRET_HEADER,
+    INTERNAL_TUNNEL_PATH,
+)
 
 log = logging.getLogger(__name__)
 
-INTERNAL_PATH = "/api/v1/internal/tunnels/"
-AGENT_DATA_PATH = "/api/v1/internal/agent-tunnels/"
-SECRET_HEADER = "X-Internal-Secret"
-AGENT_HEADER = "X-Agent-ID"
-"""On a forwarded data socket: the agent the forwarding replica authenticated."""
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
@@ -78,12 +78,12 @@ def internal_url(address: str, path: str) -> str:
 
 def session_path(session_id: str) -> str:
     """Where the owner replica serves a viewer relayed to one of its sessions."""
-    return INTERNAL_PATH + quote(session_id)
+    return INTERNAL_TUNNEL_PATH.format(session_id=quote(session_id))
 
 
 def agent_data_path(tunnel_id: str) -> str:
     """Where the owner replica takes a data socket that reached another replica."""
-    return AGENT_DATA_PATH + quote(tunnel_id)
+    return INTERNAL_AGENT_TUNNEL_PATH.format(tunnel_id=quote(tunnel_id))
 
 
 @contextlib.asynccontextmanager
@@ -96,7 +96,7 @@ async def open_remote(
     try:
         connection = await connect(
             internal_url(address, path),
-            additional_headers={SECRET_HEADER: secret, **(headers or {})},
+            additional_headers={INTERNAL_SECRET_HEADER: secret, **(headers or {})},
             compression=None,
             max_size=MAX_MESSAGE,
             # Stop reading once a frame waits for the relay, as the ASGI side does: with the
@@ -134,7 +134,7 @@ async def serve_internal(replica: Replica, websocket: WebSocket, session_id: str
 
 def check_secret(replica: Replica, headers: Headers) -> None:
     """Refuse (4401) a peer that does not present this deployment's ``INTERNAL_SECRET``."""
-    presented = headers.get(SECRET_HEADER.lower(), "")
+    presented = headers.get(INTERNAL_SECRET_HEADER.lower(), "")
     expected = replica.settings.internal_secret
     if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise TunnelRefused(CloseCode.UNAUTHORIZED, "invalid internal credentials")

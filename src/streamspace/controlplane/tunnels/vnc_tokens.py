@@ -13,6 +13,7 @@ from streamspace.controlplane.state import Replica
 from streamspace.db.models import User, utcnow
 from streamspace.db.repo import vnc_tokens
 from streamspace.states import SessionState
+from streamspace.wire import VIEWER_TUNNEL_PATH
 
 TOKEN_PREFIX = "ssv"
 
@@ -45,5 +46,5 @@ async def issue(replica: Replica, user: User, session_id: str) -> ConnectTicket:
             now=now,
             expires_at=now + timedelta(seconds=ttl),
         )
-    url = f"/api/v1/sessions/{quote(session.id)}/vnc?token={quote(token)}"
+    url = VIEWER_TUNNEL_PATH.format(session_id=quote(session.id)) + f"?token={quote(token)}"
     return ConnectTicket(token=token, expires_in=max(1, math.ceil(ttl)), url=url)

@@ -1,4 +1,4 @@
-"""The Redis-backed AgentHub: many replicas, one registry, a doorbell channel per replica.
+"""The Redis registry: many replicas, one registry, a doorbell channel per replica.
 
 Keys (Redis DB 1 by default, names in :mod:`streamspace.names`): ``agent:<id>:pod`` holds
 the POD_NAME of the agent's replica and ``agent:<id>:connected`` the id of its current
@@ -9,14 +9,19 @@ to a newer connection elsewhere. ``pod:<POD_NAME>:alive`` tells others this repl
 Redis is only ever a doorbell: while it is unreachable the hub keeps working locally and
 commands still reach agents through the dispatcher's database poll (degraded, logged,
 shown in ``/readyz`` and ``streamspace_redis_up``).
+
+Supervision: :meth:`RedisRegistry.run` is one task of the app's TaskGroup. Its two loops
+(subscriber, keep-alive) restart themselves after a Redis or network failure, deliberately:
+an outage is expected and only degrades the hub. Any other exception is logged and
+re-raised, which ends the TaskGroup and so the replica: a crash is never silent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -24,7 +29,7 @@ from redis.exceptions import RedisError
 from streamspace import names
 from streamspace.controlplane import metrics
 from streamspace.controlplane.agents.connection import ConnectedAgent
-from streamspace.controlplane.hub.base import AgentHub, Cut, Parcel
+from streamspace.controlplane.hub.registry import Listener, SharedStateUnavailable
 from streamspace.protocol import CloseCode
 
 log = logging.getLogger(__name__)
@@ -50,8 +55,8 @@ RENEW_BATCH = 500
 """Registrations renewed per pipelined round trip."""
 
 
-class RedisAgentHub(AgentHub):
-    """AgentHub for several replicas sharing one Redis (``AGENTHUB_REDIS_ENABLED=true``)."""
+class RedisRegistry:
+    """The registry of several replicas sharing one Redis (``AGENTHUB_REDIS_ENABLED=true``)."""
 
     def __init__(
         self,
@@ -63,7 +68,7 @@ class RedisAgentHub(AgentHub):
         where: str,
         address: str | None = None,
     ) -> None:
-        super().__init__(replica=replica)
+        self._replica = replica
         self._address = address
         """Advertised as ``pod:<POD_NAME>:address`` (other replicas relay VNC tunnels here)."""
         self._redis = redis
@@ -72,12 +77,11 @@ class RedisAgentHub(AgentHub):
         self._where = where
         self._channel = names.pod_commands_channel(replica)
         self._up = False
-        self._tasks: list[asyncio.Task[None]] = []
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
     @property
-    def shared_state_up(self) -> bool:
+    def up(self) -> bool:
         return self._up
 
     async def start(self) -> None:
@@ -88,71 +92,56 @@ class RedisAgentHub(AgentHub):
             log.info("AgentHub Redis connected - multi-pod support enabled")
         except (RedisError, OSError) as exc:
             self._set_up(False, exc)
-        log.info("[AgentHub] Redis enabled for pod: %s", self.replica)
-        self._tasks = [
-            asyncio.create_task(self._subscribe_forever(), name="agenthub-subscriber"),
-            asyncio.create_task(self._keep_alive_forever(), name="agenthub-keepalive"),
-        ]
+        log.info("[AgentHub] Redis enabled for pod: %s", self._replica)
+
+    async def run(self, listener: Listener) -> None:
+        async with asyncio.TaskGroup() as group:
+            for name, loop in (
+                ("subscriber", self._subscribe_forever),
+                ("keepalive", self._keep_alive_forever),
+            ):
+                group.create_task(_loudly(name, loop, listener), name=f"agenthub-{name}")
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         with contextlib.suppress(RedisError, OSError):
             await self._redis.delete(
-                names.pod_alive_key(self.replica), names.pod_address_key(self.replica)
+                names.pod_alive_key(self._replica), names.pod_address_key(self._replica)
             )
         await self._redis.aclose()
 
-    async def register(self, connection: ConnectedAgent) -> ConnectedAgent | None:
-        replaced = await super().register(connection)
-        agent_id = connection.agent_id
+    async def register(self, agent_id: str, connection_id: str) -> None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(names.agent_pod_key(agent_id), self.replica, ex=self._key_ttl)
-                pipe.set(
-                    names.agent_connected_key(agent_id),
-                    connection.connection_id,
-                    ex=self._key_ttl,
-                )
+                pipe.set(names.agent_pod_key(agent_id), self._replica, ex=self._key_ttl)
+                pipe.set(names.agent_connected_key(agent_id), connection_id, ex=self._key_ttl)
                 await pipe.execute()
-            log.info("[AgentHub] Stored agent %s → pod %s mapping in Redis", agent_id, self.replica)
-        except (RedisError, OSError) as exc:
-            self._set_up(False, exc)
-        return replaced
-
-    async def unregister(self, connection: ConnectedAgent) -> bool:
-        current = await super().unregister(connection)
-        try:
-            await self._release(
-                keys=self._keys(connection.agent_id), args=[connection.connection_id]
+            log.info(
+                "[AgentHub] Stored agent %s → pod %s mapping in Redis", agent_id, self._replica
             )
         except (RedisError, OSError) as exc:
             self._set_up(False, exc)
-        return current
 
-    async def refresh(self, connection: ConnectedAgent) -> bool:
-        if not await super().refresh(connection):
-            return False
+    async def release(self, agent_id: str, connection_id: str) -> None:
+        try:
+            await self._release(keys=_keys(agent_id), args=[connection_id])
+        except (RedisError, OSError) as exc:
+            self._set_up(False, exc)
+
+    async def renew(self, agent_id: str, connection_id: str) -> bool:
         if not self._up:
             # Known down: a heartbeat must not wait for Redis timeouts (it would hold up
             # the agent's acks behind it); the registration is re-created once it is back.
             return True
         try:
             renewed = await self._renew(
-                keys=self._keys(connection.agent_id),
-                args=[connection.connection_id, self.replica, self._key_ttl],
+                keys=_keys(agent_id), args=[connection_id, self._replica, self._key_ttl]
             )
         except (RedisError, OSError) as exc:
             self._set_up(False, exc)
             return True  # cannot tell; the registration is re-created once Redis is back
         return bool(renewed)
 
-    async def ring(self, agent_id: str, parcel: Parcel | None = None) -> bool:
-        if self._ring_local(agent_id, parcel):
-            return True
+    async def ring(self, agent_id: str, message: str) -> bool:
         if not self._up:
             # Known down: don't make every request wait for Redis timeouts; the owner's
             # database poll delivers, and the subscriber loop notices when Redis is back.
@@ -163,9 +152,7 @@ class RedisAgentHub(AgentHub):
             if pod is None:
                 metrics.DOORBELLS.labels("no_owner").inc()
                 return False
-            pod_name = pod.decode() if isinstance(pod, bytes) else str(pod)
-            message = agent_id if parcel is None else json.dumps(parcel)
-            heard = await self._redis.publish(names.pod_commands_channel(pod_name), message)
+            heard = await self._redis.publish(names.pod_commands_channel(_text(pod)), message)
         except (RedisError, OSError) as exc:
             self._set_up(False, exc)
             metrics.DOORBELLS.labels("error").inc()
@@ -175,26 +162,20 @@ class RedisAgentHub(AgentHub):
         metrics.DOORBELLS.labels("delivered" if heard else "lost").inc()
         return bool(heard)
 
-    async def cut(self, cut: Cut) -> None:
-        await self._cut_here(cut)  # here at once, even while Redis is down
-        if not self._up:
-            log.warning("Redis unavailable: other replicas keep their tunnels of %s open", cut)
-            return
+    async def broadcast(self, channel: str, message: str) -> None:
         try:
-            await self._redis.publish(names.TUNNEL_CUTS_CHANNEL, json.dumps(cut.to_json()))
+            await self._redis.publish(channel, message)
         except (RedisError, OSError) as exc:
             self._set_up(False, exc)
-            log.warning("could not tell the other replicas to close %s: %s", cut, exc)
+            raise SharedStateUnavailable(str(exc)) from exc
 
     async def owner_of(self, agent_id: str) -> str | None:
-        if agent_id in self._local:
-            return self.replica
         try:
             pod = await self._redis.get(names.agent_pod_key(agent_id))
         except (RedisError, OSError) as exc:
             self._set_up(False, exc)
             return None
-        return None if pod is None else pod.decode() if isinstance(pod, bytes) else str(pod)
+        return None if pod is None else _text(pod)
 
     async def address_of(self, replica: str) -> str | None:
         try:
@@ -202,21 +183,14 @@ class RedisAgentHub(AgentHub):
         except (RedisError, OSError) as exc:
             self._set_up(False, exc)
             return None
-        if address is None:
-            return None
-        return address.decode() if isinstance(address, bytes) else str(address)
+        return None if address is None else _text(address)
 
     async def replica_alive(self, replica: str) -> bool | None:
-        if replica == self.replica:
-            return True
         try:
             return bool(await self._redis.exists(names.pod_alive_key(replica)))
         except (RedisError, OSError) as exc:
             self._set_up(False, exc)
             return None
-
-    def _keys(self, agent_id: str) -> list[str]:
-        return [names.agent_pod_key(agent_id), names.agent_connected_key(agent_id)]
 
     def _set_up(self, up: bool, error: BaseException | None = None) -> None:
         if self._up and not up:
@@ -228,87 +202,55 @@ class RedisAgentHub(AgentHub):
         elif up and not self._up:
             log.info("AgentHub Redis available")
         self._up = up
-        metrics.REDIS_UP.labels(self.replica).set(1 if up else 0)
+        metrics.REDIS_UP.labels(self._replica).set(1 if up else 0)
 
-    async def _subscribe_forever(self) -> None:
-        """Listen on this replica's doorbell channel; resubscribe after any Redis failure."""
+    async def _subscribe_forever(self, listener: Listener) -> None:
+        """Listen on this replica's doorbell channel and the broadcasts; resubscribe after
+        any Redis failure."""
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel, names.TUNNEL_CUTS_CHANNEL)
+                    await pubsub.subscribe(*listener.channels())
                     log.info(
                         "[AgentHub] Successfully subscribed to Redis channel: %s", self._channel
                     )
                     self._set_up(True)
-                    await self._renew_all()  # Redis may have lost our keys (restart)
+                    listener.listening(True)
+                    # Redis may have lost our keys (restart).
+                    await self._renew_all(listener.local_connections())
                     async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        if _text(message["channel"]) == names.TUNNEL_CUTS_CHANNEL:
-                            await self._heard_cut(message["data"])
-                        else:
-                            self._heard(message["data"])
+                        if message.get("type") == "message":
+                            await listener.heard(_text(message["channel"]), _text(message["data"]))
             except (RedisError, OSError) as exc:
                 self._set_up(False, exc)
+            listener.listening(False)
             await asyncio.sleep(RECONNECT_DELAY)
 
-    def _heard(self, data: bytes | str) -> None:
-        """A doorbell on this replica's channel: an agent id, or a parcel (JSON object),
-        decoded here once for the dispatcher."""
-        text = data.decode() if isinstance(data, bytes) else data
-        if not text.startswith("{"):
-            self._ring_local(text)
-            return
-        try:
-            parcel = json.loads(text)
-            agent_id = parcel["agent_id"]
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a malformed parcel on %s", self._channel)
-            return
-        if isinstance(agent_id, str):
-            self._ring_local(agent_id, parcel)
-
-    async def _heard_cut(self, data: bytes | str) -> None:
-        """A cut another replica (or this one) broadcast; applying it twice is harmless."""
-        try:
-            cut = Cut.from_json(json.loads(_text(data)))
-        except ValueError:
-            log.warning("ignoring a malformed cut on %s", names.TUNNEL_CUTS_CHANNEL)
-            return
-        try:
-            await self._cut_here(cut)
-        except Exception:  # never the subscriber's end (nor a reason to think Redis is down)
-            log.exception("could not apply %s", cut)
-
-    async def _keep_alive_forever(self) -> None:
+    async def _keep_alive_forever(self, listener: Listener) -> None:
         """Renew the liveness key and every local registration (the reconcile loop of the
         registry: what should be is computed from this replica's live connections)."""
         while True:
             try:
-                await self._redis.set(names.pod_alive_key(self.replica), "1", ex=self._alive_ttl)
+                await self._redis.set(names.pod_alive_key(self._replica), "1", ex=self._alive_ttl)
                 if self._address:
                     await self._redis.set(
-                        names.pod_address_key(self.replica), self._address, ex=self._alive_ttl
+                        names.pod_address_key(self._replica), self._address, ex=self._alive_ttl
                     )
-                await self._renew_all()
+                await self._renew_all(listener.local_connections())
             except (RedisError, OSError) as exc:
                 self._set_up(False, exc)
             await asyncio.sleep(self._alive_ttl / 3)
 
-    async def _renew_all(self) -> None:
-        """Renew every local registration, pipelined (one round trip per batch, not per
-        agent); close those a newer connection elsewhere has taken over."""
-        current = []
-        for connection in self.local_connections():
-            if await super().refresh(connection):  # (no super() in a comprehension)
-                current.append(connection)
-        for start in range(0, len(current), RENEW_BATCH):
-            batch = current[start : start + RENEW_BATCH]
+    async def _renew_all(self, connections: list[ConnectedAgent]) -> None:
+        """Renew these registrations, pipelined (one round trip per batch, not per agent);
+        close those a newer connection elsewhere has taken over."""
+        for start in range(0, len(connections), RENEW_BATCH):
+            batch = connections[start : start + RENEW_BATCH]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for connection in batch:
                     await self._renew(
-                        keys=self._keys(connection.agent_id),
-                        args=[connection.connection_id, self.replica, self._key_ttl],
+                        keys=_keys(connection.agent_id),
+                        args=[connection.connection_id, self._replica, self._key_ttl],
                         client=pipe,
                     )
                 renewed = await pipe.execute()
@@ -320,5 +262,20 @@ class RedisAgentHub(AgentHub):
                     await connection.close(CloseCode.REPLACED, "replaced by a newer connection")
 
 
+async def _loudly(
+    name: str, loop: Callable[[Listener], Awaitable[None]], listener: Listener
+) -> None:
+    """Run one of the registry's loops; anything they do not handle is logged and re-raised."""
+    try:
+        await loop(listener)
+    except Exception:
+        log.exception("AgentHub %s crashed", name)
+        raise
+
+
+def _keys(agent_id: str) -> list[str]:
+    return [names.agent_pod_key(agent_id), names.agent_connected_key(agent_id)]
+
+
 def _text(data: bytes | str) -> str:
-    return data.decode() if isinstance(data, bytes) else data
+    return data.decode() if isinstance(data, bytes) else str(data)
