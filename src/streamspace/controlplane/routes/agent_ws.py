@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from streamspace.controlplane.agents.socket import AgentSocket
+from streamspace.controlplane.deps import AgentSocketDep
 
 router = APIRouter(tags=["agents"])
 
 
 @router.websocket("/api/v1/agents/connect")
-async def agent_connect(websocket: WebSocket) -> None:
+async def agent_connect(websocket: WebSocket, socket: AgentSocketDep) -> None:
     """Agents authenticate with ``Authorization: Bearer <key>`` and ``X-Agent-ID``."""
-    await AgentSocket(websocket.app.state.replica).serve(websocket)
+    await socket.serve(websocket)
