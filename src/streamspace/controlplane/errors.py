@@ -1,25 +1,47 @@
-"""Errors services raise; routes turn them into HTTP answers with the same words."""
+"""The errors services (and the API's dependencies) raise, in words a client can be shown.
+
+Which HTTP status each one answers with is decided in one place:
+:mod:`streamspace.controlplane.http.error_responses`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class ServiceError(Exception):
-    """Base: ``status_code`` is the HTTP status the API answers with."""
+    """Base: a request refused, with the reason in ``message`` and any ``headers`` the
+    answer carries (e.g. ``Retry-After``)."""
 
-    status_code = 400
-
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = dict(headers or {})
+
+
+class Invalid(ServiceError):
+    """The request is well-formed but inconsistent (e.g. two names that must agree)."""
+
+
+class Unauthorized(ServiceError):
+    """No credentials, or wrong ones."""
+
+
+class Forbidden(ServiceError):
+    """Authenticated, but not allowed."""
 
 
 class NotFound(ServiceError):
-    status_code = 404
+    pass
 
 
 class Conflict(ServiceError):
-    status_code = 409
+    pass
+
+
+class TooManyRequests(ServiceError):
+    """Throttled: ``headers`` say when to try again."""
 
 
 class Unavailable(ServiceError):
-    status_code = 503
+    pass

@@ -12,10 +12,9 @@ import asyncio
 import itertools
 import logging
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
 from streamspace.aio import wait_or_stop
-from streamspace.db.engine import SessionFactory
+from streamspace.db.engine import SessionFactory, transaction
+from streamspace.db.errors import unreachable
 from streamspace.db.models import utcnow
 from streamspace.db.repo import agents as agent_repo
 from streamspace.protocol import HeartbeatPayload
@@ -57,7 +56,7 @@ class HeartbeatRecorder:
             try:
                 await self._write(dict(part))
             except Exception as exc:
-                if _unavailable(exc):
+                if unreachable(exc):
                     for agent_id, beat in itertools.chain(part, *parts):
                         self._pending.setdefault(agent_id, beat)  # newer notes win
                     raise
@@ -77,7 +76,7 @@ class HeartbeatRecorder:
         return written
 
     async def _write(self, beats: dict[str, HeartbeatPayload]) -> None:
-        async with self._db() as db, db.begin():
+        async with transaction(self._db) as db:
             await agent_repo.record_heartbeats(db, replica=self._replica, beats=beats, at=utcnow())
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -87,10 +86,3 @@ class HeartbeatRecorder:
                 await self.flush()
             except Exception as exc:
                 log.warning("could not record heartbeats (will retry): %s", exc)
-
-
-def _unavailable(error: Exception) -> bool:
-    """Whether writing failed because the database is unreachable (not because of a row)."""
-    if isinstance(error, OSError | TimeoutError | OperationalError | InterfaceError):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated

@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from streamspace.config import ApiSettings
 from streamspace.controlplane.commands.outcomes import (
     apply_completions,
     apply_outcome,
     fail_and_clean_up,
 )
+from streamspace.db.engine import DbSession, SessionFactory, transaction
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.protocol import (
@@ -43,8 +42,21 @@ class Applied:
     wake: bool = False
 
 
-async def apply_reports(
-    db: AsyncSession, settings: ApiSettings, agent_id: str, reports: Sequence[Report]
+class ReportRecorder:
+    """Applies the bursts of reports agents send."""
+
+    def __init__(self, *, db: SessionFactory, settings: ApiSettings) -> None:
+        self._db = db
+        self._settings = settings
+
+    async def apply(self, agent_id: str, reports: Sequence[Report]) -> Applied:
+        """Apply reports of one agent in order, in one transaction."""
+        async with transaction(self._db) as db:
+            return await _apply(db, self._settings, agent_id, reports)
+
+
+async def _apply(
+    db: DbSession, settings: ApiSettings, agent_id: str, reports: Sequence[Report]
 ) -> Applied:
     """Apply reports of one agent in order, in the caller's transaction.
 
@@ -79,7 +91,7 @@ async def apply_reports(
     return applied
 
 
-async def _acknowledge(db: AsyncSession, agent_id: str, acks: list[Ack], applied: Applied) -> None:
+async def _acknowledge(db: DbSession, agent_id: str, acks: list[Ack], applied: Applied) -> None:
     ids = {ack.payload.command_id for ack in acks}
     unexpected = ids - await command_repo.acknowledge(db, agent_id=agent_id, command_ids=ids)
     if unexpected:
@@ -88,7 +100,7 @@ async def _acknowledge(db: AsyncSession, agent_id: str, acks: list[Ack], applied
 
 
 async def _complete(
-    db: AsyncSession, agent_id: str, completes: list[Complete], applied: Applied
+    db: DbSession, agent_id: str, completes: list[Complete], applied: Applied
 ) -> None:
     """A run of completes costs the same few statements however long it is.
 
@@ -120,7 +132,7 @@ def _answer_strangers(
 
 
 async def _failed(
-    db: AsyncSession, settings: ApiSettings, agent_id: str, report: Failed, applied: Applied
+    db: DbSession, settings: ApiSettings, agent_id: str, report: Failed, applied: Applied
 ) -> None:
     command = await command_repo.get_for_agent(
         db, agent_id=agent_id, command_id=report.payload.command_id
@@ -143,7 +155,7 @@ def _unknown_command(applied: Applied, report: Report, agent_id: str) -> None:
     )
 
 
-async def _status_report(db: AsyncSession, agent_id: str, report: Status, applied: Applied) -> None:
+async def _status_report(db: DbSession, agent_id: str, report: Status, applied: Applied) -> None:
     """A session ended by itself: fail it with the agent's reason and clean up after it."""
     status = report.payload
     session = await session_repo.get(db, status.session_id, for_update=True)
@@ -159,7 +171,7 @@ async def _status_report(db: AsyncSession, agent_id: str, report: Status, applie
 
 
 async def _progress_report(
-    db: AsyncSession, agent_id: str, report: Progress, applied: Applied
+    db: DbSession, agent_id: str, report: Progress, applied: Applied
 ) -> None:
     """How far a start or wake got: shown with the session while it is not running yet."""
     progress = report.payload

@@ -15,12 +15,16 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
-from streamspace.controlplane.agents.arrivals import agent_connected, agent_disconnected
+from streamspace.controlplane.agents.arrivals import Arrivals
 from streamspace.controlplane.agents.connection import ConnectedAgent
-from streamspace.controlplane.agents.reports import Report, apply_reports
+from streamspace.controlplane.agents.heartbeats import HeartbeatRecorder
+from streamspace.controlplane.agents.reports import Report, ReportRecorder
 from streamspace.controlplane.auth.hashing import matches
-from streamspace.controlplane.state import Replica
+from streamspace.controlplane.commands.dispatcher import CommandDispatcher
+from streamspace.controlplane.hub import AgentHub
+from streamspace.db.engine import SessionFactory, reading, transaction
 from streamspace.db.models import Agent
 from streamspace.db.repo import agents as agent_repo
 from streamspace.inventory import InventoryError, InventoryPages
@@ -43,6 +47,7 @@ from streamspace.protocol import (
     close_reason,
     parse_agent_message,
 )
+from streamspace.states import AgentApproval
 from streamspace.wire import agent_credentials
 
 log = logging.getLogger(__name__)
@@ -68,8 +73,24 @@ class _Rejected(Exception):
 class AgentSocket:
     """Serves ``WS /api/v1/agents/connect``."""
 
-    def __init__(self, replica: Replica) -> None:
-        self._replica = replica
+    def __init__(
+        self,
+        *,
+        db: SessionFactory,
+        settings: ApiSettings,
+        hub: AgentHub,
+        dispatcher: CommandDispatcher,
+        arrivals: Arrivals,
+        reports: ReportRecorder,
+        heartbeats: HeartbeatRecorder,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._hub = hub
+        self._dispatcher = dispatcher
+        self._arrivals = arrivals
+        self._reports = reports
+        self._heartbeats = heartbeats
 
     async def serve(self, websocket: WebSocket) -> None:
         await websocket.accept()
@@ -98,33 +119,32 @@ class AgentSocket:
     async def _run_connection(
         self, websocket: WebSocket, hello: Hello, inventory: list[RunningSession]
     ) -> None:
-        replica = self._replica
         connection = ConnectedAgent(
             websocket, agent_id=hello.payload.agent_id, platform=hello.payload.platform
         )
-        replaced = await replica.hub.register(connection)
+        replaced = await self._hub.register(connection)
         if replaced is not None:
             await replaced.close(CloseCode.REPLACED, "replaced by a newer connection")
         try:
-            await agent_connected(replica, hello, inventory)
+            await self._arrivals.connected(hello, inventory)
             await connection.send(
                 Welcome(
                     payload=WelcomePayload(
-                        replica=replica.hub.replica,
-                        heartbeat_interval=replica.settings.heartbeat_interval,
+                        replica=self._hub.replica,
+                        heartbeat_interval=self._settings.heartbeat_interval,
                     )
                 )
             )
             connection.welcomed.set()
-            total = len(replica.hub.local_connections())
+            total = len(self._hub.local_connections())
             log.info(
                 "[AgentHub] Registered agent: %s (platform: %s), total connections: %d",
                 connection.agent_id,
                 connection.platform,
                 total,
             )
-            metrics.AGENTS_CONNECTED.labels(replica.hub.replica).set(total)
-            replica.dispatcher.wake(connection.agent_id)
+            metrics.AGENTS_CONNECTED.labels(self._hub.replica).set(total)
+            self._dispatcher.wake(connection.agent_id)
             await self._read_loop(connection)
         except _Rejected as rejected:
             await _reject(websocket, rejected, connection=connection)
@@ -135,27 +155,31 @@ class AgentSocket:
             await connection.close(CloseCode.INTERNAL_ERROR, "internal error; reconnect")
         finally:
             await connection.close(CloseCode.NORMAL, "bye")
-            if await replica.hub.unregister(connection):
-                replica.heartbeats.forget(connection.agent_id)
+            if await self._hub.unregister(connection):
+                self._heartbeats.forget(connection.agent_id)
                 try:
-                    await agent_disconnected(replica, connection.agent_id)
+                    await self._arrivals.disconnected(connection.agent_id)
                 except Exception as exc:  # the reconciler marks it offline later
                     log.warning("could not mark agent %s offline: %s", connection.agent_id, exc)
-            metrics.AGENTS_CONNECTED.labels(replica.hub.replica).set(
-                len(replica.hub.local_connections())
+            metrics.AGENTS_CONNECTED.labels(self._hub.replica).set(
+                len(self._hub.local_connections())
             )
             log.info("[AgentHub] Unregistered agent: %s", connection.agent_id)
 
     async def _authenticate(self, websocket: WebSocket) -> Agent:
         agent_id, key = agent_credentials(websocket.headers)
-        async with self._replica.db() as db:
+        async with reading(self._db) as db:
             agent = await agent_repo.get(db, agent_id) if agent_id else None
         if agent is None or key is None or not matches(key, agent.api_key_hash):
             raise _Rejected(
                 CloseCode.UNAUTHORIZED, "invalid agent credentials", error="unauthorized"
             )
-        if agent.approval != "approved":
-            reason = "agent pending approval" if agent.approval == "pending" else "agent revoked"
+        if agent.approval != AgentApproval.APPROVED:
+            reason = (
+                "agent pending approval"
+                if agent.approval == AgentApproval.PENDING
+                else "agent revoked"
+            )
             raise _Rejected(CloseCode.FORBIDDEN, reason, error="forbidden")
         return agent
 
@@ -189,7 +213,7 @@ class AgentSocket:
                     error="stale_leader",
                 )
             return
-        async with self._replica.db() as db, db.begin():
+        async with transaction(self._db) as db:
             claimed = await agent_repo.claim_leader_epoch(db, agent.agent_id, epoch)
         if not claimed:
             raise _Rejected(
@@ -236,20 +260,19 @@ class AgentSocket:
     async def _apply(self, connection: ConnectedAgent, messages: list[Report | Heartbeat]) -> None:
         beats = [message for message in messages if isinstance(message, Heartbeat)]
         if beats:
-            self._replica.heartbeats.note(connection.agent_id, beats[-1].payload)
-            if not await self._replica.hub.refresh(connection):
+            self._heartbeats.note(connection.agent_id, beats[-1].payload)
+            if not await self._hub.refresh(connection):
                 await connection.close(CloseCode.REPLACED, "replaced by a newer connection")
         reports = [message for message in messages if not isinstance(message, Heartbeat)]
         if not reports:
             return
-        async with self._replica.db() as db, db.begin():
-            applied = await apply_reports(db, self._replica.settings, connection.agent_id, reports)
+        applied = await self._reports.apply(connection.agent_id, reports)
         for error in applied.errors:
             log.warning("agent %s: %s", connection.agent_id, error.payload.message)
             await connection.send(error)
         answered = (r.payload.command_id for r in reports if isinstance(r, Ack | Complete | Failed))
         if connection.note_answered(answered) or applied.wake:
-            self._replica.dispatcher.wake(connection.agent_id)
+            self._dispatcher.wake(connection.agent_id)
 
 
 async def _receive_inventory(websocket: WebSocket, hello: Hello) -> list[RunningSession]:

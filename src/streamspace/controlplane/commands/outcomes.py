@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from streamspace.db.engine import DbSession
 from streamspace.db.models import AgentCommand, Session
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 async def apply_outcome(
-    db: AsyncSession,
+    db: DbSession,
     command: AgentCommand,
     *,
     status: CommandStatus,
@@ -62,7 +62,7 @@ async def apply_outcome(
 
 
 async def apply_completions(
-    db: AsyncSession, completed: Sequence[tuple[EndedCommand, dict[str, Any]]]
+    db: DbSession, completed: Sequence[tuple[EndedCommand, dict[str, Any]]]
 ) -> None:
     """Move the sessions of commands an agent reported completed (with their results),
     in the given order; their sessions are locked by one statement."""
@@ -76,7 +76,7 @@ async def apply_completions(
 
 
 async def _apply_success(
-    db: AsyncSession, session: Session, action: Action, result: dict[str, Any]
+    db: DbSession, session: Session, action: Action, result: dict[str, Any]
 ) -> None:
     state = result.get("state")
     if isinstance(state, dict):
@@ -110,14 +110,14 @@ async def _apply_success(
     session_repo.transition(db, session, STATE_AFTER[action], detail=detail, **fields)
 
 
-async def fail_and_clean_up(db: AsyncSession, session: Session, *, reason: str) -> None:
+async def fail_and_clean_up(db: DbSession, session: Session, *, reason: str) -> None:
     """Fail a session that ended on its own, and have its agent remove what is left of it
     (e.g. the VNC server of an application that exited)."""
     session_repo.transition(db, session, SessionState.FAILED, detail=reason)
     await _queue_cleanup(db, session)
 
 
-async def _queue_cleanup(db: AsyncSession, session: Session) -> None:
+async def _queue_cleanup(db: DbSession, session: Session) -> None:
     if session.agent_id is None:
         return
     await command_repo.create(

@@ -12,14 +12,12 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from streamspace.aio import wait_or_stop
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
 from streamspace.controlplane.commands.outcomes import apply_outcome
 from streamspace.controlplane.hub import AgentHub
-from streamspace.db.engine import SessionFactory
+from streamspace.db.engine import DbSession, SessionFactory
 from streamspace.db.models import AgentCommand, utcnow
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
@@ -155,7 +153,7 @@ class Reconciler:
                 self._missing_since.pop(name, None)
 
     @staticmethod
-    async def _settle(db: AsyncSession, ended: list[AgentCommand]) -> None:
+    async def _settle(db: DbSession, ended: list[AgentCommand]) -> None:
         for command in ended:
             log.warning(
                 "command %s (%s) %s: %s",

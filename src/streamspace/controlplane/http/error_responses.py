@@ -12,22 +12,40 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from asyncpg import InterfaceError, PostgresError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from streamspace.controlplane.errors import ServiceError
+from streamspace.controlplane.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ServiceError,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
+from streamspace.db.errors import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _SHOWN_FIELD_ERRORS = 3
 """Field errors named in ``detail``; ``errors`` lists them all."""
+STATUS_OF: dict[type[ServiceError], int] = {
+    Invalid: 422,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooManyRequests: 429,
+    Unavailable: 503,
+}
+"""The HTTP status of each service error (any other: 400)."""
 
 
 class FieldError(BaseModel):
@@ -98,9 +116,17 @@ def describe(errors: Sequence[FieldError]) -> str:
     return f"invalid request: {'; '.join(named)}{tail}"
 
 
+def status_of(error: ServiceError) -> int:
+    """The HTTP status ``error`` answers with (that of its nearest mapped class)."""
+    for kind in type(error).__mro__:
+        if kind in STATUS_OF:
+            return STATUS_OF[kind]
+    return 400
+
+
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return error_response(exc.status_code, exc.message)
+    return error_response(status_of(exc), exc.message, headers=exc.headers)
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -149,8 +175,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    # The driver's own connection errors (refused, "starting up") are not always wrapped
-    # by SQLAlchemy; every one of them means the same to a client: try again shortly.
-    for error in (OperationalError, DBAPIError, OSError, PostgresError, InterfaceError):
+    for error in UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(Exception, _internal_error)

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy.exc import IntegrityError
-
 from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
 from streamspace.controlplane.errors import NotFound, Unavailable
 from streamspace.controlplane.sessions.specs import session_spec
-from streamspace.db.engine import SessionFactory
+from streamspace.db.engine import SessionFactory, transaction
+from streamspace.db.errors import ConstraintViolation
 from streamspace.db.models import AgentCommand, Session, Template, User, utcnow
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
@@ -79,7 +78,7 @@ class LaunchWriter:
     async def _write_batch(self, batch: list[_Launch]) -> list[Launched | BaseException]:
         try:
             return await self._write(batch)
-        except IntegrityError as exc:
+        except ConstraintViolation as exc:
             if len(batch) == 1:
                 raise
             # Rolled back for sure; one launch may have spoilt it (e.g. its user was just
@@ -97,7 +96,7 @@ class LaunchWriter:
 
     async def _write(self, batch: list[_Launch]) -> list[Launched | BaseException]:
         """Place and write one batch in one transaction."""
-        async with self._db() as db, db.begin():
+        async with transaction(self._db) as db:
             templates = await template_repo.get_many(db, {x.template_name for x in batch})
             fresh = utcnow() - timedelta(seconds=3 * self._settings.heartbeat_interval)
             candidates = await agent_repo.launch_candidates(db, heartbeat_after=fresh)

@@ -7,15 +7,13 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from streamspace.config import ApiSettings
 from streamspace.controlplane.errors import Conflict, NotFound
 from streamspace.controlplane.hub import Cut
 from streamspace.controlplane.sessions.launches import LaunchWriter
 from streamspace.controlplane.sessions.specs import session_spec
-from streamspace.db.engine import SessionFactory
-from streamspace.db.models import AgentCommand, Session, User
+from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
+from streamspace.db.models import AgentCommand, Session, SessionEvent, User
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
@@ -25,6 +23,7 @@ from streamspace.states import (
     FINAL_SESSION_STATES,
     STATE_DURING,
     SessionState,
+    UserRole,
 )
 
 Doorbell = Callable[[str], Awaitable[object]]
@@ -72,12 +71,18 @@ class SessionService:
         self._launches = LaunchWriter(db=db, settings=settings)
 
     async def get(self, user: User, session_id: str) -> Session:
-        async with self._db() as db:
+        async with reading(self._db) as db:
             return self._visible(user, await session_repo.get(db, session_id, with_owner=True))
 
+    async def events(self, user: User, session_id: str) -> list[SessionEvent]:
+        """The session's state transitions, oldest first."""
+        session = await self.get(user, session_id)
+        async with reading(self._db) as db:
+            return list(await session_repo.events(db, session.id))
+
     async def list(self, user: User) -> list[Session]:
-        owner = None if user.role == "admin" else user.id
-        async with self._db() as db:
+        owner = None if user.role == UserRole.ADMIN else user.id
+        async with reading(self._db) as db:
             return list(await session_repo.list_sessions(db, owner_id=owner))
 
     async def create(self, user: User, template_name: str) -> Session:
@@ -89,7 +94,7 @@ class SessionService:
     @_admitted
     async def stop(self, user: User, session_id: str) -> Session:
         """Stop for good (idempotent); a session whose start was not sent yet ends at once."""
-        async with self._db() as db, db.begin():
+        async with transaction(self._db) as db:
             session = await self._locked(db, user, session_id)
             if session.state in FINAL_SESSION_STATES or session.state == SessionState.STOPPING:
                 return session
@@ -112,7 +117,7 @@ class SessionService:
 
     @_admitted
     async def hibernate(self, user: User, session_id: str) -> Session:
-        async with self._db() as db, db.begin():
+        async with transaction(self._db) as db:
             session = await self._locked(db, user, session_id)
             _require(session, SessionState.RUNNING, "hibernated")
             await _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
@@ -123,7 +128,7 @@ class SessionService:
     @_admitted
     async def wake(self, user: User, session_id: str) -> Session:
         """Start a hibernated session again, on the agent that keeps its home."""
-        async with self._db() as db, db.begin():
+        async with transaction(self._db) as db:
             session = await self._locked(db, user, session_id)
             _require(session, SessionState.HIBERNATED, "woken")
             template = await template_repo.get(db, session.template_name)
@@ -135,11 +140,22 @@ class SessionService:
         await self._ring_agent(session)
         return session
 
+    async def end_agent_sessions(self, agent_id: str, *, reason: str) -> int:
+        """End an agent's active sessions and their open commands (the agent is going away
+        for good, e.g. ``streamspace up`` shutting down). Hibernated sessions keep their
+        homes."""
+        async with transaction(self._db) as db:
+            active = await session_repo.list_for_agent(db, agent_id, ACTIVE_SESSION_STATES)
+            for item in active:
+                await command_repo.cancel_all_open(db, session_id=item.id)
+                session_repo.transition(db, item, SessionState.TERMINATED, detail=reason)
+            return len(active)
+
     async def _ring_agent(self, session: Session) -> None:
         if session.agent_id is not None:
             await self._ring(session.agent_id)
 
-    async def _locked(self, db: AsyncSession, user: User, session_id: str) -> Session:
+    async def _locked(self, db: DbSession, user: User, session_id: str) -> Session:
         """The user's session, locked for this transaction (404 if it is not theirs)."""
         found = await session_repo.get(db, session_id, for_update=True, with_owner=True)
         return self._visible(user, found)
@@ -147,14 +163,12 @@ class SessionService:
     @staticmethod
     def _visible(user: User, session: Session | None) -> Session:
         """Users see their own sessions; admins see all. Others' look exactly like missing."""
-        if session is None or (user.role != "admin" and session.owner_id != user.id):
+        if session is None or (user.role != UserRole.ADMIN and session.owner_id != user.id):
             raise NotFound("session not found")
         return session
 
 
-async def _queue(
-    db: AsyncSession, session: Session, action: Action, payload: dict[str, Any]
-) -> None:
+async def _queue(db: DbSession, session: Session, action: Action, payload: dict[str, Any]) -> None:
     """Move the session to the action's in-between state and add the command for its agent."""
     if session.agent_id is None:
         raise Conflict("session has no agent")
@@ -167,14 +181,3 @@ async def _queue(
 def _require(session: Session, state: SessionState, verb: str) -> None:
     if session.state != state:
         raise Conflict(f"session is {session.state}; only a {state.value} session can be {verb}")
-
-
-async def terminate_agent_sessions(db: SessionFactory, agent_id: str, *, reason: str) -> int:
-    """End an agent's active sessions and their open commands (the agent is going away for
-    good, e.g. ``streamspace up`` shutting down). Hibernated sessions keep their homes."""
-    async with db() as session, session.begin():
-        active = await session_repo.list_for_agent(session, agent_id, ACTIVE_SESSION_STATES)
-        for item in active:
-            await command_repo.cancel_all_open(session, session_id=item.id)
-            session_repo.transition(session, item, SessionState.TERMINATED, detail=reason)
-        return len(active)
