@@ -26,12 +26,26 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import BaseModel
+from starlette.types import Message
+from starlette.websockets import WebSocket, WebSocketState
+
 from streamspace import logs, names
+from streamspace.agent.leader.base import Lease, LeaseUnavailable
 from streamspace.agent.platforms.base import Exited, Platform, PlatformError, PlatformState, Started
 from streamspace.controlplane.hub.registry import Listener, SharedStateUnavailable
-from streamspace.protocol import Action, RunningSession, SessionSpec, VncEndpoint
+from streamspace.protocol import (
+    Action,
+    RunningSession,
+    ServerMessage,
+    SessionSpec,
+    VncEndpoint,
+    encode,
+    parse_server_message,
+)
 
 PHASE_STARTED = "started"
 PHASE_DONE = "done"
@@ -280,6 +294,137 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run_fake_agent(args))
     except AgentConfigError as exc:
         raise SystemExit(f"fake-agent: {exc}") from None
+
+
+# Fakes for in-process control-plane tests: agent socket and lease
+
+
+class FakeAgentSocket(WebSocket):
+    """An accepted agent WebSocket whose transport is memory, for a ``ConnectedAgent`` to wrap.
+
+    What the control plane sends is kept, parsed, in ``sent``; its close in ``close_code`` and
+    ``close_reason``. :meth:`feed` delivers a frame as from the agent; after :meth:`hang_up`
+    sends fail as on a broken transport.
+    """
+
+    def __init__(self) -> None:
+        super().__init__({"type": "websocket", "path": "/", "headers": []}, self._take, self._put)
+        self.client_state = self.application_state = WebSocketState.CONNECTED  # accepted
+        self.sent: list[ServerMessage] = []
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self._frames: asyncio.Queue[Message] = asyncio.Queue()
+        self._hung_up = False
+
+    def feed(self, message: BaseModel) -> None:
+        """Deliver ``message`` to the control plane as the agent's next frame."""
+        self._frames.put_nowait({"type": "websocket.receive", "text": encode(message)})
+
+    def hang_up(self, code: int = 1006) -> None:
+        """The agent went away: receiving ends with ``code``, sending fails."""
+        self._hung_up = True
+        self._frames.put_nowait({"type": "websocket.disconnect", "code": code})
+
+    async def _take(self) -> Message:
+        return await self._frames.get()
+
+    async def _put(self, message: Message) -> None:
+        if self._hung_up:
+            raise OSError("the agent hung up")
+        if message["type"] == "websocket.send":
+            self.sent.append(parse_server_message(message["text"]))
+        elif message["type"] == "websocket.close":
+            self.close_code, self.close_reason = message["code"], message["reason"]
+
+
+class SharedLease:
+    """One lease in memory that several :class:`FakeLease` campaign for, as replicas share a
+    Redis key: epochs rise with every acquisition.
+
+    With ``lease_seconds`` a holder that stops renewing loses the lease that long after its
+    last renewal by ``clock`` (as with Redis); without, it holds it until it releases (as with
+    ``flock``).
+    """
+
+    def __init__(
+        self, *, lease_seconds: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.epoch = 0
+        """The epoch of the latest acquisition (0: never acquired)."""
+        self.available = True
+        """``False``: every call of a :class:`FakeLease` raises ``LeaseUnavailable``."""
+        self._holder: object | None = None
+        self._expires_at: float | None = None
+
+    def held_by(self, token: object) -> bool:
+        """Whether the term ``token`` still holds the lease."""
+        unexpired = self._expires_at is None or self.clock() < self._expires_at
+        return self._holder is not None and self._holder is token and unexpired
+
+    def take(self, token: object) -> int | None:
+        """Give the lease to the term ``token`` unless another holds it; its epoch if so."""
+        if self._holder is not None and self.held_by(self._holder):
+            return None
+        self._holder = token
+        self.epoch += 1
+        self._extend()
+        return self.epoch
+
+    def extend(self, token: object) -> bool:
+        """Renew the lease for the term ``token``; ``False`` if it no longer holds it."""
+        if not self.held_by(token):
+            return False
+        self._extend()
+        return True
+
+    def give_up(self, token: object) -> None:
+        """Free the lease if the term ``token`` holds it."""
+        if self._holder is token:
+            self._holder = None
+
+    def expire(self) -> None:
+        """End the current term now, as a lease that ran out before it was renewed."""
+        self._holder = None
+
+    def _extend(self) -> None:
+        if self.lease_seconds is not None:
+            self._expires_at = self.clock() + self.lease_seconds
+
+
+class FakeLease(Lease):
+    """One replica's handle on a :class:`SharedLease` (a new token per term, as Redis)."""
+
+    def __init__(self, shared: SharedLease) -> None:
+        self.shared = shared
+        self.closed = False
+        self._token: object | None = None
+
+    async def acquire(self) -> int | None:
+        self._reachable()
+        token = object()
+        epoch = self.shared.take(token)
+        if epoch is not None:
+            self._token = token
+        return epoch
+
+    async def renew(self) -> bool:
+        self._reachable()
+        return self._token is not None and self.shared.extend(self._token)
+
+    async def release(self) -> None:
+        token, self._token = self._token, None
+        self._reachable()
+        if token is not None:
+            self.shared.give_up(token)
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def _reachable(self) -> None:
+        if not self.shared.available:
+            raise LeaseUnavailable("the fake lease is unavailable")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from streamspace.aio import wait_or_stop
 from streamspace.config import ApiSettings
@@ -35,14 +35,33 @@ MISSED_HEARTBEATS = 3
 class Reconciler:
     """Runs the ``check_*`` methods every ``RECONCILE_INTERVAL`` seconds."""
 
-    def __init__(self, *, db: SessionFactory, hub: AgentHub, settings: ApiSettings) -> None:
+    def __init__(
+        self,
+        *,
+        db: SessionFactory,
+        hub: AgentHub,
+        settings: ApiSettings,
+        clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock`` gives the time the checks' cutoffs are counted from, ``monotonic`` the
+        time a replica's liveness key has been missing; a test moves them on instead of
+        sleeping."""
         self._db = db
         self._hub = hub
         self._settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
         self._missing_since: dict[str, float] = {}
         """Replicas whose liveness key was found missing, and since when (monotonic)."""
 
     async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.run_once()
+            await wait_or_stop(stop, self._settings.reconcile_interval)
+
+    async def run_once(self) -> None:
+        """Run every check once; one that fails is logged and the others still run."""
         checks: list[Callable[[], Awaitable[None]]] = [
             self.check_silent_connections,
             self.check_unacknowledged,
@@ -52,13 +71,11 @@ class Reconciler:
             self.check_dead_replicas,
             self.check_stuck_sessions,
         ]
-        while not stop.is_set():
-            for check in checks:
-                try:
-                    await check()
-                except Exception:
-                    log.exception("reconciler check %s failed; will retry", check.__name__)
-            await wait_or_stop(stop, self._settings.reconcile_interval)
+        for check in checks:
+            try:
+                await check()
+            except Exception:
+                log.exception("reconciler check %s failed; will retry", check.__name__)
 
     async def check_silent_connections(self) -> None:
         """Close local connections of agents that missed three heartbeats."""
@@ -74,7 +91,7 @@ class Reconciler:
 
     async def check_unacknowledged(self) -> None:
         """``sent`` without an ack past the ack timeout: send again, or fail after max attempts."""
-        cutoff = utcnow() - timedelta(seconds=self._settings.command_ack_timeout)
+        cutoff = self._ago(self._settings.command_ack_timeout)
         async with self._db() as db, db.begin():
             agents, failed = await command_repo.requeue_unacknowledged(
                 db, sent_before=cutoff, max_attempts=self._settings.command_max_attempts
@@ -88,26 +105,26 @@ class Reconciler:
 
     async def check_deadlines(self) -> None:
         """``acknowledged`` but unfinished past the action deadline: failed, session failed."""
-        cutoff = utcnow() - timedelta(seconds=self._settings.command_deadline)
+        cutoff = self._ago(self._settings.command_deadline)
         async with self._db() as db, db.begin():
             await self._settle(db, await command_repo.fail_overdue(db, acknowledged_before=cutoff))
 
     async def check_expired(self) -> None:
         """``pending`` past the pending timeout (no agent ever took it): expired."""
-        cutoff = utcnow() - timedelta(seconds=self._settings.command_pending_timeout)
+        cutoff = self._ago(self._settings.command_pending_timeout)
         async with self._db() as db, db.begin():
             await self._settle(db, await command_repo.expire_pending(db, created_before=cutoff))
 
     async def check_silent_agents(self) -> None:
         """Agents marked online whose heartbeats stopped (their replica died): offline."""
-        cutoff = utcnow() - timedelta(seconds=MISSED_HEARTBEATS * self._settings.heartbeat_interval)
+        cutoff = self._ago(MISSED_HEARTBEATS * self._settings.heartbeat_interval)
         async with self._db() as db, db.begin():
             await agent_repo.mark_silent_offline(db, heartbeat_before=cutoff)
 
     async def check_stuck_sessions(self) -> None:
         """A session in a transitional state with no open command would wait forever:
         fail it with the reason (e.g. its command was cancelled by hand)."""
-        cutoff = utcnow() - timedelta(seconds=self._settings.command_ack_timeout)
+        cutoff = self._ago(self._settings.command_ack_timeout)
         async with self._db() as db, db.begin():
             for session in await session_repo.stuck(db, unchanged_since=cutoff):
                 log.warning("session %s stuck in %s; failing it", session.id, session.state)
@@ -129,7 +146,7 @@ class Reconciler:
         """
         async with self._db() as db:
             named = await agent_repo.online_by_replica(db) | await viewers.replicas_with_viewers(db)
-        now = time.monotonic()
+        now = self._monotonic()
         dead = []
         for name in named - {self._settings.pod_name}:
             if await self._hub.replica_alive(name) is not False:
@@ -151,6 +168,10 @@ class Reconciler:
                     gone,
                 )
                 self._missing_since.pop(name, None)
+
+    def _ago(self, seconds: float) -> datetime:
+        """The time ``seconds`` before now, by the clock."""
+        return self._clock() - timedelta(seconds=seconds)
 
     @staticmethod
     async def _settle(db: DbSession, ended: list[AgentCommand]) -> None:
