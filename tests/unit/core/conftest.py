@@ -12,20 +12,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from streamspace.controlplane.hub.base import AgentHub, Parcel
-from streamspace.controlplane.hub.local import LocalAgentHub
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane.agents import arrivals
 from streamspace.controlplane.commands.reconciler import Reconciler
+from streamspace.controlplane.hub import AgentHub
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import Agent, AgentCommand, Session, SessionViewer, User, utcnow
-from streamspace.protocol import Action, Hello, HelloPayload, RunningSession
+from streamspace.protocol import Action, Hello, HelloPayload, Parcel, RunningSession
 from streamspace.states import STATE_DURING, CommandStatus, SessionState
 
 REPLICA = "replica-a"
@@ -104,7 +102,7 @@ def probe() -> HubProbe:
 def hub(settings: ApiSettings, probe: HubProbe, monkeypatch: pytest.MonkeyPatch) -> AgentHub:
     """The in-memory hub of this replica, its doorbells and replica liveness through ``probe``
     (the only place the tests build a hub)."""
-    hub = LocalAgentHub(replica=settings.pod_name)
+    hub = AgentHub(replica=settings.pod_name)
     ring = hub.ring
 
     async def ringing(agent_id: str, parcel: Parcel | None = None) -> bool:
@@ -132,8 +130,7 @@ class Arrivals:
     """An agent's arrival and departure on this replica, as the agent socket reports them."""
 
     def __init__(self, db: SessionFactory, hub: AgentHub) -> None:
-        self._wiring: Any = SimpleNamespace(db=db, hub=hub)
-        """What arrivals reads of the replica: its database and hub."""
+        self._arrivals = arrivals.Arrivals(db=db, replica=hub.replica)
 
     async def connected(
         self, running: Sequence[RunningSession] = (), *, agent_id: str = AGENT
@@ -141,10 +138,10 @@ class Arrivals:
         hello = Hello(
             payload=HelloPayload(v=1, agent_id=agent_id, platform="local", version="t", capacity=9)
         )
-        await arrivals.agent_connected(self._wiring, hello, running)
+        await self._arrivals.connected(hello, running)
 
     async def disconnected(self, agent_id: str = AGENT) -> None:
-        await arrivals.agent_disconnected(self._wiring, agent_id)
+        await self._arrivals.disconnected(agent_id)
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import asyncio
 import time
 
 import pytest
-from streamspace.controlplane.hub.base import AgentHub
 
 from streamspace.controlplane.agents.connection import ConnectedAgent
 from streamspace.controlplane.commands.reconciler import Reconciler
+from streamspace.controlplane.hub import AgentHub
 from streamspace.protocol import Action, CloseCode
 from streamspace.states import CommandStatus, SessionState
 from streamspace.testing import FakeAgentSocket

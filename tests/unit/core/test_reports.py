@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.agents.reports import Applied, Report, apply_reports
+from streamspace.controlplane.agents.reports import Applied, Report, ReportRecorder
 from streamspace.protocol import (
     Ack,
     AckPayload,
@@ -51,8 +51,7 @@ def progress(session_id: str, message: str = "pulling image") -> Progress:
 async def _apply(
     rows: Rows, settings: ApiSettings, *reports: Report, agent_id: str = AGENT
 ) -> Applied:
-    async with rows.db() as db, db.begin():
-        return await apply_reports(db, settings, agent_id, reports)
+    return await ReportRecorder(db=rows.db, settings=settings).apply(agent_id, reports)
 
 
 def _errors(applied: Applied) -> list[tuple[str, str | None]]:
