@@ -38,6 +38,7 @@ lint: deps dirs
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: deps dirs
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)

@@ -4,7 +4,7 @@ A throwaway PostgreSQL and one ``streamspace api`` replica (in-memory hub, produ
 intervals: heartbeat 10 s). The agents are registered first: a sample through
 ``POST /api/v1/agents/register`` (bootstrap key, auto-approve, ``--rest-concurrency``
 at once) to measure that path, the rest inserted directly into the database with hashed
-keys (``streamspace.controlplane.secrets.digest``), which is much faster. A simulator
+keys (``streamspace.controlplane.auth.hashing.digest``), which is much faster. A simulator
 process (this module's ``simulate`` subcommand: one asyncio process, ``websockets``
 client, the pydantic protocol models) then connects them at ``--rate`` per second (at
 most ``--in-flight`` handshakes at once), each agent sending ``hello``, waiting for
@@ -45,7 +45,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bench.commands import PRODUCTION_ENV
 from bench.report import append_results, percentile
-from streamspace.controlplane.secrets import digest, new_secret
+from streamspace.controlplane.auth.hashing import digest, new_secret
 from streamspace.db.engine import create_engine, create_session_factory
 from streamspace.db.models import Agent, utcnow
 from streamspace.protocol import (

@@ -122,8 +122,8 @@ def users_create(
     ] = None,
 ) -> None:
     """Create a local user in DATABASE_URL."""
-    from streamspace.controlplane.services.errors import ServiceError
-    from streamspace.controlplane.services.users import create_user
+    from streamspace.controlplane.auth.users import UserService
+    from streamspace.controlplane.errors import ServiceError
     from streamspace.db.engine import create_engine, create_session_factory
     from streamspace.db.migrations.runner import upgrade
 
@@ -136,9 +136,8 @@ def users_create(
     async def create() -> None:
         engine = create_engine(settings.database_url)
         try:
-            await create_user(
-                create_session_factory(engine), username=username, password=secret, role=role
-            )
+            users = UserService(db=create_session_factory(engine))
+            await users.create(username=username, password=secret, role=role)
         finally:
             await engine.dispose()
 

@@ -33,7 +33,7 @@ def to_async_url(url: str) -> str:
 def _memory_bytes(quantity: str) -> int:
     """A memory quantity (``512Mi``) in bytes; ``ValueError`` says what is wrong with it."""
     # Imported here: the platforms package imports this module.
-    from streamspace.agent.platforms.resources import parse_limits
+    from streamspace.resources import parse_limits
 
     memory = parse_limits({"memory": quantity}).memory_bytes
     assert memory is not None

@@ -23,10 +23,10 @@ from streamspace.agent.platforms.local import LocalPlatform
 from streamspace.agent.platforms.local_sandbox import SandboxUnavailable
 from streamspace.config import AgentSettings, ApiSettings
 from streamspace.controlplane.app import create_app
+from streamspace.controlplane.auth.hashing import new_secret
+from streamspace.controlplane.deps import provided
 from streamspace.controlplane.metrics_server import QuietServer
-from streamspace.controlplane.secrets import new_secret
-from streamspace.controlplane.services.sessions import terminate_agent_sessions
-from streamspace.controlplane.state import Replica
+from streamspace.controlplane.sessions.service import SessionService
 
 log = logging.getLogger(__name__)
 STARTUP_TIMEOUT = 60.0
@@ -74,7 +74,12 @@ async def run_embedded(*, host: str, port: int, data_dir: Path) -> None:
         raise SystemExit(str(exc)) from None
     agent_stop = asyncio.Event()
     agent = asyncio.create_task(run_agent(agent_settings, platform, agent_stop), name="agent")
-    _print_banner(app.state.replica, url=f"http://{local_host}:{port}", data_dir=data_dir)
+    _print_banner(
+        settings,
+        app.state.generated_admin_password,
+        url=f"http://{local_host}:{port}",
+        data_dir=data_dir,
+    )
 
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({stopping, serving, agent}, return_when=asyncio.FIRST_COMPLETED)
@@ -82,7 +87,7 @@ async def run_embedded(*, host: str, port: int, data_dir: Path) -> None:
     log.info("shutting down: stopping the local agent and its sessions")
     agent_stop.set()
     await asyncio.gather(agent, return_exceptions=True)
-    await _end_local_sessions(platform, app.state.replica, agent_settings.agent_id)
+    await _end_local_sessions(platform, provided(app, SessionService), agent_settings.agent_id)
     server.should_exit = True
     await asyncio.gather(serving, return_exceptions=True)
 
@@ -96,23 +101,27 @@ async def _wait_started(server: uvicorn.Server, serving: asyncio.Task[None]) -> 
             await asyncio.sleep(0.05)
 
 
-async def _end_local_sessions(platform: LocalPlatform, replica: Replica, agent_id: str) -> None:
+async def _end_local_sessions(
+    platform: LocalPlatform, sessions: SessionService, agent_id: str
+) -> None:
     for running in await platform.list_running():
         await platform.stop(running.state)
-    ended = await terminate_agent_sessions(replica.db, agent_id, reason="StreamSpace was shut down")
+    ended = await sessions.end_agent_sessions(agent_id, reason="StreamSpace was shut down")
     if ended:
         log.info("ended %d session(s)", ended)
 
 
-def _print_banner(replica: Replica, *, url: str, data_dir: Path) -> None:
+def _print_banner(
+    settings: ApiSettings, generated: str | None, *, url: str, data_dir: Path
+) -> None:
+    """``generated``: the first admin's password if this start created it."""
     password_file = data_dir / PASSWORD_FILE
-    generated = replica.generated_admin_password
     if generated:
         fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(generated + "\n")
         password = generated
-    elif replica.settings.streamspace_admin_password:
+    elif settings.streamspace_admin_password:
         password = "(from STREAMSPACE_ADMIN_PASSWORD)"
     elif password_file.exists():
         password = f"(printed on first start; kept in {password_file})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -62,7 +64,8 @@ class CloseCode(IntEnum):
 
     On a VNC tunnel: 4400 text frame (binary only), 4401 invalid/expired/reused token (or a
     bad agent/internal credential on the data sockets), 4404 session (or tunnel) not found,
-    4409 session not running, 4502 agent unreachable or tunnel failed.
+    4409 session not running (:data:`SESSION_NOT_RUNNING`), 4502 agent unreachable or tunnel
+    failed.
     """
 
     NORMAL = 1000
@@ -74,11 +77,16 @@ class CloseCode(IntEnum):
     NOT_FOUND = 4404
     HEARTBEAT_TIMEOUT = 4408
     REPLACED = 4409
-    NOT_RUNNING = 4409
+    """The agent connected again; this older connection is closed."""
     STALE_LEADER = 4412
     TOO_LARGE = 4413
     UNSUPPORTED_VERSION = 4426
     TUNNEL_FAILED = 4502
+
+
+SESSION_NOT_RUNNING = 4409
+"""A VNC tunnel's close when its session is not (or no longer) running: the same number as
+:attr:`CloseCode.REPLACED` on the agent connection (409 Conflict), another meaning."""
 
 
 def close_reason(reason: str) -> str:
@@ -295,6 +303,21 @@ class ErrorPayload(_Strict):
     message: str = Field(max_length=MAX_TEXT)
     ref: str | None = Field(default=None, max_length=64)
     """The ``id`` of the message this error answers, when there is one."""
+
+
+class Parcel(BaseModel):
+    """A command handed over with a doorbell (``pod:<POD_NAME>:commands``, as JSON): its
+    creator already marked it ``sent``, so the agent's replica sends it without claiming it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agent_id: str
+    id: uuid.UUID
+    command_id: str
+    session_id: str | None
+    action: Action
+    payload: dict[str, Any]
+    created_at: Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str)]
 
 
 # --- envelopes --------------------------------------------------------------------------

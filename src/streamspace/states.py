@@ -1,4 +1,5 @@
-"""Session states, command statuses, and which command moves a session where."""
+"""Session states, command statuses, agent and user states, and which command moves a session
+where. The values are those of the database and of the API."""
 
 from __future__ import annotations
 
@@ -26,6 +27,26 @@ class CommandStatus(StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+
+
+class AgentApproval(StrEnum):
+    """Whether an agent may connect: an administrator approves (or revokes) a registration."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REVOKED = "revoked"
+
+
+class AgentStatus(StrEnum):
+    """``online`` while connected to some replica."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class UserRole(StrEnum):
+    ADMIN = "admin"
+    USER = "user"
 
 
 ACTIVE_SESSION_STATES = frozenset(

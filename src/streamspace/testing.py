@@ -26,11 +26,26 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from streamspace import logs
+from pydantic import BaseModel
+from starlette.types import Message
+from starlette.websockets import WebSocket, WebSocketState
+
+from streamspace import logs, names
+from streamspace.agent.leader.base import Lease, LeaseUnavailable
 from streamspace.agent.platforms.base import Exited, Platform, PlatformError, PlatformState, Started
-from streamspace.protocol import Action, RunningSession, SessionSpec, VncEndpoint
+from streamspace.controlplane.hub.registry import Listener, SharedStateUnavailable
+from streamspace.protocol import (
+    Action,
+    RunningSession,
+    ServerMessage,
+    SessionSpec,
+    VncEndpoint,
+    encode,
+    parse_server_message,
+)
 
 PHASE_STARTED = "started"
 PHASE_DONE = "done"
@@ -281,5 +296,240 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"fake-agent: {exc}") from None
 
 
+# Fakes for in-process control-plane tests: agent socket and lease
+
+
+class FakeAgentSocket(WebSocket):
+    """An accepted agent WebSocket whose transport is memory, for a ``ConnectedAgent`` to wrap.
+
+    What the control plane sends is kept, parsed, in ``sent``; its close in ``close_code`` and
+    ``close_reason``. :meth:`feed` delivers a frame as from the agent; after :meth:`hang_up`
+    sends fail as on a broken transport.
+    """
+
+    def __init__(self) -> None:
+        super().__init__({"type": "websocket", "path": "/", "headers": []}, self._take, self._put)
+        self.client_state = self.application_state = WebSocketState.CONNECTED  # accepted
+        self.sent: list[ServerMessage] = []
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self._frames: asyncio.Queue[Message] = asyncio.Queue()
+        self._hung_up = False
+
+    def feed(self, message: BaseModel) -> None:
+        """Deliver ``message`` to the control plane as the agent's next frame."""
+        self._frames.put_nowait({"type": "websocket.receive", "text": encode(message)})
+
+    def hang_up(self, code: int = 1006) -> None:
+        """The agent went away: receiving ends with ``code``, sending fails."""
+        self._hung_up = True
+        self._frames.put_nowait({"type": "websocket.disconnect", "code": code})
+
+    async def _take(self) -> Message:
+        return await self._frames.get()
+
+    async def _put(self, message: Message) -> None:
+        if self._hung_up:
+            raise OSError("the agent hung up")
+        if message["type"] == "websocket.send":
+            self.sent.append(parse_server_message(message["text"]))
+        elif message["type"] == "websocket.close":
+            self.close_code, self.close_reason = message["code"], message["reason"]
+
+
+class SharedLease:
+    """One lease in memory that several :class:`FakeLease` campaign for, as replicas share a
+    Redis key: epochs rise with every acquisition.
+
+    With ``lease_seconds`` a holder that stops renewing loses the lease that long after its
+    last renewal by ``clock`` (as with Redis); without, it holds it until it releases (as with
+    ``flock``).
+    """
+
+    def __init__(
+        self, *, lease_seconds: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.epoch = 0
+        """The epoch of the latest acquisition (0: never acquired)."""
+        self.available = True
+        """``False``: every call of a :class:`FakeLease` raises ``LeaseUnavailable``."""
+        self._holder: object | None = None
+        self._expires_at: float | None = None
+
+    def held_by(self, token: object) -> bool:
+        """Whether the term ``token`` still holds the lease."""
+        unexpired = self._expires_at is None or self.clock() < self._expires_at
+        return self._holder is not None and self._holder is token and unexpired
+
+    def take(self, token: object) -> int | None:
+        """Give the lease to the term ``token`` unless another holds it; its epoch if so."""
+        if self._holder is not None and self.held_by(self._holder):
+            return None
+        self._holder = token
+        self.epoch += 1
+        self._extend()
+        return self.epoch
+
+    def extend(self, token: object) -> bool:
+        """Renew the lease for the term ``token``; ``False`` if it no longer holds it."""
+        if not self.held_by(token):
+            return False
+        self._extend()
+        return True
+
+    def give_up(self, token: object) -> None:
+        """Free the lease if the term ``token`` holds it."""
+        if self._holder is token:
+            self._holder = None
+
+    def expire(self) -> None:
+        """End the current term now, as a lease that ran out before it was renewed."""
+        self._holder = None
+
+    def _extend(self) -> None:
+        if self.lease_seconds is not None:
+            self._expires_at = self.clock() + self.lease_seconds
+
+
+class FakeLease(Lease):
+    """One replica's handle on a :class:`SharedLease` (a new token per term, as Redis)."""
+
+    def __init__(self, shared: SharedLease) -> None:
+        self.shared = shared
+        self.closed = False
+        self._token: object | None = None
+
+    async def acquire(self) -> int | None:
+        self._reachable()
+        token = object()
+        epoch = self.shared.take(token)
+        if epoch is not None:
+            self._token = token
+        return epoch
+
+    async def renew(self) -> bool:
+        self._reachable()
+        return self._token is not None and self.shared.extend(self._token)
+
+    async def release(self) -> None:
+        token, self._token = self._token, None
+        self._reachable()
+        if token is not None:
+            self.shared.give_up(token)
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def _reachable(self) -> None:
+        if not self.shared.available:
+            raise LeaseUnavailable("the fake lease is unavailable")
+
+
 if __name__ == "__main__":
     main()
+
+
+# Fakes for in-process control-plane tests: hub registry
+
+
+class FakeHubRegistry:
+    """What Redis holds for the hubs of several replicas, in memory: one instance shared by
+    the hubs of a test, each through its own :meth:`replica` view. Messages are delivered at
+    once, to the replicas whose hub :meth:`~FakeReplicaRegistry.run` is running. Set ``up``
+    to ``False`` to play an outage (every call then fails, as with Redis unreachable)."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.registrations: dict[str, tuple[str, str]] = {}
+        """agent id -> (replica, connection id)."""
+        self.addresses: dict[str, str] = {}
+        self.alive: set[str] = set()
+        self.listeners: dict[str, Listener] = {}
+        """The running hubs, by replica."""
+
+    def replica(self, name: str, *, address: str | None = None) -> FakeReplicaRegistry:
+        """The registry as the hub of replica ``name`` sees it."""
+        return FakeReplicaRegistry(self, name, address)
+
+
+class FakeReplicaRegistry:
+    """One replica's view of a :class:`FakeHubRegistry` (a hub registry)."""
+
+    def __init__(self, shared: FakeHubRegistry, replica: str, address: str | None) -> None:
+        self.shared = shared
+        self.name = replica
+        self._address = address
+
+    @property
+    def up(self) -> bool:
+        return self.shared.up
+
+    async def start(self) -> None:
+        self.shared.alive.add(self.name)
+        if self._address is not None:
+            self.shared.addresses[self.name] = self._address
+
+    async def run(self, listener: Listener) -> None:
+        self.shared.listeners[self.name] = listener
+        listener.listening(True)
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            del self.shared.listeners[self.name]
+            listener.listening(False)
+
+    async def close(self) -> None:
+        self.shared.alive.discard(self.name)
+        self.shared.addresses.pop(self.name, None)
+
+    async def register(self, agent_id: str, connection_id: str) -> None:
+        if self.shared.up:  # else lost, as with Redis: renewals re-create it
+            self.shared.registrations[agent_id] = (self.name, connection_id)
+
+    async def release(self, agent_id: str, connection_id: str) -> None:
+        if (
+            self.shared.up
+            and self.shared.registrations.get(agent_id, (None, None))[1] == connection_id
+        ):
+            del self.shared.registrations[agent_id]
+
+    async def renew(self, agent_id: str, connection_id: str) -> bool:
+        if not self.shared.up:
+            return True  # cannot tell
+        current = self.shared.registrations.get(agent_id)
+        if current is not None and current[1] != connection_id:
+            return False
+        self.shared.registrations[agent_id] = (self.name, connection_id)
+        return True
+
+    async def owner_of(self, agent_id: str) -> str | None:
+        if not self.shared.up:
+            return None
+        registration = self.shared.registrations.get(agent_id)
+        return None if registration is None else registration[0]
+
+    async def address_of(self, replica: str) -> str | None:
+        return self.shared.addresses.get(replica) if self.shared.up else None
+
+    async def replica_alive(self, replica: str) -> bool | None:
+        return replica in self.shared.alive if self.shared.up else None
+
+    async def ring(self, agent_id: str, message: str) -> bool:
+        owner = await self.owner_of(agent_id)
+        listener = self.shared.listeners.get(owner) if owner is not None else None
+        if owner is None or listener is None:
+            return False
+        await listener.heard(names.pod_commands_channel(owner), message)
+        return True
+
+    async def broadcast(self, channel: str, message: str) -> None:
+        self._check()
+        for listener in list(self.shared.listeners.values()):
+            if channel in listener.channels():
+                await listener.heard(channel, message)
+
+    def _check(self) -> None:
+        if not self.shared.up:
+            raise SharedStateUnavailable("the fake registry is down")

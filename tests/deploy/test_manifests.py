@@ -286,9 +286,8 @@ def test_env_names_are_settings(overlay: str, rendered: dict[str, Rendered]) -> 
     agent = set(env(objects.get("Deployment", "streamspace-k8s-agent"), "agent"))
     assert api - api_names == set()
     assert agent - agent_names == set()
-    # ... and each is in the README's settings table (POD_IP only builds INTERNAL_URL).
-    readme = (KUSTOMIZE_ROOT.parents[1] / "README.md").read_text()
-    table = readme[readme.index("## Configuration") :]
+    # ... and each is in the configuration reference (POD_IP only builds INTERNAL_URL).
+    table = (KUSTOMIZE_ROOT.parents[1] / "docs" / "configuration.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z_]+)`(?:, `([A-Z_]+)`)?", table, re.M))
     documented_names = {name for row in documented for name in row if name}
     undocumented = (api | agent) - documented_names - {"POD_IP"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from streamspace.controlplane.presence import LOST
+from streamspace.controlplane.agents.arrivals import LOST
 from streamspace.db.models import Session
 from streamspace.inventory import split_inventory
 from streamspace.protocol import (

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from streamspace.controlplane.heartbeats import HeartbeatRecorder
+from streamspace.controlplane.agents.heartbeats import HeartbeatRecorder
 from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
 from streamspace.db.migrations import runner
 from streamspace.db.models import Agent

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.services.errors import NotFound, Unavailable
-from streamspace.controlplane.services.launches import Launched, LaunchWriter
+from streamspace.controlplane.errors import NotFound, Unavailable
+from streamspace.controlplane.sessions.launches import Launched, LaunchWriter
 from streamspace.db.engine import SessionFactory
+from streamspace.db.errors import ConstraintViolation
 from streamspace.db.models import Agent, AgentCommand, Session, Template, User, utcnow
 
 ANN = User(id="u1", username="ann", password_hash="x", role="user")
@@ -54,7 +54,7 @@ async def test_one_bad_launch_does_not_spoil_its_batch(
     assert "4 launches together violated a constraint" in caplog.text  # one batch
     first, bad, unknown, second = results
     assert isinstance(first, Launched) and isinstance(second, Launched)
-    assert isinstance(bad, IntegrityError)
+    assert isinstance(bad, ConstraintViolation)
     assert isinstance(unknown, NotFound)
     async with db() as session:
         sessions = set((await session.scalars(select(Session.id))).all())

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from starlette.requests import Request
 
+from streamspace.controlplane.auth.login_tokens import TokenCache
 from streamspace.controlplane.auth.origin import cross_site_refusal
 from streamspace.controlplane.auth.throttle import MemoryLoginThrottle, Policy
-from streamspace.controlplane.token_cache import TokenCache
 from streamspace.db.models import User, utcnow
 
 

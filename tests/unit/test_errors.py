@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from streamspace.controlplane.errors import install_error_handlers
+from streamspace.controlplane.http.error_responses import install_error_handlers
 
 
 async def test_a_bug_answers_500_in_the_error_shape_without_its_details() -> None:

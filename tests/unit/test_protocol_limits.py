@@ -19,7 +19,7 @@ from streamspace.bounds import (
     launch_bytes,
 )
 from streamspace.controlplane.routes.schemas import TemplateIn
-from streamspace.controlplane.services.specs import session_spec
+from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.models import Session, Template, User
 from streamspace.protocol import (
     MAX_FRAME_BYTES,

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from streamspace.agent.platforms.resources import Limits, parse_limits
 from streamspace.images import recipe
+from streamspace.resources import Limits, parse_limits
 from tests.dockerfiles import IMAGES, apt_packages, env, instructions
 
 DOCKERFILE = IMAGES / "session" / "Dockerfile"

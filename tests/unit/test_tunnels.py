@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamspace.agent.platforms.vnc_probe import unix_address
 from streamspace.agent.tunnel import run_tunnel, tunnel_url
-from streamspace.controlplane.hub.base import Cut
+from streamspace.controlplane.hub import Cut
 from streamspace.controlplane.tunnels.endpoints import Closed, Gone, clip
 from streamspace.controlplane.tunnels.internal import agent_data_path, internal_url, session_path
 from streamspace.controlplane.tunnels.registry import TunnelRegistry

@@ -7,13 +7,12 @@ outlives it (commands in flight, remembered sessions, the reconnect loop).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection
@@ -39,6 +38,7 @@ from streamspace.protocol import (
     encode,
     parse_server_message,
 )
+from streamspace.wire import AGENT_CONNECT_PATH
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,6 @@ websocket_log = logging.getLogger("streamspace.agent.websocket")
 """Logger handed to the websockets client, with the Authorization header redacted (also
 where ``logs.configure`` did not run, e.g. the agent as a library)."""
 websocket_log.addFilter(RedactTokens())
-
-CONNECT_PATH = "/api/v1/agents/connect"
-REGISTER_PATH = "/api/v1/agents/register"
 
 
 def base_urls(control_plane_url: str) -> list[str]:
@@ -68,7 +65,7 @@ def ws_url(base: str) -> str:
         if base.startswith(plain):
             base = ws + base[len(plain) :]
             break
-    return base + CONNECT_PATH
+    return base + AGENT_CONNECT_PATH
 
 
 def http_url(base: str, path: str) -> str:
@@ -207,24 +204,6 @@ async def monitor_loop(
             book.forget(session_id)
 
 
-async def supervise(
-    tasks: Mapping[str, asyncio.Task[Any]],
-) -> tuple[str, BaseException | None]:
-    """Wait for the first task to end, cancel the others; return its name and exception.
-
-    When several end together the first in ``tasks`` order wins, so put ``stop`` first.
-    """
-    try:
-        done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
-        first = next(name for name, task in tasks.items() if task in done)
-        task = tasks[first]
-        return first, None if task.cancelled() else task.exception()
-    finally:
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
-
-
 class Ended(enum.Enum):
     """How one connection attempt ended; decides the next delay and URL."""
 
@@ -259,22 +238,3 @@ def closed(url: str, exc: ConnectionClosed, *, welcomed: bool) -> Ended:
         return Ended.REFUSED
     log.warning("connection to %s closed (code %s %s)", url, code, reason)
     return Ended.DROPPED if welcomed else Ended.FAILED
-
-
-async def unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, T]) -> T | None:
-    """Await ``work``; if ``stop`` is set first, cancel it and return ``None``."""
-    task = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        task.cancel()  # no-op when it already finished
-        await asyncio.gather(task, stopping, return_exceptions=True)
-    return None if task.cancelled() else task.result()
-
-
-async def wait_or_stop(stop: asyncio.Event, delay: float) -> None:
-    """Sleep ``delay`` seconds unless ``stop`` is set first."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay)

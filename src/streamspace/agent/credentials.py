@@ -13,8 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from streamspace.agent.connection import REGISTER_PATH, base_urls, http_url
+from streamspace.agent.connection import base_urls, http_url
 from streamspace.config import AgentSettings
+from streamspace.wire import AGENT_REGISTER_PATH
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ async def register(
     last_error: Exception | None = None
     async with httpx.AsyncClient(timeout=http_timeout, transport=transport) as client:
         for base in base_urls(settings.control_plane_url):
-            url = http_url(base, REGISTER_PATH)
+            url = http_url(base, AGENT_REGISTER_PATH)
             try:
                 response = await client.post(url, json=body, headers=headers)
             except httpx.HTTPError as exc:

@@ -33,9 +33,6 @@ from streamspace.agent.connection import (
     monitor_loop,
     read_loop,
     refusal_for_status,
-    supervise,
-    unless_stopped,
-    wait_or_stop,
     websocket_log,
     ws_url,
 )
@@ -43,6 +40,7 @@ from streamspace.agent.executed import ExecutedCommands, Outcome
 from streamspace.agent.leader.base import Term
 from streamspace.agent.platforms.base import Platform
 from streamspace.agent.tunnel import Tunnels
+from streamspace.aio import supervise, unless_stopped, wait_or_stop
 from streamspace.batching import Coalescer
 from streamspace.bounds import MAX_PROGRESS_TEXT
 from streamspace.config import AgentSettings
@@ -67,6 +65,7 @@ from streamspace.protocol import (
     WelcomePayload,
     parse_server_message,
 )
+from streamspace.wire import agent_headers
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +181,7 @@ class AgentRuntime:
             await ws.close()
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}", "X-Agent-ID": self.settings.agent_id}
+        return agent_headers(self.settings.agent_id, self._api_key)
 
     async def _dial(self, url: str) -> ClientConnection:
         return await connect(

@@ -22,13 +22,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from streamspace.agent import vnc_auth
-from streamspace.agent.connection import CONNECT_PATH, websocket_log
+from streamspace.agent.connection import websocket_log
 from streamspace.agent.platforms.vnc_probe import unix_address
 from streamspace.protocol import CloseCode, TunnelPayload, VncEndpoint
+from streamspace.wire import AGENT_CONNECT_PATH, AGENT_TUNNEL_PATH
 
 log = logging.getLogger(__name__)
 
-TUNNEL_PATH = "/api/v1/agents/tunnels/"
 CHUNK = 256 * 1024
 """Largest read from the VNC server, sent as one binary message (smaller reads cost more
 per byte, larger ones do not help)."""
@@ -47,8 +47,8 @@ PasswordOf = Callable[[str], Awaitable[bytes | None]]
 def tunnel_url(connect_url: str, tunnel_id: str) -> str:
     """``ws://host/api/v1/agents/connect`` → ``ws://host/api/v1/agents/tunnels/<id>``: the
     data socket goes to the replica that holds this agent's control socket."""
-    base = connect_url.removesuffix(CONNECT_PATH)
-    return base + TUNNEL_PATH + tunnel_id
+    base = connect_url.removesuffix(AGENT_CONNECT_PATH)
+    return base + AGENT_TUNNEL_PATH.format(tunnel_id=tunnel_id)
 
 
 class Tunnels:

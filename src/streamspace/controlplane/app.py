@@ -12,17 +12,26 @@ from fastapi.telemetry import TelemetryConfig
 
 from streamspace import __version__
 from streamspace.config import ApiSettings
+from streamspace.controlplane.agents.arrivals import Arrivals
+from streamspace.controlplane.agents.heartbeats import HeartbeatRecorder
+from streamspace.controlplane.agents.reports import ReportRecorder
+from streamspace.controlplane.agents.service import AgentService
+from streamspace.controlplane.agents.socket import AgentSocket
+from streamspace.controlplane.auth.login_tokens import create_token_cache
+from streamspace.controlplane.auth.logins import LoginService
 from streamspace.controlplane.auth.origin import SameOriginMiddleware
 from streamspace.controlplane.auth.throttle import create_login_throttle
-from streamspace.controlplane.body_limit import BodyLimit
-from streamspace.controlplane.dispatcher import CommandDispatcher
-from streamspace.controlplane.errors import install_error_handlers
-from streamspace.controlplane.heartbeats import HeartbeatRecorder
-from streamspace.controlplane.hub.base import AgentHub
-from streamspace.controlplane.hub.local import LocalAgentHub
-from streamspace.controlplane.hub.redis import RedisAgentHub
+from streamspace.controlplane.auth.users import UserService
+from streamspace.controlplane.commands.dispatcher import CommandDispatcher
+from streamspace.controlplane.commands.history import CommandHistory
+from streamspace.controlplane.commands.reconciler import Reconciler
+from streamspace.controlplane.deps import provide
+from streamspace.controlplane.health import HealthService
+from streamspace.controlplane.http.body_limit import BodyLimit
+from streamspace.controlplane.http.error_responses import install_error_handlers
+from streamspace.controlplane.hub import AgentHub
+from streamspace.controlplane.hub.redis_registry import RedisRegistry
 from streamspace.controlplane.metrics_server import serve_metrics
-from streamspace.controlplane.reconciler import Reconciler
 from streamspace.controlplane.routes import (
     agent_ws,
     agents,
@@ -33,12 +42,11 @@ from streamspace.controlplane.routes import (
     templates,
     vnc,
 )
-from streamspace.controlplane.services.sessions import SessionService
-from streamspace.controlplane.services.templates import ensure_default_templates
-from streamspace.controlplane.services.users import ensure_admin
-from streamspace.controlplane.state import Replica
-from streamspace.controlplane.token_cache import create_token_cache
-from streamspace.db.engine import SessionFactory, create_engine, create_session_factory
+from streamspace.controlplane.sessions.service import SessionService
+from streamspace.controlplane.templates.service import TemplateService
+from streamspace.controlplane.tunnels.context import Tunnels
+from streamspace.controlplane.tunnels.vnc_tokens import ConnectTickets
+from streamspace.db.engine import SessionFactory, create_engine, create_session_factory, transaction
 from streamspace.db.migrations.runner import upgrade_async
 from streamspace.db.repo import viewers
 from streamspace.memory import tune_garbage_collection
@@ -51,12 +59,12 @@ log = logging.getLogger(__name__)
 
 
 def create_hub(settings: ApiSettings) -> AgentHub:
-    """The Redis hub when ``AGENTHUB_REDIS_ENABLED``, else the in-memory one."""
+    """The hub with the Redis registry when ``AGENTHUB_REDIS_ENABLED``, else in memory."""
     if not settings.agenthub_redis_enabled:
         log.info("AgentHub initialized in memory (single-replica mode)")
-        return LocalAgentHub(replica=settings.pod_name)
+        return AgentHub(replica=settings.pod_name)
     log.info("AgentHub initialized with Redis (multi-pod mode)")
-    return RedisAgentHub(
+    registry = RedisRegistry(
         replica=settings.pod_name,
         redis=create_redis(settings),
         key_ttl=3 * settings.heartbeat_interval,
@@ -64,12 +72,13 @@ def create_hub(settings: ApiSettings) -> AgentHub:
         where=describe_redis(settings),
         address=settings.advertised_url,
     )
+    return AgentHub(replica=settings.pod_name, registry=registry)
 
 
 async def _forget_own_viewers(db: SessionFactory, pod_name: str) -> None:
     """Viewers counted by an earlier process under this replica's name (it crashed with
     tunnels open) are not viewing any more: this process holds none yet."""
-    async with db() as session, session.begin():
+    async with transaction(db) as session:
         stale = await viewers.forget_replica(session, pod_name)
     if stale:
         log.warning("uncounted %d viewer(s) left by an earlier run of replica %s", stale, pod_name)
@@ -92,39 +101,56 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         await hub.start()
         dispatcher = CommandDispatcher(db=db, hub=hub, settings=settings)
         tune_garbage_collection()
-        replica = Replica(
-            settings=settings,
-            engine=engine,
-            db=db,
-            hub=hub,
-            dispatcher=dispatcher,
-            sessions=SessionService(
-                db=db, settings=settings, ring=hub.ring, direct=dispatcher, cut=hub.cut
-            ),
-            heartbeats=HeartbeatRecorder(
-                db=db,
-                replica=settings.pod_name,
-                flush_interval=min(2.0, settings.heartbeat_interval / 2),
-            ),
-            throttle=create_login_throttle(settings, hub),
-            tokens=create_token_cache(settings, hub),
+        session_service = SessionService(
+            db=db, settings=settings, ring=hub.ring, direct=dispatcher, cut=hub.cut
         )
-        app.state.replica = replica
-        await replica.tokens.start()
-        hub.on_cut(replica.tunnels.cut)
-        generated = await ensure_admin(db, password=settings.streamspace_admin_password)
-        if generated:
-            replica.generated_admin_password = generated
+        heartbeats = HeartbeatRecorder(
+            db=db,
+            replica=settings.pod_name,
+            flush_interval=min(2.0, settings.heartbeat_interval / 2),
+        )
+        throttle = create_login_throttle(settings, hub)
+        tokens = create_token_cache(settings, hub)
+        tunnels = Tunnels(settings=settings, db=db, hub=hub)
+        catalog = TemplateService(db=db)
+        provide(
+            app,
+            session_service,
+            catalog,
+            tunnels,
+            AgentService(db=db, hub=hub, settings=settings),
+            LoginService(db=db, settings=settings, throttle=throttle, tokens=tokens),
+            CommandHistory(db=db),
+            HealthService(db=db, hub=hub),
+            ConnectTickets(db=db, settings=settings, sessions=session_service),
+            AgentSocket(
+                db=db,
+                settings=settings,
+                hub=hub,
+                dispatcher=dispatcher,
+                arrivals=Arrivals(db=db, replica=hub.replica),
+                reports=ReportRecorder(db=db, settings=settings),
+                heartbeats=heartbeats,
+            ),
+        )
+        hub.on_cut(tunnels.registry.cut)
+        generated = await UserService(db=db).ensure_admin(
+            password=settings.streamspace_admin_password
+        )
+        app.state.generated_admin_password = generated
         if generated and announce_password:
             print(f"Created administrator 'admin' with password: {generated}", flush=True)
-        await ensure_default_templates(db)
+        await catalog.ensure_defaults()
         await _forget_own_viewers(db, settings.pod_name)
         stop = asyncio.Event()
         reconciler = Reconciler(db=db, hub=hub, settings=settings)
+        # Every background task of the replica runs here: one that crashes ends the group,
+        # and so the replica, loudly (each logs what ended it; Redis outages are retried).
         async with asyncio.TaskGroup() as group:
+            group.create_task(hub.run(stop), name="agenthub")
             group.create_task(dispatcher.run(stop), name="dispatcher")
             group.create_task(reconciler.run(stop), name="reconciler")
-            group.create_task(replica.heartbeats.run(stop), name="heartbeats")
+            group.create_task(heartbeats.run(stop), name="heartbeats")
             if settings.metrics_port:
                 listener = serve_metrics(hub=hub, db=db, settings=settings, stop=stop)
                 group.create_task(listener, name="metrics")
@@ -134,8 +160,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
                 stop.set()
                 for connection in hub.local_connections():
                     await connection.close(CloseCode.GOING_AWAY, "control plane stopping")
-        await replica.tokens.close()
-        await replica.throttle.close()
+        await throttle.close()
         await hub.close()
         await engine.dispose()
 

@@ -1,27 +1,64 @@
-"""FastAPI dependencies: the replica's parts and the authenticated user."""
+"""FastAPI dependencies: the one service each route needs, and the authenticated user.
+
+The app factory builds every service once and hands them to :func:`provide`; a route names
+the service it uses by its ``…Dep`` type.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
-from streamspace.controlplane.secrets import digest
-from streamspace.controlplane.state import Replica
+from streamspace.controlplane.agents.service import AgentService
+from streamspace.controlplane.agents.socket import AgentSocket
+from streamspace.controlplane.auth.logins import LoginService
+from streamspace.controlplane.commands.history import CommandHistory
+from streamspace.controlplane.errors import Forbidden
+from streamspace.controlplane.health import HealthService
+from streamspace.controlplane.sessions.service import SessionService
+from streamspace.controlplane.templates.service import TemplateService
+from streamspace.controlplane.tunnels.context import Tunnels
+from streamspace.controlplane.tunnels.vnc_tokens import ConnectTickets
 from streamspace.db.models import User
-from streamspace.db.repo import users as user_repo
+from streamspace.states import UserRole
 
 COOKIE_NAME = "streamspace_token"
 _bearer = HTTPBearer(auto_error=False)
+_Service = TypeVar("_Service")
 
 
-async def get_replica(request: Request) -> Replica:
-    replica: Replica = request.app.state.replica
-    return replica
+def provide(app: FastAPI, *services: object) -> None:
+    """Make the services of ``app`` (built once, at its start) available to its routes."""
+    app.state.services = {type(service): service for service in services}
 
 
-ReplicaDep = Annotated[Replica, Depends(get_replica)]
+def provided(app: FastAPI, kind: type[_Service]) -> _Service:
+    """The service of ``kind`` that :func:`provide` was given."""
+    service = app.state.services[kind]
+    assert isinstance(service, kind)
+    return service
+
+
+def _dependency(kind: type[_Service]) -> Callable[[HTTPConnection], Awaitable[_Service]]:
+    async def service(connection: HTTPConnection) -> _Service:
+        return provided(connection.app, kind)
+
+    return service
+
+
+SessionsDep = Annotated[SessionService, Depends(_dependency(SessionService))]
+AgentsDep = Annotated[AgentService, Depends(_dependency(AgentService))]
+TemplatesDep = Annotated[TemplateService, Depends(_dependency(TemplateService))]
+LoginsDep = Annotated[LoginService, Depends(_dependency(LoginService))]
+CommandsDep = Annotated[CommandHistory, Depends(_dependency(CommandHistory))]
+HealthDep = Annotated[HealthService, Depends(_dependency(HealthService))]
+ConnectTicketsDep = Annotated[ConnectTickets, Depends(_dependency(ConnectTickets))]
+TunnelsDep = Annotated[Tunnels, Depends(_dependency(Tunnels))]
+AgentSocketDep = Annotated[AgentSocket, Depends(_dependency(AgentSocket))]
 
 
 async def presented_token(
@@ -35,38 +72,17 @@ async def presented_token(
 
 
 async def current_user(
-    replica: ReplicaDep, token: Annotated[str | None, Depends(presented_token)]
+    logins: LoginsDep, token: Annotated[str | None, Depends(presented_token)]
 ) -> User:
-    if not token:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "not authenticated: log in first",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    token_digest = digest(token)
-    user = replica.tokens.get(token_digest)
-    if user is None:
-        ticket = replica.tokens.ticket()
-        async with replica.db() as db:
-            found = await user_repo.user_for_token(db, token_digest)
-        if found is not None:
-            user, expires_at = found
-            replica.tokens.put(token_digest, user, expires_at=expires_at, ticket=ticket)
-    if user is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "session expired or token invalid: log in again",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return user
+    return await logins.authenticate(token)
 
 
 UserDep = Annotated[User, Depends(current_user)]
 
 
 async def admin_user(user: UserDep) -> User:
-    if user.role != "admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "administrators only")
+    if user.role != UserRole.ADMIN:
+        raise Forbidden("administrators only")
     return user
 
 

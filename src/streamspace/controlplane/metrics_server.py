@@ -18,8 +18,8 @@ from starlette.types import Receive, Scope, Send
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
-from streamspace.controlplane.hub.base import AgentHub
-from streamspace.db.engine import SessionFactory
+from streamspace.controlplane.hub import AgentHub
+from streamspace.db.engine import SessionFactory, reading
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
 
@@ -30,7 +30,7 @@ async def exposition(*, hub: AgentHub, db: SessionFactory) -> bytes:
     """The current metrics in Prometheus' text format (database gauges refreshed first)."""
     metrics.AGENTS_CONNECTED.labels(hub.replica).set(len(hub.local_connections()))
     try:
-        async with db() as session:
+        async with reading(db) as session:
             for state, count in (await command_repo.count_by_status(session)).items():
                 metrics.COMMANDS.labels(state).set(count)
             for state, count in (await session_repo.count_by_state(session)).items():

@@ -7,7 +7,8 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import event, make_url
+from sqlalchemy import event, make_url, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -16,8 +17,12 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from streamspace.config import to_async_url
+from streamspace.db.errors import ConstraintViolation
 
+DbSession = AsyncSession
+"""The handle the ``db.repo`` functions take: one unit of work on the database."""
 SessionFactory = async_sessionmaker[AsyncSession]
+"""Opens a :data:`DbSession`; services hold one and use :func:`transaction` or :func:`reading`."""
 
 
 def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
@@ -80,3 +85,30 @@ async def one_statement_each(factory: SessionFactory) -> AsyncIterator[AsyncSess
     async with factory() as db:
         await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield db
+
+
+@contextlib.asynccontextmanager
+async def transaction(factory: SessionFactory) -> AsyncIterator[DbSession]:
+    """A session in a transaction, committed when the block ends (rolled back if it raises).
+
+    A broken constraint, at a flush inside the block or at the commit, is raised as
+    :class:`ConstraintViolation`.
+    """
+    try:
+        async with factory() as db, db.begin():
+            yield db
+    except IntegrityError as exc:
+        raise ConstraintViolation(str(exc)) from exc
+
+
+@contextlib.asynccontextmanager
+async def reading(factory: SessionFactory) -> AsyncIterator[DbSession]:
+    """A session for reads (nothing it changes is committed)."""
+    async with factory() as db:
+        yield db
+
+
+async def ping(factory: SessionFactory) -> None:
+    """One round trip to the database; raises whatever keeps it from answering."""
+    async with factory() as db:
+        await db.execute(text("SELECT 1"))

@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from streamspace.agent.connection import wait_or_stop
 from streamspace.agent.leader.base import Lease, LeaseUnavailable, Term
 from streamspace.agent.leader.file import FileLease
 from streamspace.agent.leader.kubernetes import KubernetesLease
 from streamspace.agent.leader.redis import RedisLease
 from streamspace.agent.platforms.kubernetes.client import LeaseClient
+from streamspace.aio import wait_or_stop
 from streamspace.config import AgentSettings
 from streamspace.redis_client import create_redis
 

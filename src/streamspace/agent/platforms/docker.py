@@ -31,11 +31,11 @@ from typing import Any
 
 from streamspace.agent.platforms.base import Exited, Platform, PlatformError, PlatformState, Started
 from streamspace.agent.platforms.docker_client import DockerApiError, DockerClient
-from streamspace.agent.platforms.resources import parse_limits
 from streamspace.agent.platforms.vnc_probe import wait_for_rfb
 from streamspace.agent.vnc_auth import new_password, password_file, password_from_file
 from streamspace.images import recipe
 from streamspace.protocol import RunningSession, SessionSpec, VncEndpoint
+from streamspace.resources import parse_limits
 
 log = logging.getLogger(__name__)
 

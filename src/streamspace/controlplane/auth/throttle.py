@@ -22,13 +22,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from streamspace import names
 from streamspace.config import ApiSettings
-from streamspace.controlplane.hub.base import AgentHub
-from streamspace.redis_client import create_redis
+from streamspace.controlplane.hub import AgentHub
+from streamspace.redis_client import LoginCounters, RedisUnavailable, create_redis
 
 log = logging.getLogger(__name__)
 
@@ -138,66 +134,40 @@ class MemoryLoginThrottle(LoginThrottle):
         self._entries.pop(subject.key, None)
 
 
-# KEYS: failures, lock. ARGV: allowed, base ms, cap ms, memory s. The lock's TTL is the
-# lock, so every replica reads the same remaining time (Redis's clock, not ours).
-_FAIL = """
-local failures = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-local allowed = tonumber(ARGV[1])
-if failures >= allowed then
-  local ms = tonumber(ARGV[2]) * 2 ^ math.min(failures - allowed, 64)
-  redis.call('SET', KEYS[2], '1', 'PX', math.floor(math.min(ms, tonumber(ARGV[3]))))
-end
-return failures
-"""
-
-
 class RedisLoginThrottle(LoginThrottle):
     """Counters shared by every replica through Redis, with an in-process fallback."""
 
     def __init__(
-        self, policy: Policy, *, redis: Redis, available: Callable[[], bool | None]
+        self, policy: Policy, *, counters: LoginCounters, available: Callable[[], bool | None]
     ) -> None:
         super().__init__(policy)
-        self._redis = redis
+        self._counters = counters
         self._available = available
         """The hub's view of Redis: known down means no waiting for timeouts here."""
         self._fallback = MemoryLoginThrottle(policy)
-        self._fail = redis.register_script(_FAIL)
         self._degraded = False
 
     async def retry_after(self, subjects: Sequence[Subject]) -> float:
         if self._usable():
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for subject in subjects:
-                        pipe.pttl(names.login_lock_key(subject.key))
-                    remaining: list[int] = await pipe.execute()
+                remaining = await self._counters.locked_for([s.key for s in subjects])
                 self._recovered()
-                return max([0.0, *(ms / 1000 for ms in remaining if ms > 0)])
-            except (RedisError, OSError) as exc:
+                return max([0.0, *remaining])
+            except RedisUnavailable as exc:
                 self._degrade(exc)
         return await self._fallback.retry_after(subjects)
 
     async def failed(self, subjects: Sequence[Subject]) -> None:
         if self._usable():
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for subject in subjects:
-                        await self._fail(
-                            keys=self._keys(subject),
-                            args=[
-                                subject.allowed,
-                                round(self.policy.base * 1000),
-                                round(self.policy.cap * 1000),
-                                max(1, math.ceil(self.policy.cap)),
-                            ],
-                            client=pipe,
-                        )
-                    await pipe.execute()
+                await self._counters.failed(
+                    [(s.key, s.allowed) for s in subjects],
+                    base=self.policy.base,
+                    cap=self.policy.cap,
+                )
                 self._recovered()
                 return
-            except (RedisError, OSError) as exc:
+            except RedisUnavailable as exc:
                 self._degrade(exc)
         await self._fallback.failed(subjects)
 
@@ -205,16 +175,13 @@ class RedisLoginThrottle(LoginThrottle):
         await self._fallback.succeeded(subject)
         if self._usable():
             try:
-                await self._redis.delete(*self._keys(subject))
+                await self._counters.forget(subject.key)
                 self._recovered()
-            except (RedisError, OSError) as exc:
+            except RedisUnavailable as exc:
                 self._degrade(exc)
 
     async def close(self) -> None:
-        await self._redis.aclose()
-
-    def _keys(self, subject: Subject) -> list[str]:
-        return [names.login_failures_key(subject.key), names.login_lock_key(subject.key)]
+        await self._counters.close()
 
     def _usable(self) -> bool:
         if self._available() is False:
@@ -244,6 +211,5 @@ def create_login_throttle(settings: ApiSettings, hub: AgentHub) -> LoginThrottle
     policy = Policy.of(settings)
     if not settings.agenthub_redis_enabled:
         return MemoryLoginThrottle(policy)
-    return RedisLoginThrottle(
-        policy, redis=create_redis(settings), available=lambda: hub.shared_state_up
-    )
+    counters = LoginCounters(create_redis(settings))
+    return RedisLoginThrottle(policy, counters=counters, available=lambda: hub.shared_state_up)

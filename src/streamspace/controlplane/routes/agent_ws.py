@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from streamspace.controlplane.gateway import AgentGateway
+from streamspace.controlplane.deps import AgentSocketDep
+from streamspace.wire import AGENT_CONNECT_PATH
 
 router = APIRouter(tags=["agents"])
 
 
-@router.websocket("/api/v1/agents/connect")
-async def agent_connect(websocket: WebSocket) -> None:
+@router.websocket(AGENT_CONNECT_PATH)
+async def agent_connect(websocket: WebSocket, socket: AgentSocketDep) -> None:
     """Agents authenticate with ``Authorization: Bearer <key>`` and ``X-Agent-ID``."""
-    await AgentGateway(websocket.app.state.replica).serve(websocket)
+    await socket.serve(websocket)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from streamspace.controlplane.deps import AdminDep, ReplicaDep
+from streamspace.controlplane.deps import AdminDep, AgentsDep
+from streamspace.controlplane.errors import Unauthorized
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import AgentKeyOut, AgentOut, AgentRegisterIn
 from streamspace.controlplane.routes.text import storable_url
-from streamspace.controlplane.services import agents as agent_service
-from streamspace.db.repo import agents as agent_repo
 
 router = APIRouter(
     prefix="/api/v1/agents",
@@ -26,15 +25,13 @@ _bearer = HTTPBearer(auto_error=False)
 @router.post("/register", status_code=status.HTTP_201_CREATED, responses=BODY | errors(409))
 async def register(
     body: AgentRegisterIn,
-    replica: ReplicaDep,
+    agents: AgentsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> AgentKeyOut:
     """Exchange the bootstrap key for a per-agent API key (shown once)."""
     if credentials is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bootstrap key required")
-    agent, api_key = await agent_service.register(
-        replica.db,
-        replica.settings,
+        raise Unauthorized("bootstrap key required")
+    agent, api_key = await agents.register(
         bootstrap_key=credentials.credentials,
         agent_id=body.agent_id,
         platform=body.platform,
@@ -44,24 +41,21 @@ async def register(
 
 
 @router.get("", responses=ADMIN)
-async def list_agents(_admin: AdminDep, replica: ReplicaDep) -> list[AgentOut]:
-    async with replica.db() as db:
-        return [AgentOut.model_validate(agent) for agent in await agent_repo.list_agents(db)]
+async def list_agents(_admin: AdminDep, agents: AgentsDep) -> list[AgentOut]:
+    return [AgentOut.model_validate(agent) for agent in await agents.list()]
 
 
 @router.post("/{agent_id}/approve", responses=ADMIN | errors(404))
-async def approve(agent_id: str, _admin: AdminDep, replica: ReplicaDep) -> AgentOut:
-    agent = await agent_service.set_approval(replica.db, replica.hub, agent_id, "approved")
-    return AgentOut.model_validate(agent)
+async def approve(agent_id: str, _admin: AdminDep, agents: AgentsDep) -> AgentOut:
+    return AgentOut.model_validate(await agents.approve(agent_id))
 
 
 @router.post("/{agent_id}/revoke", responses=ADMIN | errors(404))
-async def revoke(agent_id: str, _admin: AdminDep, replica: ReplicaDep) -> AgentOut:
-    agent = await agent_service.set_approval(replica.db, replica.hub, agent_id, "revoked")
-    return AgentOut.model_validate(agent)
+async def revoke(agent_id: str, _admin: AdminDep, agents: AgentsDep) -> AgentOut:
+    return AgentOut.model_validate(await agents.revoke(agent_id))
 
 
 @router.post("/{agent_id}/rotate-key", responses=ADMIN | errors(404))
-async def rotate_key(agent_id: str, _admin: AdminDep, replica: ReplicaDep) -> AgentKeyOut:
-    agent, api_key = await agent_service.rotate_key(replica.db, replica.hub, agent_id)
+async def rotate_key(agent_id: str, _admin: AdminDep, agents: AgentsDep) -> AgentKeyOut:
+    agent, api_key = await agents.rotate_key(agent_id)
     return AgentKeyOut(agent_id=agent.agent_id, api_key=api_key, status=agent.approval)

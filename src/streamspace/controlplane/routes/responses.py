@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamspace.controlplane.errors import ErrorOut
+from streamspace.controlplane.http.error_responses import ErrorOut
 
 Responses = dict[int | str, dict[str, Any]]
 

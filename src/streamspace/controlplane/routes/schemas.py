@@ -22,6 +22,7 @@ from streamspace.bounds import (
 from streamspace.controlplane.routes import text
 from streamspace.db.models import AgentCommand, Session, User
 from streamspace.protocol import VncEndpoint
+from streamspace.states import SessionState, UserRole
 
 Name = Field(min_length=1, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -109,7 +110,7 @@ class SessionOut(BaseModel):
         """The session as ``viewer`` may see it: its VNC address is a diagnostic for
         administrators only (everyone else connects through the tunnel)."""
         vnc = None
-        if viewer.role == "admin" and session.state == "running":
+        if viewer.role == UserRole.ADMIN and session.state == SessionState.RUNNING:
             vnc = VncEndpoint.from_columns(session.vnc_host, session.vnc_port)
         return cls(
             id=session.id,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 
-from streamspace.controlplane.deps import ReplicaDep, UserDep
+from streamspace.controlplane.deps import SessionsDep, UserDep
 from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import SessionEventOut, SessionIn, SessionOut
 from streamspace.controlplane.routes.text import storable_url
-from streamspace.db.repo import sessions as session_repo
 
 router = APIRouter(
     prefix="/api/v1/sessions",
@@ -19,45 +18,41 @@ router = APIRouter(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(404))
-async def create_session(body: SessionIn, user: UserDep, replica: ReplicaDep) -> SessionOut:
+async def create_session(body: SessionIn, user: UserDep, sessions: SessionsDep) -> SessionOut:
     """Launch a template; 503 when no agent can take it (nothing is created then)."""
-    return SessionOut.of(await replica.sessions.create(user, body.template), viewer=user)
+    return SessionOut.of(await sessions.create(user, body.template), viewer=user)
 
 
 @router.get("")
-async def list_sessions(user: UserDep, replica: ReplicaDep) -> list[SessionOut]:
-    return [SessionOut.of(session, viewer=user) for session in await replica.sessions.list(user)]
+async def list_sessions(user: UserDep, sessions: SessionsDep) -> list[SessionOut]:
+    return [SessionOut.of(session, viewer=user) for session in await sessions.list(user)]
 
 
 @router.get("/{session_id}", responses=errors(404))
-async def get_session(session_id: str, user: UserDep, replica: ReplicaDep) -> SessionOut:
-    return SessionOut.of(await replica.sessions.get(user, session_id), viewer=user)
+async def get_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+    return SessionOut.of(await sessions.get(user, session_id), viewer=user)
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409))
-async def stop_session(session_id: str, user: UserDep, replica: ReplicaDep) -> SessionOut:
-    return SessionOut.of(await replica.sessions.stop(user, session_id), viewer=user)
+async def stop_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+    return SessionOut.of(await sessions.stop(user, session_id), viewer=user)
 
 
 @router.post(
     "/{session_id}/hibernate", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409)
 )
-async def hibernate_session(session_id: str, user: UserDep, replica: ReplicaDep) -> SessionOut:
-    return SessionOut.of(await replica.sessions.hibernate(user, session_id), viewer=user)
+async def hibernate_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+    return SessionOut.of(await sessions.hibernate(user, session_id), viewer=user)
 
 
 @router.post("/{session_id}/wake", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409))
-async def wake_session(session_id: str, user: UserDep, replica: ReplicaDep) -> SessionOut:
-    return SessionOut.of(await replica.sessions.wake(user, session_id), viewer=user)
+async def wake_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+    return SessionOut.of(await sessions.wake(user, session_id), viewer=user)
 
 
 @router.get("/{session_id}/events", responses=errors(404))
 async def session_events(
-    session_id: str, user: UserDep, replica: ReplicaDep
+    session_id: str, user: UserDep, sessions: SessionsDep
 ) -> list[SessionEventOut]:
     """The session's state transitions, oldest first."""
-    session = await replica.sessions.get(user, session_id)
-    async with replica.db() as db:
-        return [
-            SessionEventOut.model_validate(e) for e in await session_repo.events(db, session.id)
-        ]
+    return [SessionEventOut.model_validate(e) for e in await sessions.events(user, session_id)]

@@ -5,16 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, WebSocket
 from pydantic import BaseModel
 
-from streamspace.controlplane.deps import ReplicaDep, UserDep
+from streamspace.controlplane.deps import ConnectTicketsDep, TunnelsDep, UserDep
 from streamspace.controlplane.routes.responses import AUTHENTICATED, errors
 from streamspace.controlplane.routes.text import storable_url
-from streamspace.controlplane.tunnels import tokens
 from streamspace.controlplane.tunnels.agent_side import (
     serve_agent_data,
     serve_forwarded_agent_data,
 )
 from streamspace.controlplane.tunnels.internal import serve_internal
 from streamspace.controlplane.tunnels.viewer import serve_viewer
+from streamspace.wire import (
+    AGENT_TUNNEL_PATH,
+    INTERNAL_AGENT_TUNNEL_PATH,
+    INTERNAL_TUNNEL_PATH,
+    VIEWER_TUNNEL_PATH,
+)
 
 router = APIRouter(tags=["vnc"])
 
@@ -33,34 +38,34 @@ class ConnectOut(BaseModel):
     responses=AUTHENTICATED | errors(404, 409),
     dependencies=[Depends(storable_url)],
 )
-async def connect(session_id: str, user: UserDep, replica: ReplicaDep) -> ConnectOut:
+async def connect(session_id: str, user: UserDep, tickets: ConnectTicketsDep) -> ConnectOut:
     """A short-lived token to open ``WS /api/v1/sessions/{id}/vnc`` once (409 unless the
     session is running)."""
-    ticket = await tokens.issue(replica, user, session_id)
+    ticket = await tickets.issue(user, session_id)
     return ConnectOut(token=ticket.token, expires_in=ticket.expires_in, url=ticket.url)
 
 
-@router.websocket("/api/v1/sessions/{session_id}/vnc")
-async def vnc(websocket: WebSocket, session_id: str) -> None:
+@router.websocket(VIEWER_TUNNEL_PATH)
+async def vnc(websocket: WebSocket, session_id: str, tunnels: TunnelsDep) -> None:
     """Binary RFB both ways. Close codes: 4400 text frame, 4401 bad token, 4404 no such
     session, 4409 not running, 4502 agent unreachable or tunnel failed, 1011 internal."""
-    await serve_viewer(websocket.app.state.replica, websocket, session_id)
+    await serve_viewer(tunnels, websocket, session_id)
 
 
-@router.websocket("/api/v1/agents/tunnels/{tunnel_id}")
-async def agent_tunnel(websocket: WebSocket, tunnel_id: str) -> None:
+@router.websocket(AGENT_TUNNEL_PATH)
+async def agent_tunnel(websocket: WebSocket, tunnel_id: str, tunnels: TunnelsDep) -> None:
     """An agent's data socket for one tunnel (agent credentials, like the control socket)."""
-    await serve_agent_data(websocket.app.state.replica, websocket, tunnel_id)
+    await serve_agent_data(tunnels, websocket, tunnel_id)
 
 
-@router.websocket("/api/v1/internal/tunnels/{session_id}")
-async def internal_tunnel(websocket: WebSocket, session_id: str) -> None:
+@router.websocket(INTERNAL_TUNNEL_PATH)
+async def internal_tunnel(websocket: WebSocket, session_id: str, tunnels: TunnelsDep) -> None:
     """Another replica relaying a viewer to an agent connected here (``INTERNAL_SECRET``)."""
-    await serve_internal(websocket.app.state.replica, websocket, session_id)
+    await serve_internal(tunnels, websocket, session_id)
 
 
-@router.websocket("/api/v1/internal/agent-tunnels/{tunnel_id}")
-async def forwarded_agent_tunnel(websocket: WebSocket, tunnel_id: str) -> None:
+@router.websocket(INTERNAL_AGENT_TUNNEL_PATH)
+async def forwarded_agent_tunnel(websocket: WebSocket, tunnel_id: str, tunnels: TunnelsDep) -> None:
     """An agent's data socket that reached another replica, forwarded to the replica
     holding the agent's control socket (``INTERNAL_SECRET``)."""
-    await serve_forwarded_agent_data(websocket.app.state.replica, websocket, tunnel_id)
+    await serve_forwarded_agent_data(tunnels, websocket, tunnel_id)

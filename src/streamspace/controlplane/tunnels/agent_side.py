@@ -15,65 +15,68 @@ import logging
 from starlette.datastructures import Headers
 from starlette.websockets import WebSocket
 
-from streamspace.controlplane.secrets import matches
-from streamspace.controlplane.state import Replica
+from streamspace.controlplane.auth.hashing import matches
 from streamspace.controlplane.tunnels import internal
+from streamspace.controlplane.tunnels.context import Tunnels
 from streamspace.controlplane.tunnels.endpoints import (
     AsgiEndpoint,
     TunnelRefused,
     closed_on_failure,
 )
 from streamspace.controlplane.tunnels.relay import Traffic, relay
+from streamspace.db.engine import reading
 from streamspace.db.repo import agents as agent_repo
 from streamspace.protocol import CloseCode
+from streamspace.states import AgentApproval
+from streamspace.wire import AGENT_ID_HEADER, agent_credentials
 
 log = logging.getLogger(__name__)
 
 NOT_WAITING = "no such tunnel waiting (expired or not yours)"
 
 
-async def serve_agent_data(replica: Replica, websocket: WebSocket, tunnel_id: str) -> None:
+async def serve_agent_data(tunnels: Tunnels, websocket: WebSocket, tunnel_id: str) -> None:
     await websocket.accept()
     endpoint = AsgiEndpoint(websocket)
     try:
-        agent_id = await authenticate_agent(replica, websocket.headers)
+        agent_id = await authenticate_agent(tunnels, websocket.headers)
     except TunnelRefused as refused:
         log.warning("tunnel data socket refused: %s", refused.reason)
         await endpoint.close(refused.code, refused.reason)
         return
     async with closed_on_failure(endpoint, f"data socket of tunnel {tunnel_id}"):
-        if replica.tunnels.waiting(tunnel_id) or replica.hub.local(agent_id) is not None:
-            await _hand_over(replica, websocket, tunnel_id, agent_id)
+        if tunnels.registry.waiting(tunnel_id) or tunnels.hub.local(agent_id) is not None:
+            await _hand_over(tunnels, websocket, tunnel_id, agent_id)
         else:
-            await _forward(replica, endpoint, tunnel_id, agent_id)
+            await _forward(tunnels, endpoint, tunnel_id, agent_id)
 
 
 async def serve_forwarded_agent_data(
-    replica: Replica, websocket: WebSocket, tunnel_id: str
+    tunnels: Tunnels, websocket: WebSocket, tunnel_id: str
 ) -> None:
     """The agent's replica taking a data socket that reached another replica first."""
     await websocket.accept()
     endpoint = AsgiEndpoint(websocket)
     async with closed_on_failure(endpoint, f"forwarded data socket of tunnel {tunnel_id}"):
-        internal.check_secret(replica, websocket.headers)
-        agent_id = websocket.headers.get(internal.AGENT_HEADER.lower(), "")
-        await _hand_over(replica, websocket, tunnel_id, agent_id)
+        internal.check_secret(tunnels, websocket.headers)
+        agent_id = websocket.headers.get(AGENT_ID_HEADER.lower(), "")
+        await _hand_over(tunnels, websocket, tunnel_id, agent_id)
 
 
-async def _hand_over(replica: Replica, websocket: WebSocket, tunnel_id: str, agent_id: str) -> None:
-    tunnel = replica.tunnels.claim(tunnel_id, agent_id)
+async def _hand_over(tunnels: Tunnels, websocket: WebSocket, tunnel_id: str, agent_id: str) -> None:
+    tunnel = tunnels.registry.claim(tunnel_id, agent_id)
     if tunnel is None or not tunnel.attach(websocket):
         log.info("agent %s dialed tunnel %s, which is not waiting here", agent_id, tunnel_id)
         raise TunnelRefused(CloseCode.NOT_FOUND, NOT_WAITING)
     await tunnel.finished.wait()
 
 
-async def _forward(replica: Replica, agent: AsgiEndpoint, tunnel_id: str, agent_id: str) -> None:
+async def _forward(tunnels: Tunnels, agent: AsgiEndpoint, tunnel_id: str, agent_id: str) -> None:
     """Relay the agent's data socket to the replica holding its control socket."""
-    address = await internal.owner_address(replica, agent_id)
+    address = await internal.owner_address(tunnels, agent_id)
     path = internal.agent_data_path(tunnel_id)
-    headers = {internal.AGENT_HEADER: agent_id}
-    async with internal.open_remote(replica, address, path, headers) as owner:
+    headers = {AGENT_ID_HEADER: agent_id}
+    async with internal.open_remote(tunnels, address, path, headers) as owner:
         ending = await relay(owner, agent, Traffic())
     log.info(
         "data socket of tunnel %s (agent %s) forwarded to %s, closed by the %s (%s %s)",
@@ -86,14 +89,13 @@ async def _forward(replica: Replica, agent: AsgiEndpoint, tunnel_id: str, agent_
     )
 
 
-async def authenticate_agent(replica: Replica, headers: Headers) -> str:
+async def authenticate_agent(tunnels: Tunnels, headers: Headers) -> str:
     """The id of an approved agent presenting its own key; else :class:`TunnelRefused`."""
-    agent_id = headers.get("x-agent-id", "")
-    scheme, _, key = headers.get("authorization", "").partition(" ")
-    async with replica.db() as db:
+    agent_id, key = agent_credentials(headers)
+    async with reading(tunnels.db) as db:
         agent = await agent_repo.get(db, agent_id) if agent_id else None
-    if agent is None or scheme.lower() != "bearer" or not matches(key, agent.api_key_hash):
+    if agent is None or key is None or not matches(key, agent.api_key_hash):
         raise TunnelRefused(CloseCode.UNAUTHORIZED, "invalid agent credentials")
-    if agent.approval != "approved":
+    if agent.approval != AgentApproval.APPROVED:
         raise TunnelRefused(CloseCode.FORBIDDEN, f"agent {agent.approval}")
     return agent.agent_id

@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from streamspace.db.models import Session
-from streamspace.protocol import CloseCode, VncEndpoint
+from streamspace.protocol import SESSION_NOT_RUNNING, CloseCode, VncEndpoint
 from streamspace.protocol import close_reason as clip
 from streamspace.states import SessionState
 
@@ -39,7 +39,7 @@ class Gone(Exception):
 class TunnelRefused(Exception):
     """A tunnel that cannot be opened; the viewer's socket is closed with ``code`` + reason."""
 
-    def __init__(self, code: CloseCode, reason: str) -> None:
+    def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
@@ -132,7 +132,7 @@ def viewable_endpoint(session: Session) -> VncEndpoint:
     """Where a session's VNC server listens, if it can be viewed now (else TunnelRefused)."""
     if session.state != SessionState.RUNNING:
         raise TunnelRefused(
-            CloseCode.NOT_RUNNING,
+            SESSION_NOT_RUNNING,
             f"session is {session.state}; only a running session can be viewed",
         )
     vnc = VncEndpoint.from_columns(session.vnc_host, session.vnc_port)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from streamspace.controlplane.hub.base import Cut
+from streamspace.controlplane.hub import Cut
 from streamspace.controlplane.tunnels.endpoints import Closed
 
 S = TypeVar("S")

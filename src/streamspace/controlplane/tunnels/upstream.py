@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from starlette.websockets import WebSocket
 
-from streamspace.controlplane.state import Replica
+from streamspace.controlplane.tunnels.context import Tunnels
 from streamspace.controlplane.tunnels.endpoints import AsgiEndpoint, Endpoint, TunnelRefused
 from streamspace.protocol import CloseCode, Tunnel, TunnelPayload, VncEndpoint
 
@@ -18,17 +18,17 @@ log = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def open_local(
-    replica: Replica, agent_id: str, session_id: str, vnc: VncEndpoint
+    tunnels: Tunnels, agent_id: str, session_id: str, vnc: VncEndpoint
 ) -> AsyncIterator[Endpoint]:
     """Send the agent a ``tunnel`` message; yield its data socket once it dialed back.
 
     The agent's socket is closed (and its handler released) when the block ends.
     """
-    connection = replica.hub.local(agent_id)
+    connection = tunnels.hub.local(agent_id)
     if connection is None:
         raise TunnelRefused(CloseCode.TUNNEL_FAILED, "agent is not connected")
-    timeout = replica.settings.tunnel_open_timeout
-    with replica.tunnels.open(agent_id=agent_id, session_id=session_id) as tunnel:
+    timeout = tunnels.settings.tunnel_open_timeout
+    with tunnels.registry.open(agent_id=agent_id, session_id=session_id) as tunnel:
         payload = TunnelPayload(tunnel_id=tunnel.tunnel_id, session_id=session_id, vnc=vnc)
         try:
             await connection.send(Tunnel(payload=payload))

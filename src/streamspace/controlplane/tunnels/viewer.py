@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.websockets import WebSocket
 
-from streamspace.controlplane.secrets import digest
-from streamspace.controlplane.state import Replica
+from streamspace.controlplane.auth.hashing import digest
 from streamspace.controlplane.tunnels import internal, upstream
+from streamspace.controlplane.tunnels.context import Tunnels
 from streamspace.controlplane.tunnels.endpoints import (
     AsgiEndpoint,
     Closed,
@@ -31,6 +30,7 @@ from streamspace.controlplane.tunnels.endpoints import (
     viewable_endpoint,
 )
 from streamspace.controlplane.tunnels.relay import Traffic, relay
+from streamspace.db.engine import DbSession, reading, transaction
 from streamspace.db.models import utcnow
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import viewers, vnc_tokens
@@ -51,28 +51,28 @@ class Target:
     vnc: VncEndpoint
 
 
-async def serve_viewer(replica: Replica, websocket: WebSocket, session_id: str) -> None:
+async def serve_viewer(tunnels: Tunnels, websocket: WebSocket, session_id: str) -> None:
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     viewer = AsgiEndpoint(websocket)
     async with closed_on_failure(viewer, f"VNC tunnel to session {session_id}"):
-        target = await admit(replica, session_id, websocket.query_params.get("token", ""))
-        with replica.tunnels.live(agent_id=target.agent_id, session_id=target.session_id) as cut:
-            async with open_upstream(replica, target) as agent_side:
-                await _view(replica, target, viewer, agent_side, cut)
+        target = await admit(tunnels, session_id, websocket.query_params.get("token", ""))
+        with tunnels.registry.live(agent_id=target.agent_id, session_id=target.session_id) as cut:
+            async with open_upstream(tunnels, target) as agent_side:
+                await _view(tunnels, target, viewer, agent_side, cut)
 
 
-async def admit(replica: Replica, session_id: str, token: str) -> Target:
+async def admit(tunnels: Tunnels, session_id: str, token: str) -> Target:
     """Consume the token (once) and check the session it grants; else :class:`TunnelRefused`."""
     now = utcnow()
-    async with replica.db() as db, db.begin():
+    async with transaction(tunnels.db) as db:
         ticket = await vnc_tokens.consume(db, digest(token), now=now) if token else None
     if ticket is None:
         raise TunnelRefused(
             CloseCode.UNAUTHORIZED,
             "invalid, expired or already used token: ask for a new one (POST …/connect)",
         )
-    async with replica.db() as db:
+    async with reading(tunnels.db) as db:
         session = await session_repo.get(db, session_id)
     if session is None or not (ticket.is_admin or session.owner_id == ticket.user_id):
         raise TunnelRefused(CloseCode.NOT_FOUND, "session not found")
@@ -84,22 +84,22 @@ async def admit(replica: Replica, session_id: str, token: str) -> Target:
 
 
 @contextlib.asynccontextmanager
-async def open_upstream(replica: Replica, target: Target) -> AsyncIterator[Endpoint]:
+async def open_upstream(tunnels: Tunnels, target: Target) -> AsyncIterator[Endpoint]:
     """The agent's side of the tunnel: on this replica, or relayed from the one holding it."""
-    if replica.hub.local(target.agent_id) is not None:
+    if tunnels.hub.local(target.agent_id) is not None:
         async with upstream.open_local(
-            replica, target.agent_id, target.session_id, target.vnc
+            tunnels, target.agent_id, target.session_id, target.vnc
         ) as local:
             yield local
         return
-    address = await internal.owner_address(replica, target.agent_id)
+    address = await internal.owner_address(tunnels, target.agent_id)
     path = internal.session_path(target.session_id)
-    async with internal.open_remote(replica, address, path) as remote:
+    async with internal.open_remote(tunnels, address, path) as remote:
         yield remote
 
 
 async def _view(
-    replica: Replica,
+    tunnels: Tunnels,
     target: Target,
     viewer: Endpoint,
     agent: Endpoint,
@@ -107,11 +107,11 @@ async def _view(
 ) -> None:
     traffic = Traffic()
     began = time.monotonic()
-    sid, here = target.session_id, replica.settings.pod_name
+    sid, here = target.session_id, tunnels.settings.pod_name
     viewer_id = await _record(
-        replica, sid, lambda db, now: viewers.viewer_joined(db, sid, replica=here, now=now)
+        tunnels, sid, lambda db, now: viewers.viewer_joined(db, sid, replica=here, now=now)
     )
-    ticker = asyncio.create_task(_activity(replica, sid, traffic))
+    ticker = asyncio.create_task(_activity(tunnels, sid, traffic))
     try:
         ending = await relay(viewer, agent, traffic, cut=cut)
     finally:
@@ -119,7 +119,7 @@ async def _view(
         await asyncio.gather(ticker, return_exceptions=True)
         if viewer_id is not None:
             await _record(
-                replica, sid, lambda db, now: viewers.viewer_left(db, viewer_id, sid, now=now)
+                tunnels, sid, lambda db, now: viewers.viewer_left(db, viewer_id, sid, now=now)
             )
     log.info(
         "VNC tunnel to session %s closed by the %s (%s %s) after %.1f s: %d B to viewer, %d B up",
@@ -133,26 +133,26 @@ async def _view(
     )
 
 
-async def _activity(replica: Replica, session_id: str, traffic: Traffic) -> None:
+async def _activity(tunnels: Tunnels, session_id: str, traffic: Traffic) -> None:
     """While bytes flow, refresh ``last_activity`` at most every ``VIEWER_ACTIVITY_INTERVAL``."""
-    interval = replica.settings.viewer_activity_interval
+    interval = tunnels.settings.viewer_activity_interval
     noted = time.monotonic()
     while True:
         await asyncio.sleep(interval)
         if traffic.last_flow > noted:
             noted = time.monotonic()
             await _record(
-                replica, session_id, lambda db, now: viewers.viewer_active(db, session_id, now=now)
+                tunnels, session_id, lambda db, now: viewers.viewer_active(db, session_id, now=now)
             )
 
 
 async def _record(
-    replica: Replica, session_id: str, change: Callable[[AsyncSession, datetime], Awaitable[T]]
+    tunnels: Tunnels, session_id: str, change: Callable[[DbSession, datetime], Awaitable[T]]
 ) -> T | None:
     """Apply a viewer-count/activity change; a database hiccup must not break the tunnel
     (``None`` then)."""
     try:
-        async with replica.db() as db, db.begin():
+        async with transaction(tunnels.db) as db:
             return await change(db, utcnow())
     except Exception:
         log.warning("could not record viewer activity of session %s", session_id, exc_info=True)

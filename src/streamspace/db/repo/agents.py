@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Agent, Session, Template, utcnow
 from streamspace.protocol import HeartbeatPayload
-from streamspace.states import ACTIVE_SESSION_STATES
+from streamspace.states import ACTIVE_SESSION_STATES, AgentApproval, AgentStatus
 
 
 async def get(db: AsyncSession, agent_id: str) -> Agent | None:
@@ -34,7 +34,7 @@ def create(
     agent = Agent(
         agent_id=agent_id,
         platform=platform,
-        status="offline",
+        status=AgentStatus.OFFLINE,
         approval=approval,
         api_key_hash=api_key_hash,
         capacity=capacity,
@@ -43,6 +43,15 @@ def create(
     )
     db.add(agent)
     return agent
+
+
+def set_approval(agent: Agent, approval: AgentApproval) -> None:
+    agent.approval = approval
+
+
+def set_key(agent: Agent, api_key_hash: str) -> None:
+    """A new API key (its digest); the old one stops working at the commit."""
+    agent.api_key_hash = api_key_hash
 
 
 async def claim_leader_epoch(db: AsyncSession, agent_id: str, epoch: int) -> bool:
@@ -65,7 +74,7 @@ async def claim_leader_epoch(db: AsyncSession, agent_id: str, epoch: int) -> boo
 async def mark_online(
     db: AsyncSession, agent: Agent, *, replica: str, platform: str, capacity: int, version: str
 ) -> None:
-    agent.status = "online"
+    agent.status = AgentStatus.ONLINE
     agent.replica = replica
     agent.platform = platform
     agent.capacity = capacity
@@ -78,7 +87,7 @@ async def mark_offline(db: AsyncSession, agent_id: str, *, replica: str) -> None
     await db.execute(
         update(Agent)
         .where(Agent.agent_id == agent_id, Agent.replica == replica)
-        .values(status="offline")
+        .values(status=AgentStatus.OFFLINE)
     )
 
 
@@ -95,7 +104,7 @@ async def record_heartbeats(
         [
             {
                 "agent_id": agent_id,
-                "status": "online",
+                "status": AgentStatus.ONLINE,
                 "replica": replica,
                 "last_heartbeat": at,
                 "active_sessions": beat.active_sessions,
@@ -110,8 +119,8 @@ async def mark_silent_offline(db: AsyncSession, *, heartbeat_before: datetime) -
     """Agents still marked online whose heartbeats stopped (their replica died): offline."""
     result = await db.execute(
         update(Agent)
-        .where(Agent.status == "online", Agent.last_heartbeat < heartbeat_before)
-        .values(status="offline")
+        .where(Agent.status == AgentStatus.ONLINE, Agent.last_heartbeat < heartbeat_before)
+        .values(status=AgentStatus.OFFLINE)
     )
     return int(getattr(result, "rowcount", 0))
 
@@ -138,8 +147,8 @@ _CANDIDATES = (
         (Session.agent_id == Agent.agent_id) & Session.state.in_(ACTIVE_SESSION_STATES),
     )
     .where(
-        Agent.approval == "approved",
-        Agent.status == "online",
+        Agent.approval == AgentApproval.APPROVED,
+        Agent.status == AgentStatus.ONLINE,
         Agent.last_heartbeat >= bindparam("heartbeat_after"),
     )
     .group_by(Agent.agent_id, Agent.platform, Agent.capacity)
@@ -163,7 +172,9 @@ def least_loaded(candidates: Sequence[Candidate], template: Template) -> Candida
 async def online_by_replica(db: AsyncSession) -> set[str]:
     """Replicas that have agents marked online."""
     rows = await db.scalars(
-        select(Agent.replica).where(Agent.status == "online", Agent.replica.is_not(None)).distinct()
+        select(Agent.replica)
+        .where(Agent.status == AgentStatus.ONLINE, Agent.replica.is_not(None))
+        .distinct()
     )
     return {replica for replica in rows.all() if replica is not None}
 
@@ -172,7 +183,7 @@ async def mark_replica_offline(db: AsyncSession, replica: str) -> int:
     """Every agent still marked online at a replica that is gone: offline."""
     result = await db.execute(
         update(Agent)
-        .where(Agent.status == "online", Agent.replica == replica)
-        .values(status="offline")
+        .where(Agent.status == AgentStatus.ONLINE, Agent.replica == replica)
+        .values(status=AgentStatus.OFFLINE)
     )
     return int(getattr(result, "rowcount", 0))

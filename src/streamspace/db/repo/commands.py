@@ -24,7 +24,7 @@ _COMMANDS = Base.metadata.tables[AgentCommand.__tablename__]
 """The table, for Core statements whose rows need no ORM objects (cheaper on hot paths)."""
 
 
-class Ended(NamedTuple):
+class EndedCommand(NamedTuple):
     """What applying a command's outcome to its session needs to know of the command."""
 
     command_id: str
@@ -216,10 +216,12 @@ _OF_AGENT = select(*_ENDED_COLUMNS).where(
 )
 
 
-async def of_agent(db: AsyncSession, *, agent_id: str, command_ids: Collection[str]) -> list[Ended]:
+async def of_agent(
+    db: AsyncSession, *, agent_id: str, command_ids: Collection[str]
+) -> list[EndedCommand]:
     """Those of these commands that were addressed to this agent."""
     found = await db.execute(_OF_AGENT, {"command_ids": padded(command_ids), "for_agent": agent_id})
-    return [Ended._make(row) for row in found]
+    return [EndedCommand._make(row) for row in found]
 
 
 @functools.lru_cache(maxsize=16)
@@ -249,7 +251,7 @@ def _complete_statement(count: int) -> ReturningUpdate[tuple[str, str | None, st
 
 async def complete_for_agent(
     db: AsyncSession, *, agent_id: str, results: Mapping[str, dict[str, Any]]
-) -> list[Ended]:
+) -> list[EndedCommand]:
     """Record an agent's ``complete`` reports (command id -> result) in one statement.
 
     Returns the commands that were open; the others had an outcome already (duplicate
@@ -266,7 +268,7 @@ async def complete_for_agent(
     for n, command_id in enumerate(command_ids):
         parameters[f"c{n}"], parameters[f"r{n}"] = command_id, results[command_id]
     finished = await db.execute(_complete_statement(len(command_ids)), parameters)
-    return [Ended._make(row) for row in finished]
+    return [EndedCommand._make(row) for row in finished]
 
 
 _FINISH = (

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,3 +31,28 @@ async def get_many(db: AsyncSession, names: Collection[str]) -> dict[str, Templa
 
 async def count(db: AsyncSession) -> int:
     return int(await db.scalar(select(func.count()).select_from(Template)) or 0)
+
+
+def add(db: AsyncSession, fields: Mapping[str, Any]) -> Template:
+    """A new template (a taken name breaks a constraint at the commit)."""
+    template = Template(**fields)
+    db.add(template)
+    return template
+
+
+async def replace(db: AsyncSession, name: str, fields: Mapping[str, Any]) -> Template | None:
+    """Overwrite the template's fields; ``None`` if there is no such template."""
+    template = await get(db, name)
+    if template is not None:
+        for field, value in fields.items():
+            setattr(template, field, value)
+    return template
+
+
+async def delete(db: AsyncSession, name: str) -> bool:
+    """Delete the template; ``False`` if there was none."""
+    template = await get(db, name)
+    if template is None:
+        return False
+    await db.delete(template)
+    return True

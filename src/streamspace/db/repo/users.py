@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from streamspace.db.models import AuthToken, User, utcnow
+from streamspace.states import UserRole
 
 
 async def get_by_username(db: AsyncSession, username: str) -> User | None:
     return await db.scalar(select(User).where(User.username == username))
+
+
+def detached_user(values: dict[str, Any]) -> User:
+    """A ``User`` built from cached column values, as if loaded and then detached."""
+    user = User(**values)
+    make_transient_to_detached(user)
+    return user
 
 
 async def list_users(db: AsyncSession) -> Sequence[User]:
@@ -26,7 +36,7 @@ def create(db: AsyncSession, *, username: str, password_hash: str, role: str) ->
 
 
 async def count_admins(db: AsyncSession) -> int:
-    return int(await db.scalar(select(func.count()).where(User.role == "admin")) or 0)
+    return int(await db.scalar(select(func.count()).where(User.role == UserRole.ADMIN)) or 0)
 
 
 def add_token(db: AsyncSession, *, user: User, token_hash: str, expires_at: datetime) -> None:

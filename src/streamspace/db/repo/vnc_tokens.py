@@ -9,6 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import User, VncToken
+from streamspace.states import UserRole
 
 
 @dataclass(frozen=True)
@@ -67,4 +68,4 @@ async def consume(db: AsyncSession, token_hash: str, *, now: datetime) -> Ticket
         return None
     session_id, user_id = row
     role = await db.scalar(select(User.role).where(User.id == user_id))
-    return Ticket(session_id=session_id, user_id=user_id, is_admin=role == "admin")
+    return Ticket(session_id=session_id, user_id=user_id, is_admin=role == UserRole.ADMIN)

@@ -36,9 +36,9 @@ from streamspace.agent.platforms.kubernetes.client import (
 )
 from streamspace.agent.platforms.kubernetes.pod_cache import PodCache
 from streamspace.agent.platforms.kubernetes.pod_status import PodView, failure, view
-from streamspace.agent.platforms.resources import parse_limits
 from streamspace.images import recipe
 from streamspace.protocol import RunningSession, SessionSpec, VncEndpoint
+from streamspace.resources import parse_limits
 
 log = logging.getLogger(__name__)
 

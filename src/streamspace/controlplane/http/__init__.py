@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every route: request size limit and the one error shape."""

@@ -1,0 +1,136 @@
+"""Launching sessions together: the launches waiting at one moment share one transaction.
+
+Written one by one, every launch pays its own round trips, its own commit and its own
+count of every agent's sessions. The :class:`LaunchWriter` writes whatever launches are
+waiting when it is free as one batch: one query for their templates, one for the agents
+and their loads, one INSERT per table, one commit. A launch that arrives alone is a batch
+of one; nobody waits for a batch to fill. Within a batch each launch goes to the least
+loaded agent that fits, counting the launches placed before it, so one replica never
+overfills an agent however many launches arrive together.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import NamedTuple
+
+from streamspace.batching import Coalescer
+from streamspace.config import ApiSettings
+from streamspace.controlplane.errors import NotFound, Unavailable
+from streamspace.controlplane.sessions.specs import session_spec
+from streamspace.db.engine import SessionFactory, transaction
+from streamspace.db.errors import ConstraintViolation
+from streamspace.db.models import AgentCommand, Session, Template, User, utcnow
+from streamspace.db.repo import agents as agent_repo
+from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import sessions as session_repo
+from streamspace.db.repo import templates as template_repo
+from streamspace.protocol import Action
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100
+"""Launches written per transaction at most."""
+MAX_WAITING = 5_000
+"""Launches queued on one replica at most; more are refused (503) rather than left to grow."""
+
+
+class Launched(NamedTuple):
+    """A new session, its agent and its ``start_session`` command (written ``sent``)."""
+
+    session: Session
+    agent_id: str
+    command: AgentCommand
+
+
+@dataclass(frozen=True)
+class _Launch:
+    user: User
+    template_name: str
+
+
+class LaunchWriter:
+    """Writes new sessions with their first command, many launches per transaction."""
+
+    def __init__(
+        self, *, db: SessionFactory, settings: ApiSettings, max_waiting: int = MAX_WAITING
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._max_waiting = max_waiting
+        self._queue = Coalescer(self._write_batch, max_batch=MAX_BATCH, name="launch-writer")
+
+    async def launch(self, user: User, template_name: str) -> Launched:
+        """Write a pending session of the template on the least loaded agent that fits.
+
+        Raises :class:`NotFound` for an unknown template and :class:`Unavailable` when no
+        agent can take it or this replica already has ``max_waiting`` launches queued;
+        nothing is written for that launch then.
+        """
+        if self._queue.waiting >= self._max_waiting:
+            raise Unavailable(
+                f"{self._queue.waiting} launches are waiting on this replica; try again in a moment"
+            )
+        return await self._queue.submit(_Launch(user, template_name))
+
+    async def _write_batch(self, batch: list[_Launch]) -> list[Launched | BaseException]:
+        try:
+            return await self._write(batch)
+        except ConstraintViolation as exc:
+            if len(batch) == 1:
+                raise
+            # Rolled back for sure; one launch may have spoilt it (e.g. its user was just
+            # deleted): write each alone, so that only that one fails.
+            log.warning("%d launches together violated a constraint (%s)", len(batch), exc)
+            return [await self._write_alone(launch) for launch in batch]
+        # Any other error (e.g. the database went away) leaves unknown whether the commit
+        # happened: nothing is written again, every launch of the batch gets the error.
+
+    async def _write_alone(self, launch: _Launch) -> Launched | BaseException:
+        try:
+            return (await self._write([launch]))[0]
+        except Exception as exc:
+            return exc
+
+    async def _write(self, batch: list[_Launch]) -> list[Launched | BaseException]:
+        """Place and write one batch in one transaction."""
+        async with transaction(self._db) as db:
+            templates = await template_repo.get_many(db, {x.template_name for x in batch})
+            fresh = utcnow() - timedelta(seconds=3 * self._settings.heartbeat_interval)
+            candidates = await agent_repo.launch_candidates(db, heartbeat_after=fresh)
+            outcomes: list[Launched | BaseException] = [
+                _place(launch, templates.get(launch.template_name), candidates) for launch in batch
+            ]
+            placed = [outcome for outcome in outcomes if isinstance(outcome, Launched)]
+            if placed:
+                await session_repo.insert_new(db, [launched.session for launched in placed])
+                await command_repo.insert_new(db, [launched.command for launched in placed])
+        return outcomes
+
+
+def _place(
+    launch: _Launch, template: Template | None, candidates: list[agent_repo.Candidate]
+) -> Launched | NotFound | Unavailable:
+    """The launch's session and start command on the least loaded agent that fits, or why
+    there is none (counted on the chosen candidate, for the launches after it)."""
+    if template is None:
+        return NotFound(f"template {launch.template_name!r} not found")
+    agent = agent_repo.least_loaded(candidates, template)
+    if agent is None:
+        wanted = f" for platform {template.platform!r}" if template.platform else ""
+        return Unavailable(
+            f"no agent available{wanted}: none is online with free capacity; "
+            "try again later or ask an administrator"
+        )
+    agent.used += 1
+    session = session_repo.new(launch.user, template, agent_id=agent.agent_id, idle_timeout=None)
+    command = command_repo.new(
+        agent_id=agent.agent_id,
+        session_id=session.id,
+        action=Action.START_SESSION,
+        payload={"spec": session_spec(session, template, launch.user).model_dump()},
+        sent=True,
+    )
+    return Launched(session, agent.agent_id, command)

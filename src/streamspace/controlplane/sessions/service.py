@@ -1,0 +1,183 @@
+"""Session lifecycle requests: each writes the session change and its command in ONE transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from streamspace.config import ApiSettings
+from streamspace.controlplane.errors import Conflict, NotFound
+from streamspace.controlplane.hub import Cut
+from streamspace.controlplane.sessions.launches import LaunchWriter
+from streamspace.controlplane.sessions.specs import session_spec
+from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
+from streamspace.db.models import AgentCommand, Session, SessionEvent, User
+from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import sessions as session_repo
+from streamspace.db.repo import templates as template_repo
+from streamspace.protocol import SESSION_NOT_RUNNING, Action
+from streamspace.states import (
+    ACTIVE_SESSION_STATES,
+    FINAL_SESSION_STATES,
+    STATE_DURING,
+    SessionState,
+    UserRole,
+)
+
+Doorbell = Callable[[str], Awaitable[object]]
+"""Tells the replica holding an agent that it has a command waiting."""
+
+
+class HandOff(Protocol):
+    """Delivers a new session's first command, written already ``sent``, without a claim."""
+
+    async def hand_off(self, agent_id: str, command: AgentCommand) -> None: ...
+
+
+_Method = Callable[["SessionService", User, str], Awaitable[Session]]
+
+
+def _admitted(method: _Method) -> _Method:
+    """Run a session change only when the service's admission semaphore allows it."""
+
+    @functools.wraps(method)
+    async def admitted(self: SessionService, user: User, argument: str) -> Session:
+        async with self._admission:
+            return await method(self, user, argument)
+
+    return admitted
+
+
+class SessionService:
+    """Create, stop, hibernate and wake sessions on behalf of users."""
+
+    def __init__(
+        self,
+        *,
+        db: SessionFactory,
+        settings: ApiSettings,
+        ring: Doorbell,
+        direct: HandOff,
+        cut: Callable[[Cut], Awaitable[None]],
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._ring = ring
+        self._cut = cut
+        self._direct = direct
+        self._admission = asyncio.Semaphore(settings.session_request_concurrency)
+        self._launches = LaunchWriter(db=db, settings=settings)
+
+    async def get(self, user: User, session_id: str) -> Session:
+        async with reading(self._db) as db:
+            return self._visible(user, await session_repo.get(db, session_id, with_owner=True))
+
+    async def events(self, user: User, session_id: str) -> list[SessionEvent]:
+        """The session's state transitions, oldest first."""
+        session = await self.get(user, session_id)
+        async with reading(self._db) as db:
+            return list(await session_repo.events(db, session.id))
+
+    async def list(self, user: User) -> list[Session]:
+        owner = None if user.role == UserRole.ADMIN else user.id
+        async with reading(self._db) as db:
+            return list(await session_repo.list_sessions(db, owner_id=owner))
+
+    async def create(self, user: User, template_name: str) -> Session:
+        """Pick an agent and queue ``start_session``; nothing is written if none is available."""
+        launched = await self._launches.launch(user, template_name)
+        await self._direct.hand_off(launched.agent_id, launched.command)
+        return launched.session
+
+    @_admitted
+    async def stop(self, user: User, session_id: str) -> Session:
+        """Stop for good (idempotent); a session whose start was not sent yet ends at once."""
+        async with transaction(self._db) as db:
+            session = await self._locked(db, user, session_id)
+            if session.state in FINAL_SESSION_STATES or session.state == SessionState.STOPPING:
+                return session
+            if session.state == SessionState.PENDING and await command_repo.cancel_open(
+                db, session_id=session.id, action=Action.START_SESSION
+            ):
+                session_repo.transition(
+                    db, session, SessionState.TERMINATED, detail="stopped before it started"
+                )
+                return session
+            await _queue(
+                db,
+                session,
+                Action.STOP_SESSION,
+                {"state": session.platform_state, "keep_home": False},
+            )
+        await self._cut(Cut(SESSION_NOT_RUNNING, "session stopped", session_id=session.id))
+        await self._ring_agent(session)
+        return session
+
+    @_admitted
+    async def hibernate(self, user: User, session_id: str) -> Session:
+        async with transaction(self._db) as db:
+            session = await self._locked(db, user, session_id)
+            _require(session, SessionState.RUNNING, "hibernated")
+            await _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
+        await self._cut(Cut(SESSION_NOT_RUNNING, "session hibernated", session_id=session.id))
+        await self._ring_agent(session)
+        return session
+
+    @_admitted
+    async def wake(self, user: User, session_id: str) -> Session:
+        """Start a hibernated session again, on the agent that keeps its home."""
+        async with transaction(self._db) as db:
+            session = await self._locked(db, user, session_id)
+            _require(session, SessionState.HIBERNATED, "woken")
+            template = await template_repo.get(db, session.template_name)
+            if template is None:
+                raise Conflict(f"template {session.template_name!r} no longer exists")
+            spec = session_spec(session, template, session.owner)
+            payload = {"spec": spec.model_dump(), "state": session.platform_state}
+            await _queue(db, session, Action.WAKE_SESSION, payload)
+        await self._ring_agent(session)
+        return session
+
+    async def end_agent_sessions(self, agent_id: str, *, reason: str) -> int:
+        """End an agent's active sessions and their open commands (the agent is going away
+        for good, e.g. ``streamspace up`` shutting down). Hibernated sessions keep their
+        homes."""
+        async with transaction(self._db) as db:
+            active = await session_repo.list_for_agent(db, agent_id, ACTIVE_SESSION_STATES)
+            for item in active:
+                await command_repo.cancel_all_open(db, session_id=item.id)
+                session_repo.transition(db, item, SessionState.TERMINATED, detail=reason)
+            return len(active)
+
+    async def _ring_agent(self, session: Session) -> None:
+        if session.agent_id is not None:
+            await self._ring(session.agent_id)
+
+    async def _locked(self, db: DbSession, user: User, session_id: str) -> Session:
+        """The user's session, locked for this transaction (404 if it is not theirs)."""
+        found = await session_repo.get(db, session_id, for_update=True, with_owner=True)
+        return self._visible(user, found)
+
+    @staticmethod
+    def _visible(user: User, session: Session | None) -> Session:
+        """Users see their own sessions; admins see all. Others' look exactly like missing."""
+        if session is None or (user.role != UserRole.ADMIN and session.owner_id != user.id):
+            raise NotFound("session not found")
+        return session
+
+
+async def _queue(db: DbSession, session: Session, action: Action, payload: dict[str, Any]) -> None:
+    """Move the session to the action's in-between state and add the command for its agent."""
+    if session.agent_id is None:
+        raise Conflict("session has no agent")
+    session_repo.transition(db, session, STATE_DURING[action])
+    await command_repo.create(
+        db, agent_id=session.agent_id, session_id=session.id, action=action, payload=payload
+    )
+
+
+def _require(session: Session, state: SessionState, verb: str) -> None:
+    if session.state != state:
+        raise Conflict(f"session is {session.state}; only a {state.value} session can be {verb}")

@@ -1,0 +1,1 @@
+"""The catalog of templates a session is launched from."""

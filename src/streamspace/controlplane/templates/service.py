@@ -1,0 +1,95 @@
+"""The catalog of templates: everybody reads it, administrators edit it; the default catalog
+holds applications that ship in Debian and run on the local platform."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from streamspace.controlplane.errors import Conflict, NotFound
+from streamspace.db.engine import SessionFactory, reading, transaction
+from streamspace.db.errors import ConstraintViolation
+from streamspace.db.models import Template
+from streamspace.db.repo import templates as template_repo
+
+DEFAULT_TEMPLATES: tuple[dict[str, Any], ...] = (
+    {
+        "name": "xterm",
+        "display_name": "Terminal (xterm)",
+        "description": "A plain X terminal with a shell.",
+        "command": ["xterm", "-maximized"],
+    },
+    {
+        "name": "xedit",
+        "display_name": "Text editor (xedit)",
+        "description": "A simple text editor; files in its home are kept between sessions.",
+        "command": ["xedit"],
+        "persistent_home": True,
+    },
+    {
+        "name": "xcalc",
+        "display_name": "Calculator (xcalc)",
+        "description": "A scientific calculator.",
+        "command": ["xcalc"],
+    },
+)
+_FIELD_DEFAULTS: dict[str, Any] = {
+    "image": "",
+    "vnc_port": 5900,
+    "resources": {},
+    "env": {},
+    "platform": None,
+    "persistent_home": False,
+    "network": "none",  # none of the defaults needs the network: an X terminal or editor
+}
+
+
+class TemplateService:
+    """Reads and edits the catalog."""
+
+    def __init__(self, *, db: SessionFactory) -> None:
+        self._db = db
+
+    async def list(self) -> list[Template]:
+        async with reading(self._db) as db:
+            return list(await template_repo.list_templates(db))
+
+    async def get(self, name: str) -> Template:
+        async with reading(self._db) as db:
+            template = await template_repo.get(db, name)
+        if template is None:
+            raise _missing(name)
+        return template
+
+    async def create(self, fields: Mapping[str, Any]) -> None:
+        """Add a template; :class:`Conflict` if its name is taken."""
+        try:
+            async with transaction(self._db) as db:
+                template_repo.add(db, fields)
+        except ConstraintViolation:
+            raise Conflict(f"template {fields['name']!r} already exists") from None
+
+    async def replace(self, name: str, fields: Mapping[str, Any]) -> None:
+        async with transaction(self._db) as db:
+            if await template_repo.replace(db, name, fields) is None:
+                raise _missing(name)
+
+    async def delete(self, name: str) -> None:
+        async with transaction(self._db) as db:
+            if not await template_repo.delete(db, name):
+                raise _missing(name)
+
+    async def ensure_defaults(self) -> None:
+        """Fill an empty catalog with the defaults (an admin's edits are never overwritten)."""
+        try:
+            async with transaction(self._db) as db:
+                if await template_repo.count(db):
+                    return
+                for fields in DEFAULT_TEMPLATES:
+                    template_repo.add(db, _FIELD_DEFAULTS | fields)
+        except ConstraintViolation:
+            pass  # another replica filled it at the same moment
+
+
+def _missing(name: str) -> NotFound:
+    return NotFound(f"template {name!r} not found")
