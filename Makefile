@@ -32,7 +32,7 @@ dirs:
 
 test: deps lint
 	@mkdir -p test-output
-	$(VENV)/bin/pytest -q -rs -p no:cacheprovider --junitxml=test-output/junit.xml $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -rs -p no:cacheprovider -n auto --dist loadfile --junitxml=test-output/junit.xml $(PYTEST_ARGS)
 
 lint: deps dirs
 	$(VENV)/bin/ruff check $(LINT_PATHS)

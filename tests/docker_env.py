@@ -11,11 +11,15 @@ ours that it left behind (removing them, so the next run starts clean).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import subprocess
+import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ CHECKOUT = Path(__file__).parents[1]
 START_DOCKERD = CHECKOUT / "scripts" / "start-dockerd.sh"
 SERVER_TAG = "streamspace/streamspace:test"
 """The tests' own tag: building this checkout's code never replaces an operator's image."""
+BUILD_LOCK = Path(tempfile.gettempdir()) / "streamspace-test-images.lock"
 
 
 def ensure_dockerd() -> None:
@@ -43,17 +48,28 @@ def ensure_dockerd() -> None:
         )
 
 
+@contextlib.contextmanager
+def _one_builder() -> Iterator[None]:
+    """One pytest worker at a time starts dockerd or builds an image; the others wait and
+    then find it running or cached."""
+    with BUILD_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_docker() -> str:
     """A running daemon and the session image; returns the image's tag."""
-    ensure_dockerd()
-    build_session_image(tag=DEFAULT_TAG, console=Console(stderr=True))
+    with _one_builder():
+        ensure_dockerd()
+        build_session_image(tag=DEFAULT_TAG, console=Console(stderr=True))
     return DEFAULT_TAG
 
 
 def ensure_server_image() -> str:
     """A running daemon and the StreamSpace image of this checkout; returns its tag."""
-    ensure_dockerd()
-    build_server_image(source=CHECKOUT, tag=SERVER_TAG, console=Console(stderr=True))
+    with _one_builder():
+        ensure_dockerd()
+        build_server_image(source=CHECKOUT, tag=SERVER_TAG, console=Console(stderr=True))
     return SERVER_TAG
 
 
