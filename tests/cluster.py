@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -317,6 +318,8 @@ class Load:
     """Answers or errors that made a request go elsewhere, as ``"<url> <status|error>"``."""
     down: set[str] = field(default_factory=set)
     token: str = ""
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Prefix of the requests' ``Idempotency-Key`` (one per request number)."""
     _http: aiohttp.ClientSession | None = None
 
     async def login(self) -> None:
@@ -356,7 +359,9 @@ class Load:
 
     async def _create_one(self, n: int, targets: Sequence[str], *, timeout: float = 60) -> str:
         assert self._http is not None
-        headers = {"Authorization": f"Bearer {self.token}"}
+        # The same key on every attempt: a retry of a launch that was written before its
+        # replica died answers with that session instead of making a second one.
+        headers = {"Authorization": f"Bearer {self.token}", "Idempotency-Key": f"{self.run}-{n}"}
         deadline = time.monotonic() + timeout
         attempt = 0
         while time.monotonic() < deadline:

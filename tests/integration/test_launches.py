@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane.errors import NotFound, Unavailable
-from streamspace.controlplane.sessions.launches import Launched, LaunchWriter
+from streamspace.controlplane.sessions.launches import Idempotency, Launched, LaunchWriter, Repeated
 from streamspace.db.engine import SessionFactory
 from streamspace.db.errors import ConstraintViolation
-from streamspace.db.models import Agent, AgentCommand, Session, Template, User, utcnow
+from streamspace.db.models import (
+    Agent,
+    AgentCommand,
+    IdempotencyKey,
+    Session,
+    Template,
+    User,
+    utcnow,
+)
+from streamspace.db.repo import idempotency as idempotency_repo
+from streamspace.db.repo.idempotency import KEEP
 
 ANN = User(id="u1", username="ann", password_hash="x", role="user")
 
@@ -76,3 +87,42 @@ async def test_launches_beyond_the_queue_limit_are_refused(db: SessionFactory) -
     async with db() as session:
         assert len((await session.scalars(select(Session.id))).all()) == 3
     assert isinstance(await writer.launch(ANN, "xterm"), Launched)  # room again
+
+
+async def test_a_taken_key_repeats_instead_of_launching(db: SessionFactory) -> None:
+    """In one batch or later, full agent or not: a key makes one session."""
+    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10))
+    key = Idempotency("k1", "asked")
+    together = await asyncio.gather(*(writer.launch(ANN, "xterm", key) for _ in range(3)))
+    assert [type(result) for result in together] == [Launched, Repeated, Repeated]
+    assert together[1] == Repeated(ANN.id, "k1")
+    async with db() as session, session.begin():
+        agent = await session.get(Agent, "a1")
+        assert agent is not None
+        agent.capacity = 1  # full now: a retry must still answer, not 503
+    assert await writer.launch(ANN, "xterm", key) == Repeated(ANN.id, "k1")
+    with pytest.raises(Unavailable):
+        await writer.launch(ANN, "xterm", Idempotency("k2", "asked"))
+    async with db() as session:
+        keys = (await session.scalars(select(IdempotencyKey))).all()
+        sessions = (await session.scalars(select(Session.id))).all()
+    assert [(k.key, k.session_id) for k in keys] == [("k1", together[0].session.id)]
+    assert sessions == [together[0].session.id]  # the refused launch wrote no key either
+
+
+async def test_a_key_older_than_a_day_launches_again(db: SessionFactory) -> None:
+    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10))
+    key = Idempotency("k1", "asked")
+    first = await writer.launch(ANN, "xterm", key)
+    assert isinstance(first, Launched)
+    async with db() as session, session.begin():
+        row = await session.get(IdempotencyKey, (ANN.id, "k1"))
+        assert row is not None
+        row.created_at = utcnow() - KEEP - timedelta(seconds=1)
+    again = await writer.launch(ANN, "xterm", key)
+    assert isinstance(again, Launched) and again.session.id != first.session.id
+    async with db() as session:
+        row = await session.get(IdempotencyKey, (ANN.id, "k1"))
+        assert row is not None and row.session_id == again.session.id
+        assert await idempotency_repo.forget_expired(session, now=utcnow()) == 0
+        assert await idempotency_repo.forget_expired(session, now=utcnow() + KEEP * 2) == 1

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane.agents import arrivals
@@ -290,6 +290,10 @@ class Rows:
                 )
             )
             return list(found)
+
+    async def count(self, model: type[Any]) -> int:
+        async with self.db() as db:
+            return int(await db.scalar(select(func.count()).select_from(model)) or 0)
 
     async def _add(self, row: Any) -> None:
         async with self.db() as db, db.begin():

@@ -11,6 +11,8 @@ import pytest
 from streamspace.controlplane.agents.connection import ConnectedAgent
 from streamspace.controlplane.commands.reconciler import Reconciler
 from streamspace.controlplane.hub import AgentHub
+from streamspace.db.models import IdempotencyKey
+from streamspace.db.repo.idempotency import KEEP
 from streamspace.protocol import Action, CloseCode
 from streamspace.states import CommandStatus, SessionState
 from streamspace.testing import FakeAgentSocket
@@ -308,3 +310,18 @@ async def test_run_passes_until_stopped(
     monkeypatch.setattr(reconciler, "run_once", run_once)
     await asyncio.wait_for(reconciler.run(stop), timeout=5)
     assert passes == 2
+
+
+async def test_idempotency_keys_are_forgotten_after_a_day(
+    reconciler: Reconciler, rows: Rows, clock: Clock
+) -> None:
+    session_id = await rows.session()
+    owner = (await rows.get_session(session_id)).owner_id
+    async with rows.db() as db, db.begin():
+        db.add(IdempotencyKey(user_id=owner, key="k", request_hash="h", session_id=session_id))
+    clock.advance(KEEP.total_seconds() - 60)
+    await reconciler.check_idempotency_keys()
+    assert await rows.count(IdempotencyKey) == 1
+    clock.advance(120)
+    await reconciler.check_idempotency_keys()
+    assert await rows.count(IdempotencyKey) == 0

@@ -21,6 +21,7 @@ from streamspace.db.engine import DbSession, SessionFactory
 from streamspace.db.models import AgentCommand, utcnow
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import idempotency as idempotency_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import viewers
 from streamspace.protocol import CloseCode
@@ -70,6 +71,7 @@ class Reconciler:
             self.check_silent_agents,
             self.check_dead_replicas,
             self.check_stuck_sessions,
+            self.check_idempotency_keys,
         ]
         for check in checks:
             try:
@@ -168,6 +170,12 @@ class Reconciler:
                     gone,
                 )
                 self._missing_since.pop(name, None)
+
+    async def check_idempotency_keys(self) -> None:
+        """Forget the ``Idempotency-Key`` rows older than a day (their launches may be
+        repeated now)."""
+        async with self._db() as db, db.begin():
+            await idempotency_repo.forget_expired(db, now=self._clock())
 
     def _ago(self, seconds: float) -> datetime:
         """The time ``seconds`` before now, by the clock."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, status
 
 from streamspace.controlplane.deps import SessionsDep, UserDep
 from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
@@ -17,10 +19,33 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(404))
-async def create_session(body: SessionIn, user: UserDep, sessions: SessionsDep) -> SessionOut:
-    """Launch a template; 503 when no agent can take it (nothing is created then)."""
-    return SessionOut.of(await sessions.create(user, body.template), viewer=user)
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Any printable ASCII text without spaces: a retry with the same key "
+        "(on any replica, within 24 h) answers with the session the first request made.",
+    ),
+]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(404, 409))
+async def create_session(
+    body: SessionIn,
+    user: UserDep,
+    sessions: SessionsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> SessionOut:
+    """Launch a template; 503 when no agent can take it (nothing is created then).
+
+    With an ``Idempotency-Key``, a retry returns the session the first request made, and
+    the same key with another template is refused (422).
+    """
+    created = await sessions.create(user, body.template, idempotency_key=idempotency_key)
+    return SessionOut.of(created, viewer=user)
 
 
 @router.get("")

@@ -7,6 +7,10 @@ and their loads, one INSERT per table, one commit. A launch that arrives alone i
 of one; nobody waits for a batch to fill. Within a batch each launch goes to the least
 loaded agent that fits, counting the launches placed before it, so one replica never
 overfills an agent however many launches arrive together.
+
+A launch sent with an ``Idempotency-Key`` claims the key in the same transaction as its
+session: a key already held (by an earlier launch, on any replica, or by one before it in
+the batch) makes the launch :class:`Repeated` instead, which writes nothing.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
 from streamspace.controlplane.errors import NotFound, Unavailable
 from streamspace.controlplane.sessions.specs import session_spec
-from streamspace.db.engine import SessionFactory, transaction
+from streamspace.db.engine import DbSession, SessionFactory, transaction
 from streamspace.db.errors import ConstraintViolation
-from streamspace.db.models import AgentCommand, Session, Template, User, utcnow
+from streamspace.db.models import AgentCommand, IdempotencyKey, Session, Template, User, utcnow
 from streamspace.db.repo import agents as agent_repo
 from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import idempotency as idempotency_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
 from streamspace.protocol import Action
@@ -45,10 +50,36 @@ class Launched(NamedTuple):
     command: AgentCommand
 
 
+class Repeated(NamedTuple):
+    """A launch whose ``Idempotency-Key`` was taken: nothing was written for it."""
+
+    user_id: str
+    key: str
+
+
+class Idempotency(NamedTuple):
+    """A client's ``Idempotency-Key`` and the hash of the request it came with."""
+
+    key: str
+    request_hash: str
+
+
+Outcome = Launched | Repeated | BaseException
+
+
 @dataclass(frozen=True)
 class _Launch:
     user: User
     template_name: str
+    idempotency: Idempotency | None = None
+
+    @property
+    def claim(self) -> idempotency_repo.Claim | None:
+        return None if self.idempotency is None else (self.user.id, self.idempotency.key)
+
+    def repeated(self) -> Repeated:
+        assert self.idempotency is not None
+        return Repeated(self.user.id, self.idempotency.key)
 
 
 class LaunchWriter:
@@ -60,10 +91,15 @@ class LaunchWriter:
         self._db = db
         self._settings = settings
         self._max_waiting = max_waiting
-        self._queue = Coalescer(self._write_batch, max_batch=MAX_BATCH, name="launch-writer")
+        self._queue: Coalescer[_Launch, Launched | Repeated] = Coalescer(
+            self._write_batch, max_batch=MAX_BATCH, name="launch-writer"
+        )
 
-    async def launch(self, user: User, template_name: str) -> Launched:
-        """Write a pending session of the template on the least loaded agent that fits.
+    async def launch(
+        self, user: User, template_name: str, idempotency: Idempotency | None = None
+    ) -> Launched | Repeated:
+        """Write a pending session of the template on the least loaded agent that fits,
+        unless ``idempotency`` names a key already taken (:class:`Repeated`).
 
         Raises :class:`NotFound` for an unknown template and :class:`Unavailable` when no
         agent can take it or this replica already has ``max_waiting`` launches queued;
@@ -73,9 +109,9 @@ class LaunchWriter:
             raise Unavailable(
                 f"{self._queue.waiting} launches are waiting on this replica; try again in a moment"
             )
-        return await self._queue.submit(_Launch(user, template_name))
+        return await self._queue.submit(_Launch(user, template_name, idempotency))
 
-    async def _write_batch(self, batch: list[_Launch]) -> list[Launched | BaseException]:
+    async def _write_batch(self, batch: list[_Launch]) -> list[Outcome]:
         try:
             return await self._write(batch)
         except ConstraintViolation as exc:
@@ -88,26 +124,83 @@ class LaunchWriter:
         # Any other error (e.g. the database went away) leaves unknown whether the commit
         # happened: nothing is written again, every launch of the batch gets the error.
 
-    async def _write_alone(self, launch: _Launch) -> Launched | BaseException:
+    async def _write_alone(self, launch: _Launch) -> Outcome:
         try:
             return (await self._write([launch]))[0]
         except Exception as exc:
             return exc
 
-    async def _write(self, batch: list[_Launch]) -> list[Launched | BaseException]:
+    async def _write(self, batch: list[_Launch]) -> list[Outcome]:
         """Place and write one batch in one transaction."""
         async with transaction(self._db) as db:
             templates = await template_repo.get_many(db, {x.template_name for x in batch})
             fresh = utcnow() - timedelta(seconds=3 * self._settings.heartbeat_interval)
             candidates = await agent_repo.launch_candidates(db, heartbeat_after=fresh)
-            outcomes: list[Launched | BaseException] = [
-                _place(launch, templates.get(launch.template_name), candidates) for launch in batch
+            repeated = await _repeated(db, batch)
+            outcomes: list[Outcome] = [
+                launch.repeated()
+                if position in repeated
+                else _place(launch, templates.get(launch.template_name), candidates)
+                for position, launch in enumerate(batch)
             ]
+            outcomes = await _claim_keys(db, batch, outcomes, candidates)
             placed = [outcome for outcome in outcomes if isinstance(outcome, Launched)]
             if placed:
                 await session_repo.insert_new(db, [launched.session for launched in placed])
                 await command_repo.insert_new(db, [launched.command for launched in placed])
         return outcomes
+
+
+async def _repeated(db: DbSession, batch: list[_Launch]) -> set[int]:
+    """The launches of the batch (by position) whose key is taken already: by a live row,
+    or by a launch before them in this batch."""
+    claims = [launch.claim for launch in batch if launch.claim is not None]
+    taken = await idempotency_repo.live(db, claims, now=utcnow())
+    repeated: set[int] = set()
+    for position, launch in enumerate(batch):
+        if launch.claim is None:
+            continue
+        if launch.claim in taken:
+            repeated.add(position)
+        taken.add(launch.claim)
+    return repeated
+
+
+async def _claim_keys(
+    db: DbSession,
+    batch: list[_Launch],
+    outcomes: list[Outcome],
+    candidates: list[agent_repo.Candidate],
+) -> list[Outcome]:
+    """Claim the keys of the placed launches that have one; a launch whose key another
+    replica claimed meanwhile becomes :class:`Repeated` and gives its place back."""
+    keyed = {
+        launch.claim: (launch, outcome)
+        for launch, outcome in zip(batch, outcomes, strict=True)
+        if launch.claim is not None and isinstance(outcome, Launched)
+    }
+    if not keyed:
+        return outcomes
+    rows = [
+        IdempotencyKey(
+            user_id=launch.user.id,
+            key=launch.idempotency.key,
+            request_hash=launch.idempotency.request_hash,
+            session_id=launched.session.id,
+        )
+        for launch, launched in keyed.values()
+        if launch.idempotency is not None  # always, as keyed holds only claims
+    ]
+    claimed = await idempotency_repo.claim(db, rows, now=utcnow())
+    load = {candidate.agent_id: candidate for candidate in candidates}
+    result: list[Outcome] = []
+    for launch, outcome in zip(batch, outcomes, strict=True):
+        if launch.claim in keyed and launch.claim not in claimed and isinstance(outcome, Launched):
+            load[outcome.agent_id].used -= 1
+            result.append(launch.repeated())
+        else:
+            result.append(outcome)
+    return result
 
 
 def _place(

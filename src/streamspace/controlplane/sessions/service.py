@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.errors import Conflict, NotFound
+from streamspace.controlplane.errors import Conflict, Invalid, NotFound
 from streamspace.controlplane.hub import Cut
-from streamspace.controlplane.sessions.launches import LaunchWriter
+from streamspace.controlplane.sessions.launches import Idempotency, LaunchWriter, Repeated
 from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
-from streamspace.db.models import AgentCommand, Session, SessionEvent, User
+from streamspace.db.models import AgentCommand, Session, SessionEvent, User, utcnow
 from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo import idempotency as idempotency_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
 from streamspace.protocol import SESSION_NOT_RUNNING, Action
@@ -85,11 +87,42 @@ class SessionService:
         async with reading(self._db) as db:
             return list(await session_repo.list_sessions(db, owner_id=owner))
 
-    async def create(self, user: User, template_name: str) -> Session:
-        """Pick an agent and queue ``start_session``; nothing is written if none is available."""
-        launched = await self._launches.launch(user, template_name)
+    async def create(
+        self, user: User, template_name: str, *, idempotency_key: str | None = None
+    ) -> Session:
+        """Pick an agent and queue ``start_session``; nothing is written if none is available.
+
+        With ``idempotency_key``, a launch the user already made with that key (within
+        :data:`~streamspace.db.repo.idempotency.KEEP`) is answered with its session instead
+        (:class:`Invalid` if that launch asked for something else).
+        """
+        idempotency = None
+        if idempotency_key is not None:
+            asked = hashlib.sha256(f"launch\n{template_name}".encode()).hexdigest()
+            idempotency = Idempotency(idempotency_key, asked)
+        launched = await self._launches.launch(user, template_name, idempotency)
+        if isinstance(launched, Repeated):
+            assert idempotency is not None
+            return await self._launched_before(user, idempotency)
         await self._direct.hand_off(launched.agent_id, launched.command)
         return launched.session
+
+    async def _launched_before(self, user: User, idempotency: Idempotency) -> Session:
+        """The session an earlier launch with the same key made."""
+        async with reading(self._db) as db:
+            earlier = await idempotency_repo.get(db, user.id, idempotency.key, now=utcnow())
+            if earlier is None:  # the other launch with this key, in the same batch, failed
+                raise Conflict(
+                    "another request with this Idempotency-Key was in progress and made "
+                    "nothing; send it again"
+                )
+            if earlier.request_hash != idempotency.request_hash:
+                raise Invalid(
+                    "this Idempotency-Key was used for a different request; "
+                    "use a new key for a new request"
+                )
+            session = await session_repo.get(db, earlier.session_id, with_owner=True)
+        return self._visible(user, session)
 
     @_admitted
     async def stop(self, user: User, session_id: str) -> Session:

@@ -1,0 +1,74 @@
+"""``Idempotency-Key`` on launches across two replicas (one PostgreSQL, one Redis): a retry
+on another replica answers with the first session, never makes a second."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.database import Database
+from tests.helpers import logged_in, wait_for_agent
+from tests.processes import AgentProcess, create_user, replica_processes
+from tests.services import RedisServer
+
+
+async def test_a_key_makes_one_session_on_any_replica(
+    processes: None, tmp_path: Path, pg_url: str, redis_server: RedisServer, database: Database
+) -> None:
+    pods = replica_processes(tmp_path, database_url=pg_url, redis_server=redis_server)
+    for pod in pods:
+        pod.start()
+    AgentProcess(tmp_path / "agent", control_plane_url=pods[0].url, agent_id="a1").start()
+    async with logged_in(pods[0].url) as one, logged_in(pods[1].url) as two:
+        await wait_for_agent(one, "a1")
+        key = {"Idempotency-Key": "launch-0001"}
+        first = await one.post("/api/v1/sessions", json={"template": "xterm"}, headers=key)
+        assert first.status_code == 201, first.text
+        again = await two.post("/api/v1/sessions", json={"template": "xterm"}, headers=key)
+        assert again.status_code == 201, again.text
+        assert again.json()["id"] == first.json()["id"]
+
+        other = await two.post("/api/v1/sessions", json={"template": "xedit"}, headers=key)
+        assert other.status_code == 422, other.text
+        assert "different request" in other.json()["detail"]
+
+        # Twenty at once with one new key, spread over both replicas: one session.
+        together = {"Idempotency-Key": "launch-0002"}
+        answers = await asyncio.gather(
+            *(
+                client.post("/api/v1/sessions", json={"template": "xterm"}, headers=together)
+                for client in [one, two] * 10
+            )
+        )
+        made = {answer.json()["id"] for answer in answers if answer.status_code == 201}
+        refused = [answer for answer in answers if answer.status_code != 201]
+        assert len(made) == 1, made
+        # A twin in the same batch whose first failed would be told to retry (409); here
+        # the first succeeded, so every answer is the session.
+        assert not refused, [(answer.status_code, answer.text) for answer in refused]
+
+        for bad in ["", "has space", "x" * 256]:
+            refused_key = await one.post(
+                "/api/v1/sessions", json={"template": "xterm"}, headers={"Idempotency-Key": bad}
+            )
+            assert refused_key.status_code == 422, (bad, refused_key.text)
+    sessions = await database.sessions()
+    assert sorted(s.id for s in sessions) == sorted({first.json()["id"], *made})
+
+
+async def test_keys_are_per_user(
+    processes: None, tmp_path: Path, pg_url: str, redis_server: RedisServer
+) -> None:
+    """Another user's launch with the same key is a launch of its own."""
+    pods = replica_processes(tmp_path, database_url=pg_url, redis_server=redis_server, count=1)
+    pods[0].start()
+    AgentProcess(tmp_path / "agent", control_plane_url=pods[0].url, agent_id="a1").start()
+    async with logged_in(pods[0].url) as admin:
+        await wait_for_agent(admin, "a1")
+        await asyncio.to_thread(create_user, pg_url, "ann", "ann-password-1")
+        key = {"Idempotency-Key": "same"}
+        mine = await admin.post("/api/v1/sessions", json={"template": "xterm"}, headers=key)
+        async with logged_in(pods[0].url, "ann", "ann-password-1") as ann:
+            hers = await ann.post("/api/v1/sessions", json={"template": "xterm"}, headers=key)
+        assert mine.status_code == hers.status_code == 201
+        assert mine.json()["id"] != hers.json()["id"]
