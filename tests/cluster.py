@@ -23,7 +23,7 @@ import itertools
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,7 +319,8 @@ class Load:
     down: set[str] = field(default_factory=set)
     token: str = ""
     run: str = field(default_factory=lambda: uuid.uuid4().hex)
-    """Prefix of the requests' ``Idempotency-Key`` (one per request number)."""
+    """Prefix of the requests' ``Idempotency-Key`` (then the request's number in this load)."""
+    _requests: Iterator[int] = field(default_factory=itertools.count)
     _http: aiohttp.ClientSession | None = None
 
     async def login(self) -> None:
@@ -359,9 +360,10 @@ class Load:
 
     async def _create_one(self, n: int, targets: Sequence[str], *, timeout: float = 60) -> str:
         assert self._http is not None
-        # The same key on every attempt: a retry of a launch that was written before its
-        # replica died answers with that session instead of making a second one.
-        headers = {"Authorization": f"Bearer {self.token}", "Idempotency-Key": f"{self.run}-{n}"}
+        # A key per request, the same on every attempt: a retry of a launch that was written
+        # before its replica died answers with that session instead of making a second one.
+        key = f"{self.run}-{next(self._requests)}"
+        headers = {"Authorization": f"Bearer {self.token}", "Idempotency-Key": key}
         deadline = time.monotonic() + timeout
         attempt = 0
         while time.monotonic() < deadline:

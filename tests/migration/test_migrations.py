@@ -35,6 +35,7 @@ TABLES = {
     "session_events",
     "vnc_tokens",
     "session_viewers",
+    "idempotency_keys",
 }
 TRIGGER = "agent_commands_updated_at_trigger"
 FUNCTION = "update_agent_commands_updated_at"
