@@ -1,13 +1,16 @@
 """Benchmark: launch latency as a site accumulates sessions (issue 14: it must stay flat).
 
-One production-configured ``streamspace api`` replica on a throwaway PostgreSQL and one
-no-op agent, as real processes. Before each step the database is filled up to 1,000, then
-10,000, then 100,000 sessions (1,000 of them active on the agent, the rest terminated,
-written directly in SQL); then ``--launches`` sequential ``POST /api/v1/sessions`` are timed
-from the client (request sent → 201 received). The sessions a step launched are terminated
-before the next step, so every step places against the same 1,000 active sessions.
+One site per size, side by side on one throwaway PostgreSQL: a database filled with 1,000,
+10,000 or 100,000 sessions (1,000 of them active on the agent, the rest terminated, written
+directly in SQL, then vacuumed and checkpointed), a production-configured ``streamspace
+api`` replica and a no-op agent, as real processes. In each of ``--rounds`` rounds every
+site times its share of sequential ``POST /api/v1/sessions`` from the client (request sent
+→ 201 received), so a swing of the shared machine hits every size alike. The sessions a
+round launched are terminated after it: every launch places against the same 1,000
+active sessions.
 
-    .venv/bin/python -m bench.launch_history [--launches 300] [--sizes 1000,10000,100000]
+    .venv/bin/python -m bench.launch_history [--launches 300] [--rounds 5]
+        [--sizes 1000,10000,100000]
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ _FILL = text(
     INSERT INTO sessions (id, owner_id, template_name, agent_id, state, platform_state,
                           persistent_home, active_viewers, created_at, updated_at, terminated_at)
     SELECT md5(random()::text || n)::uuid::text, (SELECT id FROM users WHERE username = 'admin'),
-           'xterm', 'noop', :state, '{}', false, 0, now(), now(),
-           CASE WHEN :state = 'terminated' THEN now() END
+           'xterm', 'noop', CAST(:state AS varchar), '{}', false, 0, now(), now(),
+           CASE WHEN CAST(:state AS varchar) = 'terminated' THEN now() END
     FROM generate_series(1, :count) AS n
     """
 )
@@ -69,7 +72,11 @@ async def fill(url: str, total: int) -> dict[bool, int]:
             ended = total - ACTIVE - counts.get(False, 0)
             if ended > 0:
                 await db.execute(_FILL, {"state": "terminated", "count": ended})
-            await db.execute(text("ANALYZE sessions"))
+        # Settled before timing: no autovacuum of the new rows, no checkpoint, mid-step.
+        async with engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(text("VACUUM ANALYZE sessions"))
+            await autocommit.execute(text("CHECKPOINT"))
         async with create_session_factory(engine)() as db:
             return {active: n for active, n in (await db.execute(_COUNT)).all()}
     finally:
@@ -85,10 +92,8 @@ async def end(url: str, session_ids: list[str]) -> None:
         await engine.dispose()
 
 
-async def step(
-    client: aiohttp.ClientSession, url: str, total: int, launches: int
-) -> dict[str, str]:
-    counts = await fill(url, total)
+async def timed(client: aiohttp.ClientSession, url: str, launches: int) -> list[float]:
+    """``launches`` sequential launches, ended afterwards; their latencies."""
     launched: list[str] = []
     latencies: list[float] = []
     for _ in range(launches):
@@ -96,7 +101,11 @@ async def step(
         launched.append(session_id)
         latencies.append(latency)
     await end(url, launched)
-    latencies.sort()
+    return latencies
+
+
+def summary(counts: dict[bool, int], latencies: list[float]) -> dict[str, str]:
+    latencies = sorted(latencies)
     return {
         "sessions in the database": f"{sum(counts.values()):,}",
         "active": f"{counts.get(True, 0):,}",
@@ -111,33 +120,43 @@ async def main(args: argparse.Namespace) -> list[dict[str, str]]:
     work = Path(mkdtemp(prefix="streamspace-bench-"))
     pg_dir = make_postgres_dir()
     postgres = PostgresServer(pg_dir)
-    rows: list[dict[str, str]] = []
+    clients: list[aiohttp.ClientSession] = []
     try:
         postgres.start()
-        url = postgres.create_database("bench")
-        api, headers = await api_with_noop_agent(work, url)
-        async with aiohttp.ClientSession(
-            base_url=api.url, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
-        ) as client:
-            warm_up = [(await launch(client))[0] for _ in range(20)]
-            await end(url, warm_up)
-            for total in args.sizes:
-                rows.append(await step(client, url, total, args.launches))
-                print(rows[-1], flush=True)
+        sites = []
+        for total in args.sizes:
+            url = postgres.create_database(f"bench_{total}")
+            api, headers = await api_with_noop_agent(work / str(total), url)
+            client = aiohttp.ClientSession(
+                base_url=api.url, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
+            )
+            clients.append(client)
+            await timed(client, url, 20)  # warm-up
+            sites.append((client, url, await fill(url, total)))
+        latencies: list[list[float]] = [[] for _ in sites]
+        for round_ in range(args.rounds):  # interleaved: the machine's swings hit every size
+            for (client, url, _), mine in zip(sites, latencies, strict=True):
+                mine += await timed(client, url, args.launches // args.rounds)
+            print(f"round {round_ + 1}/{args.rounds} done", flush=True)
+        return [
+            summary(counts, mine) for (_, _, counts), mine in zip(sites, latencies, strict=True)
+        ]
     except Exception:
         print(f"benchmark failed; logs kept in {work}")
         raise
     finally:
+        for client in clients:
+            await client.close()
         kill_all()
         postgres.stop()
         shutil.rmtree(pg_dir, ignore_errors=True)
-    shutil.rmtree(work, ignore_errors=True)
-    return rows
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--launches", type=int, default=300)
+    parser.add_argument("--launches", type=int, default=300, help="per size, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--sizes",
         type=lambda value: [int(size) for size in value.split(",")],
@@ -148,6 +167,6 @@ if __name__ == "__main__":
     append_results(
         "Launch latency as sessions accumulate (1 replica, PostgreSQL, 1,000 active)",
         results,
-        command="python -m bench.launch_history "
-        f"--launches {options.launches} --sizes {','.join(map(str, options.sizes))}",
+        command="python -m bench.launch_history --launches "
+        f"{options.launches} --rounds {options.rounds} --sizes {','.join(map(str, options.sizes))}",
     )
