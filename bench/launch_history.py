@@ -28,7 +28,7 @@ from sqlalchemy import text
 from tests.processes import kill_all
 from tests.services import PostgresServer, make_postgres_dir
 
-from bench.commands import api_with_noop_agent
+from bench.commands import api_with_noop_agent, post_session
 from bench.report import append_results, percentile
 from streamspace.db.engine import create_engine, create_session_factory
 
@@ -48,16 +48,6 @@ _FILL = text(
 )
 _COUNT = text("SELECT state = 'running', count(*) FROM sessions GROUP BY 1")
 _END = text("UPDATE sessions SET state = 'terminated', terminated_at = now() WHERE id = ANY(:ids)")
-
-
-async def launch(client: aiohttp.ClientSession) -> tuple[str, float]:
-    """One launch; returns the session id and its latency in ms."""
-    started = time.perf_counter()
-    async with client.post("/api/v1/sessions", json={"template": "xterm"}) as response:
-        body = await response.json()
-        if response.status != 201:
-            raise RuntimeError(f"POST /api/v1/sessions: {response.status} {body}")
-    return str(body["id"]), (time.perf_counter() - started) * 1000
 
 
 async def fill(url: str, total: int) -> dict[bool, int]:
@@ -97,9 +87,9 @@ async def timed(client: aiohttp.ClientSession, url: str, launches: int) -> list[
     launched: list[str] = []
     latencies: list[float] = []
     for _ in range(launches):
-        session_id, latency = await launch(client)
+        session_id, started = await post_session(client)
+        latencies.append((time.time() - started) * 1000)
         launched.append(session_id)
-        latencies.append(latency)
     await end(url, launched)
     return latencies
 
