@@ -41,7 +41,12 @@ def replica(
     api = ApiProcess(
         tmp_path_factory.mktemp("fuzz") / "api",
         database_url=url,
-        env={"AGENT_AUTO_APPROVE": "true"},
+        # The steady agent's heartbeats run on the test's event loop, which stands still
+        # while hypothesis generates and shrinks between examples (seconds on a loaded
+        # machine): a 30 s heartbeat timeout instead of the tests' usual 3 s keeps those
+        # pauses from reading as a dead agent. The fuzz is about hostile frames, not
+        # heartbeat timing.
+        env={"AGENT_AUTO_APPROVE": "true", "HEARTBEAT_INTERVAL": "10"},
     )
     api.start()
     try:
