@@ -122,6 +122,7 @@ def users_create(
     ] = None,
 ) -> None:
     """Create a local user in DATABASE_URL."""
+    from streamspace.controlplane.audit import AuditLog
     from streamspace.controlplane.auth.users import UserService
     from streamspace.controlplane.errors import ServiceError
     from streamspace.db.engine import create_engine, create_session_factory
@@ -136,7 +137,8 @@ def users_create(
     async def create() -> None:
         engine = create_engine(settings.database_url)
         try:
-            users = UserService(db=create_session_factory(engine))
+            db = create_session_factory(engine)
+            users = UserService(db=db, audit=AuditLog(db=db))
             await users.create(username=username, password=secret, role=role)
         finally:
             await engine.dispose()

@@ -17,6 +17,7 @@ from streamspace.controlplane.agents.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.agents.reports import ReportRecorder
 from streamspace.controlplane.agents.service import AgentService
 from streamspace.controlplane.agents.socket import AgentSocket
+from streamspace.controlplane.audit import AuditLog
 from streamspace.controlplane.auth.login_tokens import create_token_cache
 from streamspace.controlplane.auth.logins import LoginService
 from streamspace.controlplane.auth.origin import SameOriginMiddleware
@@ -35,6 +36,7 @@ from streamspace.controlplane.metrics_server import serve_metrics
 from streamspace.controlplane.routes import (
     agent_ws,
     agents,
+    audit,
     auth,
     commands,
     health,
@@ -101,8 +103,9 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         await hub.start()
         dispatcher = CommandDispatcher(db=db, hub=hub, settings=settings)
         tune_garbage_collection()
+        audit = AuditLog(db=db)
         session_service = SessionService(
-            db=db, settings=settings, ring=hub.ring, direct=dispatcher, cut=hub.cut
+            db=db, settings=settings, ring=hub.ring, direct=dispatcher, cut=hub.cut, audit=audit
         )
         heartbeats = HeartbeatRecorder(
             db=db,
@@ -112,14 +115,15 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         throttle = create_login_throttle(settings, hub)
         tokens = create_token_cache(settings, hub)
         tunnels = Tunnels(settings=settings, db=db, hub=hub)
-        catalog = TemplateService(db=db)
+        catalog = TemplateService(db=db, audit=audit)
         provide(
             app,
+            audit,
             session_service,
             catalog,
             tunnels,
-            AgentService(db=db, hub=hub, settings=settings),
-            LoginService(db=db, settings=settings, throttle=throttle, tokens=tokens),
+            AgentService(db=db, hub=hub, settings=settings, audit=audit),
+            LoginService(db=db, settings=settings, throttle=throttle, tokens=tokens, audit=audit),
             CommandHistory(db=db),
             HealthService(db=db, hub=hub),
             ConnectTickets(db=db, settings=settings, sessions=session_service),
@@ -134,7 +138,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             ),
         )
         hub.on_cut(tunnels.registry.cut)
-        generated = await UserService(db=db).ensure_admin(
+        generated = await UserService(db=db, audit=audit).ensure_admin(
             password=settings.streamspace_admin_password
         )
         app.state.generated_admin_password = generated
@@ -168,7 +172,8 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
     # native telemetry off saves it looking for providers on every request.
     off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(title="StreamSpace", version=__version__, lifespan=lifespan, telemetry=off)
-    for module in (health, auth, templates, sessions, vnc, agents, commands, agent_ws):
+    routers = (health, auth, templates, sessions, vnc, agents, commands, audit, agent_ws)
+    for module in routers:
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(SameOriginMiddleware)

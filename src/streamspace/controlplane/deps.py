@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 
 from streamspace.controlplane.agents.service import AgentService
 from streamspace.controlplane.agents.socket import AgentSocket
+from streamspace.controlplane.audit import Actor, AuditLog
 from streamspace.controlplane.auth.logins import LoginService
 from streamspace.controlplane.commands.history import CommandHistory
 from streamspace.controlplane.errors import Forbidden
@@ -50,6 +51,7 @@ def _dependency(kind: type[_Service]) -> Callable[[HTTPConnection], Awaitable[_S
     return service
 
 
+AuditDep = Annotated[AuditLog, Depends(_dependency(AuditLog))]
 SessionsDep = Annotated[SessionService, Depends(_dependency(SessionService))]
 AgentsDep = Annotated[AgentService, Depends(_dependency(AgentService))]
 TemplatesDep = Annotated[TemplateService, Depends(_dependency(TemplateService))]
@@ -59,6 +61,15 @@ HealthDep = Annotated[HealthService, Depends(_dependency(HealthService))]
 ConnectTicketsDep = Annotated[ConnectTickets, Depends(_dependency(ConnectTickets))]
 TunnelsDep = Annotated[Tunnels, Depends(_dependency(Tunnels))]
 AgentSocketDep = Annotated[AgentSocket, Depends(_dependency(AgentSocket))]
+
+
+def client_address(connection: HTTPConnection) -> str | None:
+    """The client's address as this replica sees it: the peer, or what a trusted proxy
+    (``FORWARDED_ALLOW_IPS``) put in ``X-Forwarded-For``, which uvicorn has applied."""
+    return connection.client.host if connection.client else None
+
+
+AddressDep = Annotated[str | None, Depends(client_address)]
 
 
 async def presented_token(
@@ -87,3 +98,17 @@ async def admin_user(user: UserDep) -> User:
 
 
 AdminDep = Annotated[User, Depends(admin_user)]
+
+
+async def acting_user(user: UserDep, address: AddressDep) -> Actor:
+    """The logged-in user as the actor of an audited action."""
+    return Actor.of(user, address)
+
+
+async def acting_admin(admin: AdminDep, address: AddressDep) -> Actor:
+    """The logged-in administrator as the actor of an audited action."""
+    return Actor.of(admin, address)
+
+
+ActorDep = Annotated[Actor, Depends(acting_user)]
+AdminActorDep = Annotated[Actor, Depends(acting_admin)]

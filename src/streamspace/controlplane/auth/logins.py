@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.audit.log import Actor, AuditLog
 from streamspace.controlplane.auth.hashing import DUMMY_HASH, digest, new_secret, verify_password
 from streamspace.controlplane.auth.login_tokens import TokenCache
 from streamspace.controlplane.auth.throttle import LoginThrottle, retry_after_header
@@ -40,8 +41,10 @@ class LoginService:
         settings: ApiSettings,
         throttle: LoginThrottle,
         tokens: TokenCache,
+        audit: AuditLog,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._settings = settings
         self._throttle = throttle
         self._tokens = tokens
@@ -68,6 +71,10 @@ class LoginService:
         if user is None or not valid:
             await throttle.failed(subjects)
             log.warning("failed login for user %r from %s", username, address)
+            tried = Actor(id=user.id if user else None, name=username, address=address)
+            await self._audit.record_alone(
+                tried, "auth.login_failed", detail={"username": username}
+            )
             raise Unauthorized("wrong username or password")
         await throttle.succeeded(user_subject)
         token = new_secret(TOKEN_PREFIX)
@@ -79,11 +86,13 @@ class LoginService:
                 token_hash=digest(token),
                 expires_at=utcnow() + timedelta(seconds=ttl),
             )
+            await self._audit.record(db, Actor.of(user, address), "auth.login")
         return Login(user=user, token=token, ttl=ttl)
 
-    async def logout(self, token: str) -> None:
+    async def logout(self, token: str, *, actor: Actor) -> None:
         async with transaction(self._db) as db:
             await user_repo.delete_token(db, digest(token))
+            await self._audit.record(db, actor, "auth.logout")
         await self._tokens.revoke(digest(token))  # after the delete: nobody re-reads it
 
     async def authenticate(self, token: str | None) -> User:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets as random
 
+from streamspace.controlplane.audit.log import SYSTEM, Actor, AuditLog
 from streamspace.controlplane.auth.hashing import hash_password
 from streamspace.controlplane.errors import Conflict
 from streamspace.db.engine import SessionFactory, reading, transaction
@@ -19,19 +20,31 @@ log = logging.getLogger(__name__)
 class UserService:
     """Creates local users."""
 
-    def __init__(self, *, db: SessionFactory) -> None:
+    def __init__(self, *, db: SessionFactory, audit: AuditLog) -> None:
         self._db = db
+        self._audit = audit
 
-    async def create(self, *, username: str, password: str, role: str) -> User:
+    async def create(
+        self, *, username: str, password: str, role: str, actor: Actor = SYSTEM
+    ) -> User:
         """Create a user; :class:`Conflict` if the name is taken."""
         if role not in tuple(UserRole):
             raise ValueError(f"role must be one of {', '.join(UserRole)}")
         password_hash = hash_password(password)
         try:
             async with transaction(self._db) as db:
-                return user_repo.create(
+                user = user_repo.create(
                     db, username=username, password_hash=password_hash, role=UserRole(role)
                 )
+                await db.flush()  # its id, for the audit row
+                await self._audit.record(
+                    db,
+                    actor,
+                    "user.create",
+                    target=("user", user.id),
+                    detail={"username": username, "role": role},
+                )
+                return user
         except ConstraintViolation:
             raise Conflict(f"user {username!r} already exists") from None
 

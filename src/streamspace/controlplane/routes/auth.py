@@ -6,7 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from streamspace.controlplane.deps import COOKIE_NAME, LoginsDep, UserDep, presented_token
+from streamspace.controlplane.audit import Actor
+from streamspace.controlplane.deps import (
+    COOKIE_NAME,
+    AddressDep,
+    LoginsDep,
+    UserDep,
+    client_address,
+    presented_token,
+)
 from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import LoginIn, LoginOut, UserOut
 
@@ -15,7 +23,7 @@ router = APIRouter(prefix="/api/v1/auth", tags=["auth"], responses=AUTHENTICATED
 
 @router.post("/login", responses=BODY | errors(429))
 async def login(body: LoginIn, request: Request, logins: LoginsDep, response: Response) -> LoginOut:
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request) or "unknown"
     done = await logins.login(body.username, body.password, address=address)
     response.set_cookie(
         COOKIE_NAME,
@@ -31,14 +39,15 @@ async def login(body: LoginIn, request: Request, logins: LoginsDep, response: Re
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(
-    _user: UserDep,
+    user: UserDep,
     request: Request,
     logins: LoginsDep,
     response: Response,
+    address: AddressDep,
     token: Annotated[str | None, Depends(presented_token)],
 ) -> None:
     if token:
-        await logins.logout(token)
+        await logins.logout(token, actor=Actor.of(user, address))
     response.delete_cookie(
         COOKIE_NAME,
         httponly=True,

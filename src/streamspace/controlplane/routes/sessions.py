@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 
-from streamspace.controlplane.deps import SessionsDep, UserDep
+from streamspace.controlplane.deps import AddressDep, SessionsDep, UserDep
+from streamspace.controlplane.routes.paging import PageDep, link_next
 from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import SessionEventOut, SessionIn, SessionOut
 from streamspace.controlplane.routes.text import storable_url
@@ -37,6 +38,7 @@ async def create_session(
     body: SessionIn,
     user: UserDep,
     sessions: SessionsDep,
+    address: AddressDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> SessionOut:
     """Launch a template; 503 when no agent can take it (nothing is created then).
@@ -44,13 +46,20 @@ async def create_session(
     With an ``Idempotency-Key``, a retry returns the session the first request made, and
     the same key with another template is refused (422).
     """
-    created = await sessions.create(user, body.template, idempotency_key=idempotency_key)
+    created = await sessions.create(
+        user, body.template, idempotency_key=idempotency_key, address=address
+    )
     return SessionOut.of(created, viewer=user)
 
 
 @router.get("")
-async def list_sessions(user: UserDep, sessions: SessionsDep) -> list[SessionOut]:
-    return [SessionOut.of(session, viewer=user) for session in await sessions.list(user)]
+async def list_sessions(
+    user: UserDep, sessions: SessionsDep, page: PageDep, request: Request, response: Response
+) -> list[SessionOut]:
+    """Your sessions (an administrator's: everybody's), newest first, a page at a time."""
+    found = await sessions.list(user, page)
+    link_next(request, response, found)
+    return [SessionOut.of(session, viewer=user) for session in found.items]
 
 
 @router.get("/{session_id}", responses=errors(404))
@@ -59,25 +68,38 @@ async def get_session(session_id: str, user: UserDep, sessions: SessionsDep) -> 
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409))
-async def stop_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
-    return SessionOut.of(await sessions.stop(user, session_id), viewer=user)
+async def stop_session(
+    session_id: str, user: UserDep, sessions: SessionsDep, address: AddressDep
+) -> SessionOut:
+    return SessionOut.of(await sessions.stop(user, session_id, address), viewer=user)
 
 
 @router.post(
     "/{session_id}/hibernate", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409)
 )
-async def hibernate_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
-    return SessionOut.of(await sessions.hibernate(user, session_id), viewer=user)
+async def hibernate_session(
+    session_id: str, user: UserDep, sessions: SessionsDep, address: AddressDep
+) -> SessionOut:
+    return SessionOut.of(await sessions.hibernate(user, session_id, address), viewer=user)
 
 
 @router.post("/{session_id}/wake", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409))
-async def wake_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
-    return SessionOut.of(await sessions.wake(user, session_id), viewer=user)
+async def wake_session(
+    session_id: str, user: UserDep, sessions: SessionsDep, address: AddressDep
+) -> SessionOut:
+    return SessionOut.of(await sessions.wake(user, session_id, address), viewer=user)
 
 
 @router.get("/{session_id}/events", responses=errors(404))
 async def session_events(
-    session_id: str, user: UserDep, sessions: SessionsDep
+    session_id: str,
+    user: UserDep,
+    sessions: SessionsDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
 ) -> list[SessionEventOut]:
-    """The session's state transitions, oldest first."""
-    return [SessionEventOut.model_validate(e) for e in await sessions.events(user, session_id)]
+    """The session's state transitions, oldest first, a page at a time."""
+    found = await sessions.events(user, session_id, page)
+    link_next(request, response, found)
+    return [SessionEventOut.model_validate(event) for event in found.items]

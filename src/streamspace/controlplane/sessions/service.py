@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.audit.log import Actor, AuditLog
 from streamspace.controlplane.errors import Conflict, Invalid, NotFound
 from streamspace.controlplane.hub import Cut
 from streamspace.controlplane.sessions.launches import Idempotency, LaunchWriter, Repeated
@@ -19,6 +20,7 @@ from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import idempotency as idempotency_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
+from streamspace.db.repo.pages import Page, PageRequest
 from streamspace.protocol import SESSION_NOT_RUNNING, Action
 from streamspace.states import (
     ACTIVE_SESSION_STATES,
@@ -27,6 +29,8 @@ from streamspace.states import (
     SessionState,
     UserRole,
 )
+
+_FIRST = PageRequest()
 
 Doorbell = Callable[[str], Awaitable[object]]
 """Tells the replica holding an agent that it has a command waiting."""
@@ -38,16 +42,18 @@ class HandOff(Protocol):
     async def hand_off(self, agent_id: str, command: AgentCommand) -> None: ...
 
 
-_Method = Callable[["SessionService", User, str], Awaitable[Session]]
+_Method = Callable[["SessionService", User, str, str | None], Awaitable[Session]]
 
 
 def _admitted(method: _Method) -> _Method:
     """Run a session change only when the service's admission semaphore allows it."""
 
     @functools.wraps(method)
-    async def admitted(self: SessionService, user: User, argument: str) -> Session:
+    async def admitted(
+        self: SessionService, user: User, argument: str, address: str | None = None
+    ) -> Session:
         async with self._admission:
-            return await method(self, user, argument)
+            return await method(self, user, argument, address)
 
     return admitted
 
@@ -63,32 +69,42 @@ class SessionService:
         ring: Doorbell,
         direct: HandOff,
         cut: Callable[[Cut], Awaitable[None]],
+        audit: AuditLog,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._settings = settings
         self._ring = ring
         self._cut = cut
         self._direct = direct
         self._admission = asyncio.Semaphore(settings.session_request_concurrency)
-        self._launches = LaunchWriter(db=db, settings=settings)
+        self._launches = LaunchWriter(db=db, settings=settings, audit=audit)
 
     async def get(self, user: User, session_id: str) -> Session:
         async with reading(self._db) as db:
             return self._visible(user, await session_repo.get(db, session_id, with_owner=True))
 
-    async def events(self, user: User, session_id: str) -> list[SessionEvent]:
-        """The session's state transitions, oldest first."""
+    async def events(
+        self, user: User, session_id: str, page: PageRequest = _FIRST
+    ) -> Page[SessionEvent]:
+        """A page of the session's state transitions, oldest first."""
         session = await self.get(user, session_id)
         async with reading(self._db) as db:
-            return list(await session_repo.events(db, session.id))
+            return await session_repo.events(db, session.id, page)
 
-    async def list(self, user: User) -> list[Session]:
+    async def list(self, user: User, page: PageRequest = _FIRST) -> Page[Session]:
+        """A page of the user's sessions (an administrator's: everybody's), newest first."""
         owner = None if user.role == UserRole.ADMIN else user.id
         async with reading(self._db) as db:
-            return list(await session_repo.list_sessions(db, owner_id=owner))
+            return await session_repo.list_sessions(db, owner_id=owner, page=page)
 
     async def create(
-        self, user: User, template_name: str, *, idempotency_key: str | None = None
+        self,
+        user: User,
+        template_name: str,
+        *,
+        idempotency_key: str | None = None,
+        address: str | None = None,
     ) -> Session:
         """Pick an agent and queue ``start_session``; nothing is written if none is available.
 
@@ -100,7 +116,8 @@ class SessionService:
         if idempotency_key is not None:
             asked = hashlib.sha256(f"launch\n{template_name}".encode()).hexdigest()
             idempotency = Idempotency(idempotency_key, asked)
-        launched = await self._launches.launch(user, template_name, idempotency)
+        actor = Actor.of(user, address)
+        launched = await self._launches.launch(user, template_name, idempotency, actor=actor)
         if isinstance(launched, Repeated):
             assert idempotency is not None
             return await self._launched_before(user, idempotency)
@@ -125,12 +142,13 @@ class SessionService:
         return self._visible(user, session)
 
     @_admitted
-    async def stop(self, user: User, session_id: str) -> Session:
+    async def stop(self, user: User, session_id: str, address: str | None) -> Session:
         """Stop for good (idempotent); a session whose start was not sent yet ends at once."""
         async with transaction(self._db) as db:
             session = await self._locked(db, user, session_id)
             if session.state in FINAL_SESSION_STATES or session.state == SessionState.STOPPING:
                 return session
+            await self._record(db, user, address, "session.stop", session)
             if session.state == SessionState.PENDING and await command_repo.cancel_open(
                 db, session_id=session.id, action=Action.START_SESSION
             ):
@@ -149,21 +167,23 @@ class SessionService:
         return session
 
     @_admitted
-    async def hibernate(self, user: User, session_id: str) -> Session:
+    async def hibernate(self, user: User, session_id: str, address: str | None) -> Session:
         async with transaction(self._db) as db:
             session = await self._locked(db, user, session_id)
             _require(session, SessionState.RUNNING, "hibernated")
+            await self._record(db, user, address, "session.hibernate", session)
             await _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
         await self._cut(Cut(SESSION_NOT_RUNNING, "session hibernated", session_id=session.id))
         await self._ring_agent(session)
         return session
 
     @_admitted
-    async def wake(self, user: User, session_id: str) -> Session:
+    async def wake(self, user: User, session_id: str, address: str | None) -> Session:
         """Start a hibernated session again, on the agent that keeps its home."""
         async with transaction(self._db) as db:
             session = await self._locked(db, user, session_id)
             _require(session, SessionState.HIBERNATED, "woken")
+            await self._record(db, user, address, "session.wake", session)
             template = await template_repo.get(db, session.template_name)
             if template is None:
                 raise Conflict(f"template {session.template_name!r} no longer exists")
@@ -183,6 +203,13 @@ class SessionService:
                 await command_repo.cancel_all_open(db, session_id=item.id)
                 session_repo.transition(db, item, SessionState.TERMINATED, detail=reason)
             return len(active)
+
+    async def _record(
+        self, db: DbSession, user: User, address: str | None, action: str, session: Session
+    ) -> None:
+        detail = {"owner": session.owner.username, "template": session.template_name}
+        actor = Actor.of(user, address)
+        await self._audit.record(db, actor, action, target=("session", session.id), detail=detail)
 
     async def _ring_agent(self, session: Session) -> None:
         if session.agent_id is not None:

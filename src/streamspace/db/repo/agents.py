@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Agent, Session, Template, utcnow
+from streamspace.db.repo.pages import Key, Keyset, Page, PageRequest
 from streamspace.protocol import HeartbeatPayload
 from streamspace.states import ACTIVE_SESSION_STATES, AgentApproval, AgentStatus
 
@@ -18,8 +19,13 @@ async def get(db: AsyncSession, agent_id: str) -> Agent | None:
     return await db.get(Agent, agent_id)
 
 
-async def list_agents(db: AsyncSession) -> Sequence[Agent]:
-    return (await db.scalars(select(Agent).order_by(Agent.agent_id))).all()
+_BY_ID = Keyset("agents", Key(Agent.agent_id, str))
+
+
+async def list_agents(db: AsyncSession, page: PageRequest) -> Page[Agent]:
+    """A page of the agents, by id."""
+    found = (await db.scalars(_BY_ID.select(select(Agent), page))).all()
+    return _BY_ID.page(found, page, lambda agent: (agent.agent_id,))
 
 
 def create(
