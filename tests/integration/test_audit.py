@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import eventually, logged_in
+from tests.helpers import all_rows, eventually, logged_in
 from tests.manual_agent import ManualAgent, register
 from tests.processes import ApiProcess, create_user
 from tests.services import PostgresServer
@@ -44,20 +44,8 @@ async def admin(replica: ApiProcess) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def everything(client: httpx.AsyncClient, path: str, **params: Any) -> list[Any]:
-    """Every row of a list, following its ``next`` links."""
-    rows: list[Any] = []
-    response = await client.get(path, params=params)
-    while True:
-        assert response.status_code == 200, response.text
-        rows += response.json()
-        if "next" not in response.links:
-            return rows
-        response = await client.get(response.links["next"]["url"])
-
-
 async def audit(client: httpx.AsyncClient, **filters: Any) -> list[dict[str, Any]]:
-    return await everything(client, "/api/v1/audit", **filters)
+    return await all_rows(client, "/api/v1/audit", **filters)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +202,7 @@ async def test_session_pages_follow_the_link(
         response = await admin.post("/api/v1/sessions", json={"template": "xterm"})
         assert response.status_code == 201, response.text
         launched.append(response.json()["id"])
-    whole = [s["id"] for s in await everything(admin, "/api/v1/sessions")]
+    whole = [s["id"] for s in await all_rows(admin, "/api/v1/sessions")]
     assert whole[:5] == launched[::-1]  # newest first
     first = await admin.get("/api/v1/sessions", params={"limit": 2})
     assert [s["id"] for s in first.json()] == whole[:2]
@@ -226,7 +214,7 @@ async def test_session_pages_follow_the_link(
     assert "next" not in last.links and len(last.json()) == len(whole) + 1
     events = await admin.get(f"/api/v1/sessions/{launched[0]}/events", params={"limit": 1})
     assert len(events.json()) == 1 and events.json()[0]["to_state"] == "pending"
-    commands = await everything(admin, "/api/v1/commands", limit=1, session_id=launched[0])
+    commands = await all_rows(admin, "/api/v1/commands", limit=1, session_id=launched[0])
     assert [c["action"] for c in commands] == ["start_session"]
 
 

@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from streamspace.controlplane.deps import AddressDep, AdminActorDep, AdminDep, AgentsDep
 from streamspace.controlplane.errors import Unauthorized
-from streamspace.controlplane.routes.paging import PageDep, link_next
+from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import AgentKeyOut, AgentOut, AgentRegisterIn
 from streamspace.controlplane.routes.text import storable_url
@@ -43,7 +43,7 @@ async def register(
     return AgentKeyOut(agent_id=agent.agent_id, api_key=api_key, status=agent.approval)
 
 
-@router.get("", responses=ADMIN)
+@router.get("", responses=ADMIN | PAGED)
 async def list_agents(
     _admin: AdminDep, agents: AgentsDep, page: PageDep, request: Request, response: Response
 ) -> list[AgentOut]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime
 
 from streamspace.controlplane.deps import AdminDep, AuditDep
+from streamspace.controlplane.errors import Invalid
 from streamspace.controlplane.routes import text
-from streamspace.controlplane.routes.paging import PageDep, link_next
+from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED
 from streamspace.controlplane.routes.schemas import AuditEventOut
 from streamspace.controlplane.routes.text import storable_url
@@ -52,12 +54,20 @@ def audit_filters(
         action=action,
         target_kind=target_kind,
         target_id=target_id,
-        since=since,
-        until=until,
+        since=_utc(since, "since"),
+        until=_utc(until, "until"),
     )
 
 
-@router.get("")
+def _utc(moment: datetime | None, name: str) -> datetime | None:
+    """``moment`` in UTC (as stored); a time that has none (year 1 east of UTC) is refused."""
+    try:
+        return None if moment is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise Invalid(f"{name}: out of range") from None
+
+
+@router.get("", responses=PAGED)
 async def list_audit(
     _admin: AdminDep,
     audit: AuditDep,

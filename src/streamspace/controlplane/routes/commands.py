@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from streamspace.controlplane.deps import AdminDep, CommandsDep
 from streamspace.controlplane.routes import text
-from streamspace.controlplane.routes.paging import PageDep, link_next
+from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, errors
 from streamspace.controlplane.routes.schemas import CommandOut
 from streamspace.controlplane.routes.text import storable_url
@@ -22,7 +22,7 @@ router = APIRouter(
 )
 
 
-@router.get("")
+@router.get("", responses=PAGED)
 async def list_commands(
     _admin: AdminDep,
     commands: CommandsDep,

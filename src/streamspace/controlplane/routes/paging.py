@@ -33,6 +33,18 @@ def page_request(
 
 
 PageDep = Annotated[PageRequest, Depends(page_request)]
+PAGED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "One page of the list.",
+        "headers": {
+            "Link": {
+                "description": 'The next page, when there is one: `<URL>; rel="next"`.',
+                "schema": {"type": "string"},
+            }
+        },
+    }
+}
+"""The OpenAPI ``responses`` of a paged list route."""
 
 
 def link_next(request: Request, response: Response, page: Page[Any]) -> None:

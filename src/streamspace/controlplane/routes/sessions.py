@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from streamspace.controlplane.deps import AddressDep, SessionsDep, UserDep
-from streamspace.controlplane.routes.paging import PageDep, link_next
+from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import SessionEventOut, SessionIn, SessionOut
 from streamspace.controlplane.routes.text import storable_url
@@ -52,12 +52,19 @@ async def create_session(
     return SessionOut.of(created, viewer=user)
 
 
-@router.get("")
+@router.get("", responses=PAGED)
 async def list_sessions(
-    user: UserDep, sessions: SessionsDep, page: PageDep, request: Request, response: Response
+    user: UserDep,
+    sessions: SessionsDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
+    mine: Annotated[
+        bool, Query(description="Only your own sessions (administrators see all otherwise).")
+    ] = False,
 ) -> list[SessionOut]:
     """Your sessions (an administrator's: everybody's), newest first, a page at a time."""
-    found = await sessions.list(user, page)
+    found = await sessions.list(user, page, mine=mine)
     link_next(request, response, found)
     return [SessionOut.of(session, viewer=user) for session in found.items]
 
@@ -90,7 +97,7 @@ async def wake_session(
     return SessionOut.of(await sessions.wake(user, session_id, address), viewer=user)
 
 
-@router.get("/{session_id}/events", responses=errors(404))
+@router.get("/{session_id}/events", responses=PAGED | errors(404))
 async def session_events(
     session_id: str,
     user: UserDep,

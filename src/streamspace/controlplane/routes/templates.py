@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 
 from streamspace.controlplane.deps import AdminActorDep, TemplatesDep, UserDep
 from streamspace.controlplane.errors import Invalid
-from streamspace.controlplane.routes.paging import PageDep, link_next
+from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import TemplateIn, TemplateOut
 from streamspace.controlplane.routes.text import storable_url
@@ -19,7 +19,7 @@ router = APIRouter(
 )
 
 
-@router.get("")
+@router.get("", responses=PAGED)
 async def list_templates(
     _user: UserDep, templates: TemplatesDep, page: PageDep, request: Request, response: Response
 ) -> list[TemplateOut]:

@@ -92,9 +92,12 @@ class SessionService:
         async with reading(self._db) as db:
             return await session_repo.events(db, session.id, page)
 
-    async def list(self, user: User, page: PageRequest = _FIRST) -> Page[Session]:
-        """A page of the user's sessions (an administrator's: everybody's), newest first."""
-        owner = None if user.role == UserRole.ADMIN else user.id
+    async def list(
+        self, user: User, page: PageRequest = _FIRST, *, mine: bool = False
+    ) -> Page[Session]:
+        """A page of the user's sessions (an administrator's: everybody's, unless ``mine``),
+        newest first."""
+        owner = None if user.role == UserRole.ADMIN and not mine else user.id
         async with reading(self._db) as db:
             return await session_repo.list_sessions(db, owner_id=owner, page=page)
 

@@ -4,7 +4,7 @@ import { api, ApiError } from "./api.js";
 import { $, showError } from "./dom.js";
 import { homeView } from "./home.js";
 import { viewerView } from "./viewer.js";
-import { agentsView, allSessionsView, commandsView } from "./admin.js";
+import { agentsView, allSessionsView, auditView, commandsView } from "./admin.js";
 
 const ui = {
   loading: $("loading"),
@@ -29,7 +29,7 @@ const messageView = {
   hide() {},
 };
 
-const VIEWS = [homeView, viewerView, agentsView, allSessionsView, commandsView, messageView];
+const VIEWS = [homeView, viewerView, agentsView, allSessionsView, commandsView, auditView, messageView];
 
 /** Shared with the views: who is signed in and what to do when the sign-in is lost. */
 const ctx = {
@@ -59,6 +59,7 @@ function resolve() {
   if ((m = path.match(/^\/sessions\/([^/]+)\/?$/))) return [viewerView, { id: decodeURIComponent(m[1]) }, false];
   if (path === "/admin/agents") return [agentsView, {}, true];
   if (path === "/admin/sessions") return [allSessionsView, {}, true];
+  if (path === "/admin/audit") return [auditView, {}, true];
   if ((m = path.match(/^\/admin\/sessions\/([^/]+)\/commands\/?$/))) {
     return [commandsView, { id: decodeURIComponent(m[1]) }, true];
   }
