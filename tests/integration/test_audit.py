@@ -226,9 +226,22 @@ async def test_session_pages_follow_the_link(
         ("/api/v1/audit", {"limit": 0}, "limit"),
         ("/api/v1/templates", {"limit": 501}, "limit"),
         ("/api/v1/audit", {"since": "2026-12-01T10:00:00"}, "since"),
+        ("/api/v1/audit", {"until": "0.5"}, "until"),
+        ("/api/v1/audit", {"since": "2026-13-01T10:00:00Z"}, "since"),
+        ("/api/v1/audit", {"until": "0001-01-01T00:00:00+01:00"}, "until"),
         ("/api/v1/audit", {"action": "DROP TABLE"}, "action"),
     ],
-    ids=["unsafe-cursor", "garbage-cursor", "limit-0", "limit-501", "naive-since", "action"],
+    ids=[
+        "unsafe-cursor",
+        "garbage-cursor",
+        "limit-0",
+        "limit-501",
+        "naive-since",
+        "number-until",
+        "month-13",
+        "before-utc",
+        "action",
+    ],
 )
 async def test_bad_paging_parameters_are_422(
     admin: httpx.AsyncClient, path: str, params: dict[str, Any], field: str

@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime
+from fastapi.exceptions import RequestValidationError
 
 from streamspace.controlplane.deps import AdminDep, AuditDep
-from streamspace.controlplane.errors import Invalid
 from streamspace.controlplane.routes import text
 from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED
@@ -24,6 +23,8 @@ router = APIRouter(
     dependencies=[Depends(storable_url)],
 )
 
+_TIME = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
+"""ISO 8601 with a zone (``Z`` or an offset): a time without one would be ambiguous."""
 _ACTION = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?$"
 
 
@@ -43,10 +44,10 @@ def audit_filters(
     target_kind: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")] = None,
     target_id: Annotated[str | None, Query(max_length=255, pattern=text.NO_NUL_PATTERN)] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="From this time on (ISO 8601, with a zone).")
+        str | None, Query(pattern=_TIME, description="From this time on (ISO 8601, with a zone).")
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="Before this time (ISO 8601, with a zone).")
+        str | None, Query(pattern=_TIME, description="Before this time (ISO 8601, with a zone).")
     ] = None,
 ) -> Filters:
     return Filters(
@@ -59,12 +60,16 @@ def audit_filters(
     )
 
 
-def _utc(moment: datetime | None, name: str) -> datetime | None:
-    """``moment`` in UTC (as stored); a time that has none (year 1 east of UTC) is refused."""
+def _utc(text: str | None, name: str) -> datetime | None:
+    """The time ``text`` names, in UTC (as stored); 422 for one that does not exist (month
+    13) or has no UTC equivalent (year 1 east of UTC)."""
+    if text is None:
+        return None
     try:
-        return None if moment is None else moment.astimezone(UTC)
-    except OverflowError:
-        raise Invalid(f"{name}: out of range") from None
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
+        error = {"loc": ("query", name), "msg": "not a time", "type": "datetime_parsing"}
+        raise RequestValidationError([error]) from None
 
 
 @router.get("", responses=PAGED)
