@@ -408,7 +408,7 @@ async def agents_with_pending(db: AsyncSession, agent_ids: Collection[str]) -> s
 
 async def count_by_status(db: AsyncSession) -> dict[str, int]:
     rows = await db.execute(select(AgentCommand.status, func.count()).group_by(AgentCommand.status))
-    return {status: count for status, count in rows.tuples().all()}
+    return {status: count for status, count in rows.all()}
 
 
 def _unlocked(*conditions: Any) -> Select[uuid.UUID]:

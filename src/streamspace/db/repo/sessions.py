@@ -247,9 +247,14 @@ async def events(db: AsyncSession, session_id: str) -> Sequence[SessionEvent]:
     ).all()
 
 
-async def count_by_state(db: AsyncSession) -> dict[str, int]:
-    rows = await db.execute(select(Session.state, func.count()).group_by(Session.state))
-    return {state: count for state, count in rows.tuples().all()}
+async def count_by_template_and_state(db: AsyncSession) -> dict[tuple[str, str], int]:
+    """How many sessions each ``(template, state)`` has (one grouped scan)."""
+    rows = await db.execute(
+        select(Session.template_name, Session.state, func.count()).group_by(
+            Session.template_name, Session.state
+        )
+    )
+    return {(template, state): count for template, state, count in rows.all()}
 
 
 async def stuck(db: AsyncSession, *, unchanged_since: datetime) -> Sequence[Session]:
