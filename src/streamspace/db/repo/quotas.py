@@ -47,7 +47,7 @@ async def groups_of(db: AsyncSession, user_ids: Collection[str]) -> dict[str, li
         return {}
     rows = await db.execute(_GROUPS_OF, {"user_ids": padded(user_ids)})
     found: dict[str, list[Group]] = defaultdict(list)
-    for user_id, group in rows.tuples():
+    for user_id, group in rows:
         found[user_id].append(group)
     return dict(found)
 
@@ -68,6 +68,6 @@ async def session_counts(
         _COUNTS, {"user_ids": padded(user_ids), "states": padded(sorted(states))}
     )
     found: dict[str, dict[str, int]] = defaultdict(dict)
-    for owner_id, state, count in rows.tuples():
+    for owner_id, state, count in rows:
         found[owner_id][state] = count
     return dict(found)
