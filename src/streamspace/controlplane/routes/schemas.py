@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from streamspace.bounds import (
@@ -196,8 +204,9 @@ class CommandOut(BaseModel):
 
 MAX_ALLOWED_TEMPLATES = 1000
 TemplateName = Annotated[str, Name]
-SessionLimit = Annotated[int, Field(ge=0, le=100_000)]
-Minutes = Annotated[int, Field(ge=1, le=10_000_000)]
+SessionLimit = Annotated[StrictInt, Field(ge=0, le=100_000)]
+"""Strict: ``"2"`` and ``true`` are not numbers of sessions."""
+Minutes = Annotated[StrictInt, Field(ge=1, le=10_000_000)]
 
 
 class GroupLimitsIn(_Input):
