@@ -43,6 +43,11 @@ class Limits:
         return self.allowed_templates is None or template in self.allowed_templates
 
     @property
+    def counts_sessions(self) -> bool:
+        """Whether deciding for this user needs their sessions counted."""
+        return self.max_running_sessions is not None or self.max_hibernated_sessions is not None
+
+    @property
     def max_age_seconds(self) -> int | None:
         minutes = self.max_session_minutes
         return None if minutes is None else minutes * 60
@@ -151,16 +156,13 @@ async def quotas_of(
         )
         for user_id in user_ids
     }
-    limited = [
-        user_id
-        for user_id, quota in quotas.items()
-        if quota.limits.max_running_sessions is not None
-        or quota.limits.max_hibernated_sessions is not None
-        or not lock
+    # Deciding counts only the users with a limit (and locks them first); showing counts all.
+    counted = [
+        user_id for user_id, quota in quotas.items() if quota.limits.counts_sessions or not lock
     ]
     if lock:
-        await quota_repo.lock_owners(db, limited)
-    counts = await quota_repo.session_counts(db, limited, RUNNING_STATES | HIBERNATED_STATES)
+        await quota_repo.lock_owners(db, counted)
+    counts = await quota_repo.session_counts(db, counted, RUNNING_STATES | HIBERNATED_STATES)
     for user_id, by_state in counts.items():
         quota = quotas[user_id]
         quota.running = sum(by_state.get(state, 0) for state in RUNNING_STATES)
