@@ -302,14 +302,12 @@ def test_groups_commands(tmp_path: Path) -> None:
 
     for refused, words in [
         (("groups", "create", "team"), "group 'team' already exists"),
-        (("groups", "create", "Bad Name"), "name: String should match pattern"),
         (("groups", "add-member", "team", "bob"), "user 'bob' not found"),
     ]:
         answer = run(*refused, env=env)
         assert answer.returncode == 1, (refused, answer.stdout)
         assert words in answer.stderr and "Traceback" not in answer.stderr, answer.stderr
 
-    assert run("groups", "remove-member", "team", "ann", env=env).returncode == 0
     assert run("groups", "delete", "team", env=env).returncode == 0
     assert sqlite_rows(database, "SELECT count(*) FROM groups") == [(0,)]
     assert sqlite_rows(database, "SELECT count(*) FROM group_members") == [(0,)]
