@@ -36,3 +36,8 @@ DOORBELLS = Counter(
     "Cross-replica doorbells by outcome (delivered, lost = no subscriber, no_owner, error)",
     ["result"],
 )
+QUOTA_REFUSALS = Counter(
+    "streamspace_quota_refusals_total",
+    "Requests refused by a user's quota, by the limit that refused them",
+    ["limit"],
+)

@@ -36,7 +36,14 @@ _INSERT_SESSION = insert(_SESSIONS)
 _INSERT_EVENT = insert(Base.metadata.tables[SessionEvent.__tablename__])
 
 
-def new(owner: User, template: Template, *, agent_id: str, idle_timeout: int | None) -> Session:
+def new(
+    owner: User,
+    template: Template,
+    *,
+    agent_id: str,
+    idle_timeout: int | None,
+    max_age_seconds: int | None = None,
+) -> Session:
     """A pending session of ``template`` on ``agent_id``, not written yet (:func:`insert_new`)."""
     now = utcnow()
     session = Session(
@@ -48,6 +55,7 @@ def new(owner: User, template: Template, *, agent_id: str, idle_timeout: int | N
         platform_state={},
         persistent_home=template.persistent_home,
         idle_timeout=idle_timeout,
+        max_age_seconds=max_age_seconds,
         active_viewers=0,
         created_at=now,
         updated_at=now,
