@@ -37,6 +37,8 @@ TABLES = {
     "session_viewers",
     "idempotency_keys",
     "audit_events",
+    "groups",
+    "group_members",
 }
 TRIGGER = "agent_commands_updated_at_trigger"
 FUNCTION = "update_agent_commands_updated_at"

@@ -5,6 +5,7 @@ import { $, showError } from "./dom.js";
 import { homeView } from "./home.js";
 import { viewerView } from "./viewer.js";
 import { agentsView, allSessionsView, auditView, commandsView } from "./admin.js";
+import { groupsView } from "./groups.js";
 
 const ui = {
   loading: $("loading"),
@@ -29,7 +30,9 @@ const messageView = {
   hide() {},
 };
 
-const VIEWS = [homeView, viewerView, agentsView, allSessionsView, commandsView, auditView, messageView];
+const VIEWS = [
+  homeView, viewerView, agentsView, allSessionsView, commandsView, groupsView, auditView, messageView,
+];
 
 /** Shared with the views: who is signed in and what to do when the sign-in is lost. */
 const ctx = {
@@ -59,6 +62,7 @@ function resolve() {
   if ((m = path.match(/^\/sessions\/([^/]+)\/?$/))) return [viewerView, { id: decodeURIComponent(m[1]) }, false];
   if (path === "/admin/agents") return [agentsView, {}, true];
   if (path === "/admin/sessions") return [allSessionsView, {}, true];
+  if (path === "/admin/groups") return [groupsView, {}, true];
   if (path === "/admin/audit") return [auditView, {}, true];
   if ((m = path.match(/^\/admin\/sessions\/([^/]+)\/commands\/?$/))) {
     return [commandsView, { id: decodeURIComponent(m[1]) }, true];
