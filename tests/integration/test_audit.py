@@ -262,3 +262,26 @@ async def test_a_cursor_of_another_list_is_422(admin: httpx.AsyncClient) -> None
 async def test_only_administrators_read_the_audit_log(replica: ApiProcess) -> None:
     async with logged_in(replica.url, "carol", "carol-password") as carol:
         assert (await carol.get("/api/v1/audit")).status_code == 403
+
+
+async def test_group_changes_are_audited_and_groups_paged(admin: httpx.AsyncClient) -> None:
+    for name in ("audit-a", "audit-b", "audit-c"):
+        created = await admin.post("/api/v1/groups", json={"name": name, "max_running_sessions": 2})
+        assert created.status_code == 201, created.text
+    assert (await admin.put("/api/v1/groups/audit-a/members/carol")).status_code == 200
+    assert (await admin.delete("/api/v1/groups/audit-a/members/carol")).status_code == 200
+    assert (await admin.delete("/api/v1/groups/audit-c")).status_code == 204
+    rows = await audit(admin, action="group.*")
+    assert [(row["action"], row["target_id"]) for row in rows] == [
+        ("group.delete", "audit-c"),
+        ("group.remove_member", "audit-a"),
+        ("group.add_member", "audit-a"),
+        ("group.create", "audit-c"),
+        ("group.create", "audit-b"),
+        ("group.create", "audit-a"),
+    ]
+    assert rows[1]["detail"] == {"username": "carol"} and rows[1]["actor"] == "admin"
+    first = await admin.get("/api/v1/groups", params={"limit": 1})
+    assert [g["name"] for g in first.json()] == ["audit-a"]
+    rest = await _follow(admin, first.links["next"]["url"])
+    assert [g["name"] for g in rest] == ["audit-b"]

@@ -129,7 +129,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             AgentService(db=db, hub=hub, settings=settings, audit=audit),
             LoginService(db=db, settings=settings, throttle=throttle, tokens=tokens, audit=audit),
             CommandHistory(db=db),
-            GroupService(db=db),
+            GroupService(db=db, audit=audit),
             Quotas(db=db, settings=settings),
             HealthService(db=db, hub=hub),
             ConnectTickets(db=db, settings=settings, sessions=session_service),

@@ -111,7 +111,7 @@ async def db(migrated_db: SessionFactory) -> SessionFactory:
                 last_heartbeat=utcnow(),
             )
         )
-    groups = GroupService(db=migrated_db)
+    groups = GroupService(db=migrated_db, audit=AuditLog(db=migrated_db))
     await groups.create(
         "team", {"max_running_sessions": 2, "max_session_minutes": 90, "allowed_templates": None}
     )
@@ -151,7 +151,9 @@ async def test_a_refused_launch_claims_no_key_and_a_template_can_be_refused(
     db: SessionFactory,
 ) -> None:
     writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10), audit=AuditLog(db=db))
-    await GroupService(db=db).update("team", {"allowed_templates": ["xterm"]})
+    await GroupService(db=db, audit=AuditLog(db=db)).update(
+        "team", {"allowed_templates": ["xterm"]}
+    )
     with pytest.raises(Forbidden, match="template 'xedit' is not allowed for your groups"):
         await writer.launch(ANN, "xedit")
     for _ in range(2):
