@@ -31,3 +31,8 @@ DOORBELLS = Counter(
     "Cross-replica doorbells by outcome (delivered, lost = no subscriber, no_owner, error)",
     ["result"],
 )
+POLICY_ACTIONS = Counter(
+    "streamspace_policy_actions_total",
+    "Sessions hibernated or stopped by a lifecycle policy (idle, max_age, retention)",
+    ["reason", "action"],
+)

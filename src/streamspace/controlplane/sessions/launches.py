@@ -23,6 +23,7 @@ from typing import NamedTuple
 from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
 from streamspace.controlplane.errors import NotFound, Unavailable
+from streamspace.controlplane.sessions.policies import effective_policy
 from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.engine import DbSession, SessionFactory, transaction
 from streamspace.db.errors import ConstraintViolation
@@ -140,7 +141,7 @@ class LaunchWriter:
             outcomes: list[Outcome] = [
                 launch.repeated()
                 if position in repeated
-                else _place(launch, templates.get(launch.template_name), candidates)
+                else _place(launch, templates.get(launch.template_name), candidates, self._settings)
                 for position, launch in enumerate(batch)
             ]
             outcomes = await _claim_keys(db, batch, outcomes, candidates)
@@ -204,7 +205,10 @@ async def _claim_keys(
 
 
 def _place(
-    launch: _Launch, template: Template | None, candidates: list[agent_repo.Candidate]
+    launch: _Launch,
+    template: Template | None,
+    candidates: list[agent_repo.Candidate],
+    settings: ApiSettings,
 ) -> Launched | NotFound | Unavailable:
     """The launch's session and start command on the least loaded agent that fits, or why
     there is none (counted on the chosen candidate, for the launches after it)."""
@@ -218,7 +222,8 @@ def _place(
             "try again later or ask an administrator"
         )
     agent.used += 1
-    session = session_repo.new(launch.user, template, agent_id=agent.agent_id, idle_timeout=None)
+    policy = effective_policy(template, settings)
+    session = session_repo.new(launch.user, template, agent_id=agent.agent_id, policy=policy)
     command = command_repo.new(
         agent_id=agent.agent_id,
         session_id=session.id,
