@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane.commands.outcomes import apply_outcome
 from streamspace.controlplane.hub import Cut
+from streamspace.controlplane.routes.schemas import TemplateIn
 from streamspace.controlplane.sessions.enforcer import PolicyEnforcer
 from streamspace.controlplane.sessions.policies import describe, duration, effective_policy
 from streamspace.db.engine import SessionFactory
@@ -28,6 +30,13 @@ from tests.unit.core.conftest import AGENT, Clock, Rows
 IDLE = 30 * 60
 MAX_AGE = 8 * 3600
 RETENTION = 7 * 86_400
+POLICY_FIELDS = (
+    "idle_timeout_minutes",
+    "idle_action",
+    "max_age_minutes",
+    "hibernated_retention_days",
+    "retention_home",
+)
 
 
 class Probe:
@@ -327,3 +336,27 @@ def test_reasons_read_in_the_largest_whole_unit() -> None:
     assert describe(PolicyReason.IDLE, 1800) == "idle 30 min"
     assert describe(PolicyReason.MAX_AGE, 28_800) == "max age 8 h"
     assert describe(PolicyReason.RETENTION, 604_800) == "hibernated 7 d"
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"idle_timeout_minutes": 0},
+        {"idle_timeout_minutes": -1},
+        {"idle_action": "pause"},
+        {"max_age_minutes": 10 * 365 * 24 * 60 + 1},
+        {"hibernated_retention_days": 0},
+        {"retention_home": "delete"},
+        {"idle_timeout_minutes": "soon"},
+    ],
+)
+def test_template_policies_are_validated(policy: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        TemplateIn(name="t", display_name="T", **policy)
+
+
+def test_template_policies_default_to_the_site() -> None:
+    fields = TemplateIn(name="t", display_name="T").model_dump()
+    assert {name: fields[name] for name in POLICY_FIELDS} == dict.fromkeys(POLICY_FIELDS)
+    custom = TemplateIn(name="t", display_name="T", idle_timeout_minutes=0.05, idle_action="stop")
+    assert (custom.idle_timeout_minutes, custom.idle_action) == (0.05, "stop")

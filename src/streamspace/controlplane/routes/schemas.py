@@ -137,9 +137,7 @@ class SessionOut(BaseModel):
         running = session.state == SessionState.RUNNING
         if viewer.role == UserRole.ADMIN and running:
             vnc = VncEndpoint.from_columns(session.vnc_host, session.vnc_port)
-        idle_deadline = None
-        if running and session.idle_timeout is not None and session.last_activity is not None:
-            idle_deadline = session.last_activity + timedelta(seconds=session.idle_timeout)
+        idle_deadline, idle_warning_at = _idle_deadlines(session, warning)
         return cls(
             id=session.id,
             owner=session.owner.username,
@@ -156,14 +154,20 @@ class SessionOut(BaseModel):
             active_viewers=session.active_viewers or 0,
             idle_action=session.idle_action if session.idle_timeout is not None else None,
             idle_deadline=idle_deadline,
-            idle_warning_at=None
-            if idle_deadline is None
-            else max(
-                session.last_activity or idle_deadline, idle_deadline - timedelta(seconds=warning)
-            ),
+            idle_warning_at=idle_warning_at,
             stop_at=session.stop_at,
             retain_until=session.retain_until if session.state == SessionState.HIBERNATED else None,
         )
+
+
+def _idle_deadlines(session: Session, warning: float) -> tuple[datetime | None, datetime | None]:
+    """A running session's idle deadline, and from when a viewer warns of it (``warning``
+    seconds before, but not before its last activity); ``None`` without an idle timeout."""
+    last = session.last_activity
+    if session.state != SessionState.RUNNING or session.idle_timeout is None or last is None:
+        return None, None
+    deadline = last + timedelta(seconds=session.idle_timeout)
+    return deadline, max(last, deadline - timedelta(seconds=warning))
 
 
 class SessionEventOut(BaseModel):
