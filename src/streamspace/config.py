@@ -129,8 +129,8 @@ class ApiSettings(RedisSettings):
     session_idle_action: Literal["hibernate", "stop"] = "hibernate"
     """Site default: what an idle session gets."""
     session_max_age_minutes: float | None = Field(default=None, gt=0, le=MAX_POLICY_MINUTES)
-    """Site default: minutes after its launch a running session is stopped, however active
-    (``None``: never)."""
+    """Site default: minutes after its launch a session (running or hibernated) is stopped,
+    however active (``None``: never)."""
     session_hibernated_retention_days: float | None = Field(
         default=None, gt=0, le=MAX_POLICY_MINUTES / 1440
     )

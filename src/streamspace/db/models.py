@@ -153,7 +153,8 @@ class Session(Base):
     idle_action: Mapped[str | None] = mapped_column(String(16))
     """``hibernate`` or ``stop``: what the idle policy does."""
     stop_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    """The maximum-age deadline: a running session is stopped then (``None`` = never)."""
+    """The maximum-age deadline: the session is stopped then, running or hibernated
+    (``None`` = never)."""
     hibernated_retention: Mapped[int | None] = mapped_column(Integer)
     """Seconds a hibernated session is kept before it is stopped (``None`` = for ever)."""
     retention_home: Mapped[str | None] = mapped_column(String(8))

@@ -360,3 +360,25 @@ def test_template_policies_default_to_the_site() -> None:
     assert {name: fields[name] for name in POLICY_FIELDS} == dict.fromkeys(POLICY_FIELDS)
     custom = TemplateIn(name="t", display_name="T", idle_timeout_minutes=0.05, idle_action="stop")
     assert (custom.idle_timeout_minutes, custom.idle_action) == (0.05, "stop")
+
+
+async def test_max_age_stops_a_hibernated_session_too(
+    enforcer: PolicyEnforcer, rows: Rows, clock: Clock, probe: Probe
+) -> None:
+    """Its home as the retention says (here: removed)."""
+    session_id = await _session(
+        rows,
+        clock,
+        SessionState.HIBERNATED,
+        stop_at=clock.now() + timedelta(seconds=MAX_AGE),
+        retention_home="remove",
+    )
+
+    clock.advance(MAX_AGE)
+    await enforcer.run_once()
+
+    [command] = await _commands(rows, session_id)
+    assert (command.action, command.reason) == (Action.STOP_SESSION, "max age 8 h")
+    assert command.payload == {"state": {"pid": 1}, "keep_home": False}
+    assert (await _details(rows, session_id))[-1] == ("hibernated", "stopping", "max age 8 h")
+    assert probe.cuts == []

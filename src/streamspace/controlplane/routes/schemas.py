@@ -77,7 +77,7 @@ class TemplateIn(_Input):
     """Minutes without viewer input before ``idle_action`` (fractions allowed, >= 1 s)."""
     idle_action: Literal["hibernate", "stop"] | None = None
     max_age_minutes: float | None = Field(default=None, gt=0, le=MAX_POLICY_MINUTES)
-    """Minutes after its launch a running session is stopped, however active."""
+    """Minutes after its launch a session is stopped, however active (hibernated too)."""
     hibernated_retention_days: float | None = Field(
         default=None, gt=0, le=MAX_POLICY_MINUTES / 1440
     )
@@ -124,7 +124,7 @@ class SessionOut(BaseModel):
     idle_warning_at: datetime | None = None
     """From when a viewer warns of ``idle_deadline`` (``SESSION_IDLE_WARNING_MINUTES``)."""
     stop_at: datetime | None = None
-    """The maximum-age deadline: a running session is stopped then."""
+    """The maximum-age deadline: the session is stopped then (running or hibernated)."""
     retain_until: datetime | None = None
     """A hibernated session is stopped then (its retention)."""
 

@@ -89,24 +89,28 @@ async def take_idle(
 async def take_overdue(
     db: AsyncSession, *, now: datetime, describe: Describe, limit: int = MAX_PER_RUN
 ) -> list[Taken]:
-    """Running sessions past their maximum age (``stop_at``): ``stopping`` now."""
-    rows = await _take(
-        db,
-        (Session.state == SessionState.RUNNING.value, Session.stop_at <= now),
-        to=SessionState.STOPPING,
-        now=now,
-        limit=limit,
-    )
-    taken = [
-        _taken(
-            row,
-            SessionState.RUNNING,
-            SessionState.STOPPING,
-            describe(PolicyReason.MAX_AGE, _seconds(row.stop_at - row.created_at)),
-            keep_home=False,
+    """Running and hibernated sessions past their maximum age (``stop_at``): ``stopping``
+    now. A hibernated one keeps its home as its ``retention_home`` says."""
+    taken: list[Taken] = []
+    for state in (SessionState.RUNNING, SessionState.HIBERNATED):
+        rows = await _take(
+            db,
+            (Session.state == state.value, Session.stop_at <= now),
+            to=SessionState.STOPPING,
+            now=now,
+            limit=limit,
         )
-        for row in rows
-    ]
+        taken += [
+            _taken(
+                row,
+                state,
+                SessionState.STOPPING,
+                describe(PolicyReason.MAX_AGE, _seconds(row.stop_at - row.created_at)),
+                keep_home=state is SessionState.HIBERNATED
+                and row.retention_home != RetentionHome.REMOVE.value,
+            )
+            for row in rows
+        ]
     await _record(db, taken, now)
     return taken
 
