@@ -17,9 +17,18 @@ from streamspace.controlplane.commands.outcomes import apply_outcome
 from streamspace.controlplane.hub import Cut
 from streamspace.controlplane.routes.schemas import TemplateIn
 from streamspace.controlplane.sessions.enforcer import PolicyEnforcer
+from streamspace.controlplane.sessions.launches import Launched, LaunchWriter
 from streamspace.controlplane.sessions.policies import describe, duration, effective_policy
 from streamspace.db.engine import SessionFactory
-from streamspace.db.models import AgentCommand, Session, SessionEvent, Template, utcnow
+from streamspace.db.models import (
+    Agent,
+    AgentCommand,
+    Session,
+    SessionEvent,
+    Template,
+    User,
+    utcnow,
+)
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import policies as policy_repo
 from streamspace.db.repo import viewers
@@ -313,6 +322,10 @@ def test_a_template_policy_wins_over_the_site_default() -> None:
         43_200,
         RetentionHome.KEEP,
     )
+    # The owner's quota caps the maximum age, whichever is smaller.
+    assert effective_policy(own, site, quota_max_age=1800).max_age == 1800
+    assert effective_policy(own, site, quota_max_age=7200).max_age == 3600
+    assert effective_policy(plain, ApiSettings(), quota_max_age=5400).max_age == 5400
     assert tuple(effective_policy(plain, ApiSettings())) == (
         None,
         IdleAction.HIBERNATE,
@@ -382,3 +395,43 @@ async def test_max_age_stops_a_hibernated_session_too(
     assert command.payload == {"state": {"pid": 1}, "keep_home": False}
     assert (await _details(rows, session_id))[-1] == ("hibernated", "stopping", "max age 8 h")
     assert probe.cuts == []
+
+
+async def test_a_launch_stores_its_effective_policy(migrated_db: SessionFactory) -> None:
+    """Fixed on the session: a later template edit does not change it."""
+    ann = User(id="u-ann", username="ann", password_hash="x", role="user")
+    async with migrated_db() as db, db.begin():
+        db.add(User(id=ann.id, username=ann.username, password_hash="x", role="user"))
+        db.add(
+            Template(
+                name="kiosk",
+                display_name="Kiosk",
+                command=["x"],
+                idle_timeout_minutes=10,
+                idle_action="stop",
+                max_age_minutes=60,
+            )
+        )
+        db.add(
+            Agent(
+                agent_id=AGENT,
+                platform="local",
+                status="online",
+                approval="approved",
+                api_key_hash="x",
+                capacity=10,
+                last_heartbeat=utcnow(),
+            )
+        )
+    site = ApiSettings(heartbeat_interval=10, session_hibernated_retention_days=7)
+    launched = await LaunchWriter(db=migrated_db, settings=site).launch(ann, "kiosk")
+    assert isinstance(launched, Launched)
+    async with migrated_db() as db, db.begin():
+        template = await db.get(Template, "kiosk")
+        assert template is not None
+        template.idle_timeout_minutes = 1  # edited after the launch
+    session = await Rows(migrated_db, Clock()).get_session(launched.session.id)
+    assert (session.idle_timeout, session.idle_action) == (600, "stop")
+    assert (session.max_age_seconds, session.hibernated_retention) == (3600, 604_800)
+    assert session.retention_home == "keep"
+    assert session.stop_at == session.created_at + timedelta(hours=1)

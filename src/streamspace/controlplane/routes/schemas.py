@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from streamspace.bounds import (
@@ -20,7 +28,9 @@ from streamspace.bounds import (
     check_launch_size,
 )
 from streamspace.config import MAX_POLICY_MINUTES
+from streamspace.controlplane.auth.groups import GroupView
 from streamspace.controlplane.routes import text
+from streamspace.controlplane.sessions.quotas import Quota
 from streamspace.db.models import AgentCommand, Session, User
 from streamspace.protocol import VncEndpoint
 from streamspace.states import SessionState, UserRole
@@ -127,6 +137,9 @@ class SessionOut(BaseModel):
     """The maximum-age deadline: the session is stopped then (running or hibernated)."""
     retain_until: datetime | None = None
     """A hibernated session is stopped then (its retention)."""
+    max_age_seconds: int | None = None
+    """The longest the session may last from ``created_at``: the smaller of its template's
+    maximum age and its owner's quota at launch (``stop_at`` is the deadline)."""
 
     @classmethod
     def of(cls, session: Session, *, viewer: User, warning: float = 0) -> SessionOut:
@@ -152,6 +165,7 @@ class SessionOut(BaseModel):
             updated_at=session.updated_at,
             last_activity=session.last_activity,
             active_viewers=session.active_viewers or 0,
+            max_age_seconds=session.max_age_seconds,
             idle_action=session.idle_action if session.idle_timeout is not None else None,
             idle_deadline=idle_deadline,
             idle_warning_at=idle_warning_at,
@@ -230,3 +244,98 @@ class CommandOut(BaseModel):
     @classmethod
     def of(cls, command: AgentCommand) -> CommandOut:
         return cls.model_validate(command)
+
+
+MAX_ALLOWED_TEMPLATES = 1000
+TemplateName = Annotated[str, Name]
+SessionLimit = Annotated[StrictInt, Field(ge=0, le=100_000)]
+"""Strict: ``"2"`` and ``true`` are not numbers of sessions."""
+Minutes = Annotated[StrictInt, Field(ge=1, le=10_000_000)]
+
+
+class GroupLimitsIn(_Input):
+    """A group's quota; a limit left ``null`` is the site default's (``QUOTA_*``)."""
+
+    max_running_sessions: SessionLimit | None = None
+    """Sessions a member may have starting, running or waking at once."""
+    max_hibernated_sessions: SessionLimit | None = None
+    """Hibernated sessions a member may keep."""
+    max_session_minutes: Minutes | None = None
+    """The longest a member's session may last."""
+    allowed_templates: list[TemplateName] | None = Field(
+        default=None, max_length=MAX_ALLOWED_TEMPLATES
+    )
+    """The templates members may launch; ``null``: all."""
+
+
+class GroupIn(GroupLimitsIn):
+    name: str = Name
+    description: str = Field(default="", max_length=4000)
+
+
+class GroupPatch(GroupLimitsIn):
+    """The fields to change; those left out stay as they are, ``null`` clears a limit."""
+
+    description: str | None = Field(default=None, max_length=4000)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request named (a ``null`` description is the empty one)."""
+        changed = self.model_dump(include=self.model_fields_set)
+        if "description" in changed and changed["description"] is None:
+            changed["description"] = ""
+        return changed
+
+
+class GroupOut(BaseModel):
+    name: str
+    description: str
+    max_running_sessions: int | None
+    max_hibernated_sessions: int | None
+    max_session_minutes: int | None
+    allowed_templates: list[str] | None
+    members: list[str]
+    """Usernames, sorted."""
+    created_at: datetime
+
+    @classmethod
+    def of(cls, view: GroupView) -> GroupOut:
+        group = view.group
+        return cls(
+            name=group.name,
+            description=group.description,
+            max_running_sessions=group.max_running_sessions,
+            max_hibernated_sessions=group.max_hibernated_sessions,
+            max_session_minutes=group.max_session_minutes,
+            allowed_templates=group.allowed_templates,
+            members=view.members,
+            created_at=group.created_at,
+        )
+
+
+class QuotaOut(BaseModel):
+    """A user's effective limits (``null``: none) and what they hold now."""
+
+    groups: list[str]
+    running_sessions: int
+    """Sessions starting, running or waking."""
+    hibernated_sessions: int
+    """Sessions hibernating or hibernated."""
+    max_running_sessions: int | None
+    max_hibernated_sessions: int | None
+    max_session_minutes: int | None
+    allowed_templates: list[str] | None
+    """Templates the user may launch; ``null``: all."""
+
+    @classmethod
+    def of(cls, quota: Quota) -> QuotaOut:
+        limits = quota.limits
+        allowed = limits.allowed_templates
+        return cls(
+            groups=quota.groups,
+            running_sessions=quota.running,
+            hibernated_sessions=quota.hibernated,
+            max_running_sessions=limits.max_running_sessions,
+            max_hibernated_sessions=limits.max_hibernated_sessions,
+            max_session_minutes=limits.max_session_minutes,
+            allowed_templates=None if allowed is None else sorted(allowed),
+        )

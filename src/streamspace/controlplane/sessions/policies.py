@@ -21,17 +21,23 @@ _REASON_WORDS = {
 _UNITS = ((86_400, "d"), (3_600, "h"), (60, "min"))
 
 
-def effective_policy(template: Template, settings: ApiSettings) -> Policy:
-    """The policy a new session of ``template`` gets."""
+def effective_policy(
+    template: Template, settings: ApiSettings, *, quota_max_age: int | None = None
+) -> Policy:
+    """The policy a new session of ``template`` gets; its maximum age is the smaller of the
+    template's (or the site's) and ``quota_max_age``, the owner's quota (seconds)."""
 
     def pick(own: float | None, default: float | None, unit: float) -> int | None:
         value = own if own is not None else default
         return None if value is None else seconds(value * unit)
 
+    max_age = pick(template.max_age_minutes, settings.session_max_age_minutes, 60)
+    if quota_max_age is not None:
+        max_age = quota_max_age if max_age is None else min(max_age, quota_max_age)
     return Policy(
         idle_timeout=pick(template.idle_timeout_minutes, settings.session_idle_timeout_minutes, 60),
         idle_action=IdleAction(template.idle_action or settings.session_idle_action),
-        max_age=pick(template.max_age_minutes, settings.session_max_age_minutes, 60),
+        max_age=max_age,
         hibernated_retention=pick(
             template.hibernated_retention_days, settings.session_hibernated_retention_days, 86_400
         ),

@@ -5,6 +5,7 @@ import { $, showError } from "./dom.js";
 import { homeView } from "./home.js";
 import { viewerView } from "./viewer.js";
 import { agentsView, allSessionsView, commandsView } from "./admin.js";
+import { groupsView } from "./groups.js";
 
 const ui = {
   loading: $("loading"),
@@ -29,7 +30,7 @@ const messageView = {
   hide() {},
 };
 
-const VIEWS = [homeView, viewerView, agentsView, allSessionsView, commandsView, messageView];
+const VIEWS = [homeView, viewerView, agentsView, allSessionsView, commandsView, groupsView, messageView];
 
 /** Shared with the views: who is signed in and what to do when the sign-in is lost. */
 const ctx = {
@@ -59,6 +60,7 @@ function resolve() {
   if ((m = path.match(/^\/sessions\/([^/]+)\/?$/))) return [viewerView, { id: decodeURIComponent(m[1]) }, false];
   if (path === "/admin/agents") return [agentsView, {}, true];
   if (path === "/admin/sessions") return [allSessionsView, {}, true];
+  if (path === "/admin/groups") return [groupsView, {}, true];
   if ((m = path.match(/^\/admin\/sessions\/([^/]+)\/commands\/?$/))) {
     return [commandsView, { id: decodeURIComponent(m[1]) }, true];
   }

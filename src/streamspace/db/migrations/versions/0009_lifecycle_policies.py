@@ -1,8 +1,8 @@
 """Lifecycle policies: per-template idle timeout, maximum age and hibernated retention; the
 effective policy of each session; the reason of commands the control plane issues itself.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 from streamspace.db.models import UtcDateTime
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
