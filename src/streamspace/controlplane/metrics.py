@@ -36,6 +36,11 @@ DOORBELLS = Counter(
     "Cross-replica doorbells by outcome (delivered, lost = no subscriber, no_owner, error)",
     ["result"],
 )
+POLICY_ACTIONS = Counter(
+    "streamspace_policy_actions_total",
+    "Sessions hibernated or stopped by a lifecycle policy (idle, max_age, retention)",
+    ["reason", "action"],
+)
 QUOTA_REFUSALS = Counter(
     "streamspace_quota_refusals_total",
     "Requests refused by a user's quota, by the limit that refused them",

@@ -51,7 +51,7 @@ async def create_session(
     created = await sessions.create(
         user, body.template, idempotency_key=idempotency_key, address=address
     )
-    return SessionOut.of(created, viewer=user)
+    return SessionOut.of(created, viewer=user, warning=sessions.idle_warning)
 
 
 @router.get("", responses=PAGED)
@@ -68,19 +68,26 @@ async def list_sessions(
     """Your sessions (an administrator's: everybody's), newest first, a page at a time."""
     found = await sessions.list(user, page, mine=mine)
     link_next(request, response, found)
-    return [SessionOut.of(session, viewer=user) for session in found.items]
+    return [
+        SessionOut.of(session, viewer=user, warning=sessions.idle_warning)
+        for session in found.items
+    ]
 
 
 @router.get("/{session_id}", responses=errors(404))
 async def get_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
-    return SessionOut.of(await sessions.get(user, session_id), viewer=user)
+    return SessionOut.of(
+        await sessions.get(user, session_id), viewer=user, warning=sessions.idle_warning
+    )
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409))
 async def stop_session(
     session_id: str, user: UserDep, sessions: SessionsDep, address: AddressDep
 ) -> SessionOut:
-    return SessionOut.of(await sessions.stop(user, session_id, address), viewer=user)
+    return SessionOut.of(
+        await sessions.stop(user, session_id, address), viewer=user, warning=sessions.idle_warning
+    )
 
 
 @router.post(
@@ -92,7 +99,11 @@ async def hibernate_session(
     session_id: str, user: UserDep, sessions: SessionsDep, address: AddressDep
 ) -> SessionOut:
     """429 when its owner keeps as many hibernated sessions as their quota allows."""
-    return SessionOut.of(await sessions.hibernate(user, session_id, address), viewer=user)
+    return SessionOut.of(
+        await sessions.hibernate(user, session_id, address),
+        viewer=user,
+        warning=sessions.idle_warning,
+    )
 
 
 @router.post(
@@ -103,7 +114,18 @@ async def wake_session(
 ) -> SessionOut:
     """Start a hibernated session again; 429 when its owner runs as many sessions as their
     quota allows."""
-    return SessionOut.of(await sessions.wake(user, session_id, address), viewer=user)
+    return SessionOut.of(
+        await sessions.wake(user, session_id, address), viewer=user, warning=sessions.idle_warning
+    )
+
+
+@router.post("/{session_id}/keep", responses=errors(404, 409))
+async def keep_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+    """The owner is still there: the idle timeout starts again (the viewer's *Keep
+    session* button). Only the session's owner may (403 for others); 409 unless running."""
+    return SessionOut.of(
+        await sessions.keep(user, session_id), viewer=user, warning=sessions.idle_warning
+    )
 
 
 @router.get("/{session_id}/events", responses=PAGED | errors(404))
