@@ -120,11 +120,13 @@ async def wake_session(
 
 
 @router.post("/{session_id}/keep", responses=errors(404, 409))
-async def keep_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+async def keep_session(
+    session_id: str, user: UserDep, sessions: SessionsDep, address: AddressDep
+) -> SessionOut:
     """The owner is still there: the idle timeout starts again (the viewer's *Keep
     session* button). Only the session's owner may (403 for others); 409 unless running."""
     return SessionOut.of(
-        await sessions.keep(user, session_id), viewer=user, warning=sessions.idle_warning
+        await sessions.keep(user, session_id, address), viewer=user, warning=sessions.idle_warning
     )
 
 

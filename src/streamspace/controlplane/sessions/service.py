@@ -210,7 +210,7 @@ class SessionService:
         await self._ring_agent(session)
         return session
 
-    async def keep(self, user: User, session_id: str) -> Session:
+    async def keep(self, user: User, session_id: str, address: str | None = None) -> Session:
         """The owner is still there: the session's idle time starts again (the viewer's
         *Keep session*). Only its owner may; only a running session can be kept."""
         async with transaction(self._db) as db:
@@ -220,6 +220,7 @@ class SessionService:
             if not await policy_repo.keep(db, session.id, now=utcnow()):
                 _require(session, SessionState.RUNNING, "kept")
                 raise Conflict("session is not running; only a running session can be kept")
+            await self._record(db, user, address, "session.keep", session)
         return await self.get(user, session_id)
 
     @property
