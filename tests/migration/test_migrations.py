@@ -36,6 +36,7 @@ TABLES = {
     "vnc_tokens",
     "session_viewers",
     "idempotency_keys",
+    "api_tokens",
 }
 TRIGGER = "agent_commands_updated_at_trigger"
 FUNCTION = "update_agent_commands_updated_at"

@@ -17,6 +17,7 @@ from streamspace.controlplane.agents.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.agents.reports import ReportRecorder
 from streamspace.controlplane.agents.service import AgentService
 from streamspace.controlplane.agents.socket import AgentSocket
+from streamspace.controlplane.auth.api_tokens import ApiTokenService
 from streamspace.controlplane.auth.login_tokens import create_token_cache
 from streamspace.controlplane.auth.logins import LoginService
 from streamspace.controlplane.auth.origin import SameOriginMiddleware
@@ -40,6 +41,7 @@ from streamspace.controlplane.routes import (
     health,
     sessions,
     templates,
+    users,
     vnc,
 )
 from streamspace.controlplane.sessions.service import SessionService
@@ -111,6 +113,8 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         )
         throttle = create_login_throttle(settings, hub)
         tokens = create_token_cache(settings, hub)
+        api_tokens = ApiTokenService(db=db, tokens=tokens)
+        user_service = UserService(db=db, tokens=tokens, sessions=session_service)
         tunnels = Tunnels(settings=settings, db=db, hub=hub)
         catalog = TemplateService(db=db)
         provide(
@@ -118,8 +122,12 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             session_service,
             catalog,
             tunnels,
+            user_service,
+            api_tokens,
             AgentService(db=db, hub=hub, settings=settings),
-            LoginService(db=db, settings=settings, throttle=throttle, tokens=tokens),
+            LoginService(
+                db=db, settings=settings, throttle=throttle, tokens=tokens, api_tokens=api_tokens
+            ),
             CommandHistory(db=db),
             HealthService(db=db, hub=hub),
             ConnectTickets(db=db, settings=settings, sessions=session_service),
@@ -134,9 +142,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             ),
         )
         hub.on_cut(tunnels.registry.cut)
-        generated = await UserService(db=db).ensure_admin(
-            password=settings.streamspace_admin_password
-        )
+        generated = await user_service.ensure_admin(password=settings.streamspace_admin_password)
         app.state.generated_admin_password = generated
         if generated and announce_password:
             print(f"Created administrator 'admin' with password: {generated}", flush=True)
@@ -168,7 +174,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
     # native telemetry off saves it looking for providers on every request.
     off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(title="StreamSpace", version=__version__, lifespan=lifespan, telemetry=off)
-    for module in (health, auth, templates, sessions, vnc, agents, commands, agent_ws):
+    for module in (health, auth, users, templates, sessions, vnc, agents, commands, agent_ws):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(SameOriginMiddleware)

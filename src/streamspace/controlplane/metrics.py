@@ -31,3 +31,8 @@ DOORBELLS = Counter(
     "Cross-replica doorbells by outcome (delivered, lost = no subscriber, no_owner, error)",
     ["result"],
 )
+LOGINS = Counter(
+    "streamspace_logins_total",
+    "Password logins by result (success, failed, disabled, throttled)",
+    ["result"],
+)
