@@ -30,8 +30,7 @@ from streamspace.controlplane.deps import provide
 from streamspace.controlplane.health import HealthService
 from streamspace.controlplane.http.body_limit import BodyLimit
 from streamspace.controlplane.http.error_responses import install_error_handlers
-from streamspace.controlplane.hub import AgentHub
-from streamspace.controlplane.hub.redis_registry import RedisRegistry
+from streamspace.controlplane.hub.factory import create_hub
 from streamspace.controlplane.metrics_server import serve_metrics
 from streamspace.controlplane.routes import (
     agent_ws,
@@ -53,28 +52,9 @@ from streamspace.db.migrations.runner import upgrade_async
 from streamspace.db.repo import viewers
 from streamspace.memory import tune_garbage_collection
 from streamspace.protocol import CloseCode
-from streamspace.redis_client import create_redis
-from streamspace.redis_client import describe as describe_redis
 from streamspace.web.pages import mount_web
 
 log = logging.getLogger(__name__)
-
-
-def create_hub(settings: ApiSettings) -> AgentHub:
-    """The hub with the Redis registry when ``AGENTHUB_REDIS_ENABLED``, else in memory."""
-    if not settings.agenthub_redis_enabled:
-        log.info("AgentHub initialized in memory (single-replica mode)")
-        return AgentHub(replica=settings.pod_name)
-    log.info("AgentHub initialized with Redis (multi-pod mode)")
-    registry = RedisRegistry(
-        replica=settings.pod_name,
-        redis=create_redis(settings),
-        key_ttl=3 * settings.heartbeat_interval,
-        alive_ttl=settings.replica_alive_ttl,
-        where=describe_redis(settings),
-        address=settings.advertised_url,
-    )
-    return AgentHub(replica=settings.pod_name, registry=registry)
 
 
 async def _forget_own_viewers(db: SessionFactory, pod_name: str) -> None:

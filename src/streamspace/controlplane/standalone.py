@@ -19,10 +19,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.app import create_hub
 from streamspace.controlplane.auth.api_tokens import ApiTokenService
 from streamspace.controlplane.auth.login_tokens import create_token_cache
 from streamspace.controlplane.auth.users import UserService
+from streamspace.controlplane.hub.factory import create_hub
 from streamspace.controlplane.sessions.service import SessionService
 from streamspace.db.engine import create_engine, create_session_factory
 from streamspace.db.models import AgentCommand

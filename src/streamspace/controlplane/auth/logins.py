@@ -10,7 +10,6 @@ from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
 from streamspace.controlplane.auth.api_tokens import ApiTokenService, is_api_token
 from streamspace.controlplane.auth.hashing import (
-    DUMMY_HASH,
     digest,
     hash_password,
     new_secret,
@@ -78,7 +77,7 @@ class LoginService:
             raise
         async with reading(self._db) as db:
             user = await user_repo.get_by_username(db, username)
-        valid = await verify_password(user.password_hash if user else DUMMY_HASH, password)
+        valid = await verify_password(user.password_hash if user else None, password)
         if user is None or not valid:
             await throttle.failed(subjects)
             metrics.LOGINS.labels("failed").inc()
