@@ -13,7 +13,7 @@ const td = (label, ...children) => el("td", { "data-label": label }, ...children
  * Replace a table body's rows, keeping keyboard focus on the control with the same
  * `data-focus-key` (rows are rebuilt on every refresh).
  */
-function replaceRows(tbody, rows) {
+export function replaceRows(tbody, rows) {
   const key = tbody.contains(document.activeElement) ? document.activeElement.dataset.focusKey : null;
   tbody.replaceChildren(...rows);
   if (key) tbody.querySelector(`[data-focus-key="${CSS.escape(key)}"]`)?.focus();

@@ -1,10 +1,13 @@
 // StreamSpace single-page UI: sign-in, the hash router and the page frame. The pages
-// themselves live in home.js (catalog + my sessions), viewer.js and admin.js.
+// themselves live in home.js (catalog + my sessions), viewer.js, account.js, admin.js and
+// users.js.
 import { api, ApiError } from "./api.js";
 import { $, showError } from "./dom.js";
 import { homeView } from "./home.js";
 import { viewerView } from "./viewer.js";
 import { agentsView, allSessionsView, commandsView } from "./admin.js";
+import { accountView, forcedPasswordChange } from "./account.js";
+import { usersView } from "./users.js";
 
 const ui = {
   loading: $("loading"),
@@ -12,6 +15,7 @@ const ui = {
   loginForm: $("login-form"),
   loginError: $("login-error"),
   loginSubmit: $("login-submit"),
+  passwordView: $("password-view"),
   appView: $("app-view"),
   nav: $("main-nav"),
   userBox: $("user-box"),
@@ -29,7 +33,9 @@ const messageView = {
   hide() {},
 };
 
-const VIEWS = [homeView, viewerView, agentsView, allSessionsView, commandsView, messageView];
+const VIEWS = [
+  homeView, viewerView, accountView, agentsView, allSessionsView, usersView, commandsView, messageView,
+];
 
 /** Shared with the views: who is signed in and what to do when the sign-in is lost. */
 const ctx = {
@@ -40,7 +46,7 @@ const ctx = {
   /** A 401 after sign-in means the cookie expired or was revoked: back to the sign-in form. */
   authLost(err) {
     if (err instanceof ApiError && err.status === 401 && ctx.user) {
-      showLogin("Your sign-in has expired. Please sign in again.");
+      showLogin("You were signed out: your sign-in expired or was ended, or your account was disabled.");
       return true;
     }
     return false;
@@ -57,6 +63,8 @@ function resolve() {
   let m;
   if (path === "/") return [homeView, {}, false];
   if ((m = path.match(/^\/sessions\/([^/]+)\/?$/))) return [viewerView, { id: decodeURIComponent(m[1]) }, false];
+  if (path === "/account") return [accountView, {}, false];
+  if (path === "/admin/users") return [usersView, {}, true];
   if (path === "/admin/agents") return [agentsView, {}, true];
   if (path === "/admin/sessions") return [allSessionsView, {}, true];
   if ((m = path.match(/^\/admin\/sessions\/([^/]+)\/commands\/?$/))) {
@@ -103,16 +111,34 @@ function showLogin(message = "") {
   ui.appView.hidden = true;
   ui.nav.hidden = true;
   ui.userBox.hidden = true;
+  ui.passwordView.hidden = true;
   ui.loginView.hidden = false;
   ui.loginForm.reset();
   showError(ui.loginError, message);
   $("username").focus();
 }
 
+/** After an administrator set the password: only the change is allowed until it is done. */
+function showForcedChange(user) {
+  if (current) current.hide();
+  current = null;
+  ctx.user = user;
+  document.body.dataset.view = "password";
+  ui.loading.hidden = true;
+  ui.loginView.hidden = true;
+  ui.appView.hidden = true;
+  ui.nav.hidden = true;
+  ui.userBox.hidden = true;
+  ui.passwordView.hidden = false;
+  $("forced-current").focus();
+}
+
 function showApp(user, { focus = false } = {}) {
+  if (user.must_change_password) return showForcedChange(user);
   ctx.user = user;
   ui.loading.hidden = true;
   ui.loginView.hidden = true;
+  ui.passwordView.hidden = true;
   ui.appView.hidden = false;
   ui.nav.hidden = false;
   for (const link of ui.nav.querySelectorAll("[data-admin]")) link.hidden = !ctx.isAdmin;
@@ -153,6 +179,10 @@ async function onLogout() {
 }
 
 ui.loginForm.addEventListener("submit", onLogin);
+forcedPasswordChange({
+  onChanged: async () => showApp(await api.me(), { focus: true }),
+  onLogout,
+});
 ui.logout.addEventListener("click", onLogout);
 
 (async () => {
