@@ -183,9 +183,9 @@ class Reconciler:
         """Sessions still running for a disabled account (a launch accepted just as the
         account was disabled, or a disable by a command line that reached no replica):
         stopped as the disable stops the others, their viewers cut."""
+        stopped: list[tuple[str, str]] = []
         async with self._db() as db, db.begin():
-            found = await session_repo.running_of_disabled_owners(db)
-            for session in found:
+            for session in await session_repo.running_of_disabled_owners(db):
                 assert session.agent_id is not None  # a running session has its agent
                 session_repo.transition(db, session, SessionState.STOPPING, detail=DISABLED)
                 await command_repo.create(
@@ -195,10 +195,11 @@ class Reconciler:
                     action=Action.STOP_SESSION,
                     payload={"state": session.platform_state, "keep_home": False},
                 )
-        for session in found:
-            log.warning("session %s of a disabled account was running; stopping it", session.id)
-            await self._hub.cut(Cut(SESSION_NOT_RUNNING, DISABLED, session_id=session.id))
-            await self._hub.ring(session.agent_id or "")
+                stopped.append((session.id, session.agent_id))
+        for session_id, agent_id in stopped:
+            log.warning("session %s of a disabled account was running; stopping it", session_id)
+            await self._hub.cut(Cut(SESSION_NOT_RUNNING, DISABLED, session_id=session_id))
+            await self._hub.ring(agent_id)
 
     def _ago(self, seconds: float) -> datetime:
         """The time ``seconds`` before now, by the clock."""

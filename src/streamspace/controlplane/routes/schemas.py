@@ -54,12 +54,12 @@ class LoginIn(_Input):
 class UserOut(BaseModel):
     username: str
     role: str
-    disabled: bool = False
+    disabled: bool
     """Disabled by an administrator: no login, no token works."""
-    must_change_password: bool = False
+    must_change_password: bool
     """After a reset: only ``POST auth/password`` (and ``me``, ``logout``) work until done."""
-    created_at: datetime | None = None
-    disabled_at: datetime | None = None
+    created_at: datetime
+    disabled_at: datetime | None
 
     @classmethod
     def of(cls, user: User) -> UserOut:
@@ -77,7 +77,7 @@ class LoginOut(BaseModel):
     access_token: str
     token_type: str = "bearer"
     user: UserOut
-    must_change_password: bool = False
+    must_change_password: bool
     """The token is good for ``POST auth/password`` only until the password is changed."""
 
 

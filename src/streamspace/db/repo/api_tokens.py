@@ -55,7 +55,7 @@ async def count_live(db: AsyncSession, user_id: str) -> int:
 
 
 async def get(db: AsyncSession, user_id: str, token_id: str) -> ApiToken | None:
-    """One of the user's tokens (someone else's looks missing)."""
+    """One of the user's tokens, locked (someone else's looks missing)."""
     query = select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user_id)
     return await db.scalar(query.with_for_update())
 
