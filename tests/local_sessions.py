@@ -53,9 +53,27 @@ def session_processes(session_id: str) -> dict[int, str]:
     return found
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` (``None`` once it has gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])  # the field after the state
+
+
 def app_pid(session_id: str, name: str) -> int:
-    """The pid of the session's application process called ``name``."""
-    matches = [pid for pid, comm in session_processes(session_id).items() if comm == name]
+    """The pid of the session's application process called ``name``.
+
+    A child it has forked but not yet exec'd (xterm starting its shell) carries the same
+    name for a moment: only a process whose parent has another name counts.
+    """
+    processes = session_processes(session_id)
+    matches = [
+        pid
+        for pid, comm in processes.items()
+        if comm == name and processes.get(parent_pid(pid) or 0) != name
+    ]
     assert len(matches) == 1, f"{name} of {session_id}: {session_processes(session_id)}"
     return matches[0]
 

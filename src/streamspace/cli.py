@@ -1,11 +1,12 @@
-"""The ``streamspace`` command: up, api, agent, migrate, users, tokens, images."""
+"""The ``streamspace`` command: up, api, agent, migrate, users, tokens, groups, images."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -18,11 +19,18 @@ from streamspace.images.server_recipe import DEFAULT_TAG as DEFAULT_SERVER_IMAGE
 from streamspace.memory import tune_garbage_collection
 from streamspace.protocol import PlatformName
 
+if TYPE_CHECKING:
+    from streamspace.controlplane.auth.groups import GroupService, GroupView
+
+T = TypeVar("T")
+
 app = typer.Typer(
     help="StreamSpace: desktop applications streamed into the browser.", no_args_is_help=True
 )
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+groups_app = typer.Typer(help="Manage groups of users and their quotas.", no_args_is_help=True)
+app.add_typer(groups_app, name="groups")
 images_app = typer.Typer(
     help="Images: the docker platform's sessions, and StreamSpace itself.", no_args_is_help=True
 )
@@ -110,6 +118,174 @@ def migrate(
     else:
         raise typer.BadParameter("action must be 'upgrade' or 'downgrade'")
     typer.echo(f"{action} to {revision}: done")
+
+
+def _with_groups(work: Callable[[GroupService], Awaitable[T]]) -> T:
+    """Run ``work`` with the group service on DATABASE_URL; a refusal exits 1 in words."""
+    from pydantic import ValidationError
+
+    from streamspace.controlplane.auth.groups import GroupService
+    from streamspace.controlplane.errors import ServiceError
+    from streamspace.db.engine import create_engine, create_session_factory
+    from streamspace.db.migrations.runner import upgrade
+
+    settings = ApiSettings()
+    upgrade(settings.database_url)
+
+    async def run() -> T:
+        engine = create_engine(settings.database_url)
+        try:
+            return await work(GroupService(db=create_session_factory(engine)))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"error: {problems}", err=True)
+    except (ServiceError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+def _describe(view: GroupView) -> str:
+    group = view.group
+
+    def limit(value: int | None) -> str:
+        return "default" if value is None else str(value)
+
+    allowed = group.allowed_templates
+    templates = "all" if allowed is None else ",".join(allowed) or "(none)"
+    return (
+        f"{group.name}: running {limit(group.max_running_sessions)}, hibernated "
+        f"{limit(group.max_hibernated_sessions)}, minutes {limit(group.max_session_minutes)}, "
+        f"templates {templates}; members: {', '.join(view.members) or '(none)'}"
+    )
+
+
+def _limit(value: str | None) -> int | None:
+    """A limit as typed: a number, or ``default`` (the site default applies)."""
+    if value is None or value == "default":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither a number nor 'default'") from None
+
+
+def _templates(value: str | None) -> list[str] | None:
+    """Template names as typed: comma-separated, or ``all``."""
+    if value is None or value == "all":
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise typer.BadParameter("name the templates (comma-separated), or 'all'")
+    return names
+
+
+LimitOption = Annotated[str | None, typer.Option(help="A number, or 'default' (the site's).")]
+TemplatesOption = Annotated[
+    str | None, typer.Option(help="Template names members may launch, comma-separated, or 'all'.")
+]
+
+
+@groups_app.command("create")
+def groups_create(
+    name: str,
+    description: Annotated[str, typer.Option(help="What the group is for.")] = "",
+    max_running: LimitOption = None,
+    max_hibernated: LimitOption = None,
+    max_minutes: LimitOption = None,
+    templates: TemplatesOption = None,
+) -> None:
+    """Create a group (its limits default to the site's QUOTA_* settings)."""
+    from streamspace.controlplane.routes.schemas import GroupIn
+
+    fields: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "max_running_sessions": _limit(max_running),
+        "max_hibernated_sessions": _limit(max_hibernated),
+        "max_session_minutes": _limit(max_minutes),
+        "allowed_templates": _templates(templates),
+    }
+
+    async def create(groups: GroupService) -> GroupView:
+        checked = GroupIn.model_validate(fields)
+        return await groups.create(checked.name, checked.model_dump(exclude={"name"}))
+
+    typer.echo(f"created group {_describe(_with_groups(create))}")
+
+
+@groups_app.command("list")
+def groups_list() -> None:
+    """Every group with its limits and members."""
+
+    async def listed(groups: GroupService) -> list[GroupView]:
+        return await groups.list()
+
+    for view in _with_groups(listed):
+        typer.echo(_describe(view))
+
+
+@groups_app.command("set-quota")
+def groups_set_quota(
+    name: str,
+    max_running: LimitOption = None,
+    max_hibernated: LimitOption = None,
+    max_minutes: LimitOption = None,
+    templates: TemplatesOption = None,
+) -> None:
+    """Change the limits given; the others stay ('default' clears one, 'all' the templates)."""
+    from streamspace.controlplane.routes.schemas import GroupPatch
+
+    given = {
+        "max_running_sessions": max_running,
+        "max_hibernated_sessions": max_hibernated,
+        "max_session_minutes": max_minutes,
+    }
+    fields: dict[str, Any] = {key: _limit(value) for key, value in given.items() if value}
+    if templates is not None:
+        fields["allowed_templates"] = _templates(templates)
+    if not fields:
+        raise typer.BadParameter("name at least one limit to change")
+
+    async def update(groups: GroupService) -> GroupView:
+        return await groups.update(name, GroupPatch.model_validate(fields).changes())
+
+    typer.echo(f"updated group {_describe(_with_groups(update))}")
+
+
+@groups_app.command("add-member")
+def groups_add_member(name: str, username: str) -> None:
+    """Make a user a member of a group."""
+
+    async def add(groups: GroupService) -> GroupView:
+        return await groups.add_member(name, username)
+
+    typer.echo(f"group {_describe(_with_groups(add))}")
+
+
+@groups_app.command("remove-member")
+def groups_remove_member(name: str, username: str) -> None:
+    """Take a user out of a group."""
+
+    async def remove(groups: GroupService) -> GroupView:
+        return await groups.remove_member(name, username)
+
+    typer.echo(f"group {_describe(_with_groups(remove))}")
+
+
+@groups_app.command("delete")
+def groups_delete(name: str) -> None:
+    """Delete a group (its members stay, without it)."""
+
+    async def delete(groups: GroupService) -> None:
+        await groups.delete(name)
+
+    _with_groups(delete)
+    typer.echo(f"deleted group {name!r}")
 
 
 class ImageName(StrEnum):

@@ -114,6 +114,14 @@ class ApiSettings(RedisSettings):
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     """Largest request body accepted (bytes); larger ones are refused with 413 unread."""
 
+    quota_max_running_sessions: int | None = Field(default=None, ge=0, le=100_000)
+    """Site default: sessions a user may have starting, running or waking at once (unset:
+    no limit). A group's own limit replaces it for its members (docs/groups-and-quotas.md)."""
+    quota_max_hibernated_sessions: int | None = Field(default=None, ge=0, le=100_000)
+    """Site default: hibernated sessions a user may keep (unset: no limit)."""
+    quota_max_session_minutes: int | None = Field(default=None, ge=1, le=10_000_000)
+    """Site default: the longest a session may last, in minutes (unset: no limit)."""
+
     vnc_token_ttl: float = Field(default=60.0, gt=0)
     """Seconds a VNC connect token (``POST /sessions/{id}/connect``) stays usable, once."""
     tunnel_open_timeout: float = Field(default=10.0, gt=0)

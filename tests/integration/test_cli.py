@@ -275,3 +275,39 @@ def test_migrate_upgrade_and_downgrade(tmp_path: Path) -> None:
     downgraded = run("migrate", "downgrade", "base", env=env)
     assert downgraded.returncode == 0, downgraded.stdout + downgraded.stderr
     assert sqlite_rows(database, tables) == []
+
+
+# --- groups ----------------------------------------------------------------------------
+
+
+def test_groups_commands(tmp_path: Path) -> None:
+    database = tmp_path / "g.db"
+    env = clean_env(DATABASE_URL=f"sqlite:///{database}")
+    assert run("users", "create", "ann", "--password", "s3cret-pass", env=env).returncode == 0
+
+    created = run("groups", "create", "team", "--max-running", "2", "--max-minutes", "90", env=env)
+    assert created.returncode == 0, created.stderr
+    assert "team: running 2, hibernated default, minutes 90, templates all" in created.stdout
+    added = run("groups", "add-member", "team", "ann", env=env)
+    assert added.returncode == 0 and "members: ann" in added.stdout, added.stderr
+    changed = run("groups", "set-quota", "team", "--max-running", "default", env=env)
+    assert changed.returncode == 0, changed.stderr
+    listed = run("groups", "list", env=env)
+    assert listed.stdout.strip() == (
+        "team: running default, hibernated default, minutes 90, templates all; members: ann"
+    )
+    assert sqlite_rows(
+        database, "SELECT max_running_sessions, max_session_minutes FROM groups"
+    ) == [(None, 90)]
+
+    for refused, words in [
+        (("groups", "create", "team"), "group 'team' already exists"),
+        (("groups", "add-member", "team", "bob"), "user 'bob' not found"),
+    ]:
+        answer = run(*refused, env=env)
+        assert answer.returncode == 1, (refused, answer.stdout)
+        assert words in answer.stderr and "Traceback" not in answer.stderr, answer.stderr
+
+    assert run("groups", "delete", "team", env=env).returncode == 0
+    assert sqlite_rows(database, "SELECT count(*) FROM groups") == [(0,)]
+    assert sqlite_rows(database, "SELECT count(*) FROM group_members") == [(0,)]

@@ -36,6 +36,8 @@ TABLES = {
     "vnc_tokens",
     "session_viewers",
     "idempotency_keys",
+    "groups",
+    "group_members",
     "api_tokens",
 }
 TRIGGER = "agent_commands_updated_at_trigger"

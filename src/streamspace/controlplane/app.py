@@ -18,6 +18,7 @@ from streamspace.controlplane.agents.reports import ReportRecorder
 from streamspace.controlplane.agents.service import AgentService
 from streamspace.controlplane.agents.socket import AgentSocket
 from streamspace.controlplane.auth.api_tokens import ApiTokenService
+from streamspace.controlplane.auth.groups import GroupService
 from streamspace.controlplane.auth.login_tokens import create_token_cache
 from streamspace.controlplane.auth.logins import LoginService
 from streamspace.controlplane.auth.origin import SameOriginMiddleware
@@ -37,12 +38,15 @@ from streamspace.controlplane.routes import (
     agents,
     auth,
     commands,
+    groups,
     health,
+    quota,
     sessions,
     templates,
     users,
     vnc,
 )
+from streamspace.controlplane.sessions.quotas import Quotas
 from streamspace.controlplane.sessions.service import SessionService
 from streamspace.controlplane.templates.service import TemplateService
 from streamspace.controlplane.tunnels.context import Tunnels
@@ -109,6 +113,8 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
                 db=db, settings=settings, throttle=throttle, tokens=tokens, api_tokens=api_tokens
             ),
             CommandHistory(db=db),
+            GroupService(db=db),
+            Quotas(db=db, settings=settings),
             HealthService(db=db, hub=hub),
             ConnectTickets(db=db, settings=settings, sessions=session_service),
             AgentSocket(
@@ -154,7 +160,20 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
     # native telemetry off saves it looking for providers on every request.
     off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(title="StreamSpace", version=__version__, lifespan=lifespan, telemetry=off)
-    for module in (health, auth, users, templates, sessions, vnc, agents, commands, agent_ws):
+    routers = (
+        health,
+        auth,
+        users,
+        quota,
+        templates,
+        sessions,
+        vnc,
+        agents,
+        commands,
+        groups,
+        agent_ws,
+    )
+    for module in routers:
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(SameOriginMiddleware)

@@ -16,11 +16,13 @@ from starlette.requests import HTTPConnection
 from streamspace.controlplane.agents.service import AgentService
 from streamspace.controlplane.agents.socket import AgentSocket
 from streamspace.controlplane.auth.api_tokens import ApiTokenService
+from streamspace.controlplane.auth.groups import GroupService
 from streamspace.controlplane.auth.logins import LoginService
 from streamspace.controlplane.auth.users import UserService
 from streamspace.controlplane.commands.history import CommandHistory
 from streamspace.controlplane.errors import Forbidden
 from streamspace.controlplane.health import HealthService
+from streamspace.controlplane.sessions.quotas import Quotas
 from streamspace.controlplane.sessions.service import SessionService
 from streamspace.controlplane.templates.service import TemplateService
 from streamspace.controlplane.tunnels.context import Tunnels
@@ -63,6 +65,8 @@ HealthDep = Annotated[HealthService, Depends(_dependency(HealthService))]
 ConnectTicketsDep = Annotated[ConnectTickets, Depends(_dependency(ConnectTickets))]
 TunnelsDep = Annotated[Tunnels, Depends(_dependency(Tunnels))]
 AgentSocketDep = Annotated[AgentSocket, Depends(_dependency(AgentSocket))]
+GroupsDep = Annotated[GroupService, Depends(_dependency(GroupService))]
+QuotasDep = Annotated[Quotas, Depends(_dependency(Quotas))]
 
 
 async def presented_token(

@@ -43,5 +43,13 @@ class TooManyRequests(ServiceError):
     """Throttled: ``headers`` say when to try again."""
 
 
+class OverQuota(TooManyRequests):
+    """A limit of the user's quota is reached (429); ``limit`` names which one."""
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class Unavailable(ServiceError):
     pass

@@ -9,6 +9,11 @@ AGENTS_CONNECTED = Gauge(
 )
 COMMANDS = Gauge("streamspace_commands", "Commands in the database by status", ["status"])
 SESSIONS = Gauge("streamspace_sessions", "Sessions in the database by state", ["state"])
+SESSIONS_BY_TEMPLATE = Gauge(
+    "streamspace_sessions_by_template",
+    "Sessions in the database by template and state",
+    ["template", "state"],
+)
 COMMANDS_SENT = Counter("streamspace_commands_sent_total", "Commands sent to agents", ["action"])
 DISPATCH_LATENCY = Histogram(
     "streamspace_dispatch_latency_seconds",
@@ -35,4 +40,9 @@ LOGINS = Counter(
     "streamspace_logins_total",
     "Password logins by result (success, failed, disabled, throttled)",
     ["result"],
+)
+QUOTA_REFUSALS = Counter(
+    "streamspace_quota_refusals_total",
+    "Requests refused by a user's quota, by the limit that refused them",
+    ["limit"],
 )

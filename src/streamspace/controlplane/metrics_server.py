@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Iterator
 
 import uvicorn
@@ -22,6 +23,7 @@ from streamspace.controlplane.hub import AgentHub
 from streamspace.db.engine import SessionFactory, reading
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
+from streamspace.states import SessionState
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,23 @@ async def exposition(*, hub: AgentHub, db: SessionFactory) -> bytes:
         async with reading(db) as session:
             for state, count in (await command_repo.count_by_status(session)).items():
                 metrics.COMMANDS.labels(state).set(count)
-            for state, count in (await session_repo.count_by_state(session)).items():
-                metrics.SESSIONS.labels(state).set(count)
-    except Exception:
-        pass  # metrics of this replica are still worth serving without the database
+            counts = await session_repo.count_by_template_and_state(session)
+        _show_sessions(counts)
+    except Exception as exc:  # this replica's own metrics are still worth serving
+        log.warning("metrics: could not read the database gauges: %s", exc)
     return generate_latest()
+
+
+def _show_sessions(counts: dict[tuple[str, str], int]) -> None:
+    """Set the session gauges to ``counts`` (a state or template that has none left reads
+    0 or goes, rather than keeping its last value)."""
+    by_state: Counter[str] = Counter()
+    metrics.SESSIONS_BY_TEMPLATE.clear()
+    for (template, state), count in counts.items():
+        metrics.SESSIONS_BY_TEMPLATE.labels(template, state).set(count)
+        by_state[state] += count
+    for state in SessionState:
+        metrics.SESSIONS.labels(state).set(by_state[state])
 
 
 class QuietServer(uvicorn.Server):

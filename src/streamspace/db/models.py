@@ -168,9 +168,39 @@ class Session(Base):
     termination_reason: Mapped[str | None] = mapped_column(Text)
     status_message: Mapped[str | None] = mapped_column(String(MAX_PROGRESS_TEXT))
     """How far the latest start or wake got, in the agent's words (``pulling image ...``)."""
+    max_age_seconds: Mapped[int | None] = mapped_column(Integer)
+    """The longest the session may last from its creation, its owner's quota at its launch
+    (``None`` = no limit)."""
 
     owner: Mapped[User] = relationship(lazy="raise", innerjoin=True)
     """Loaded by the queries that show sessions (``sessions.get(with_owner=True)``)."""
+
+
+class Group(Base):
+    """Users who share quotas and permissions; ``None`` limits mean the site default."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    max_running_sessions: Mapped[int | None] = mapped_column(Integer)
+    max_hibernated_sessions: Mapped[int | None] = mapped_column(Integer)
+    max_session_minutes: Mapped[int | None] = mapped_column(Integer)
+    allowed_templates: Mapped[list[str] | None] = mapped_column(Json)
+    """Template names members may launch; ``None`` = all of them."""
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 class AgentCommand(Base):

@@ -187,6 +187,7 @@ class Rows:
         agent_id: str | None = AGENT,
         platform_state: dict[str, Any] | None = None,
         viewers: int = 0,
+        template: str = "desktop",
     ) -> str:
         if self._owner is None:
             owner = User(username="alice", password_hash="x", role="user")
@@ -195,7 +196,7 @@ class Rows:
         running = state is SessionState.RUNNING
         session = Session(
             owner_id=self._owner,
-            template_name="desktop",
+            template_name=template,
             agent_id=agent_id,
             state=state.value,
             platform_state=platform_state or {},

@@ -3,6 +3,8 @@ strays stopped, unfinished commands sent again; its departure marks it offline."
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from streamspace.controlplane.agents.arrivals import LOST
@@ -51,6 +53,34 @@ async def test_commands_in_flight_are_sent_again_on_arrival(rows: Rows, arrival:
         completed: CommandStatus.COMPLETED,
         elsewhere: CommandStatus.SENT,
     }
+
+
+async def test_agents_arriving_together_each_get_their_own_outcome(
+    rows: Rows, arrival: Arrivals
+) -> None:
+    """A reconnect storm: arrivals that share a transaction are reconciled each on its own,
+    and the one agent the database does not know is refused without failing the others."""
+    await rows.agent("agent-a", status="offline", replica=None)
+    await rows.agent("agent-b", status="offline", replica=None)
+    lost = await rows.session(SessionState.RUNNING, agent_id="agent-a")
+    kept = await rows.session(SessionState.RUNNING, agent_id="agent-b")
+    _, sent = await rows.during(Action.START_SESSION, CommandStatus.SENT, agent_id="agent-b")
+
+    outcomes = await asyncio.gather(
+        arrival.connected(agent_id="agent-a"),
+        arrival.connected([RunningSession(session_id=kept)], agent_id="agent-b"),
+        arrival.connected(agent_id="agent-unknown"),
+        return_exceptions=True,
+    )
+
+    assert outcomes[:2] == [None, None]
+    assert isinstance(outcomes[2], LookupError) and "agent-unknown" in str(outcomes[2])
+    for agent_id in ("agent-a", "agent-b"):
+        agent = await rows.get_agent(agent_id)
+        assert (agent.status, agent.replica) == ("online", REPLICA)
+    assert (await rows.get_session(lost)).state == SessionState.FAILED
+    assert (await rows.get_session(kept)).state == SessionState.RUNNING
+    assert (await rows.get_command(sent)).status == CommandStatus.PENDING
 
 
 async def test_running_sessions_the_agent_no_longer_runs_are_failed_and_stopped(

@@ -15,12 +15,14 @@ Responses = dict[int | str, dict[str, Any]]
 _WHY = {
     400: "The body is not JSON text (not UTF-8, or nested too deeply to read).",
     401: "Not authenticated: no token, or it expired or was revoked.",
-    403: "Administrators only, or a cookie-authenticated change sent from another origin.",
+    403: "Administrators only, a cookie-authenticated change sent from another origin, or a "
+    "template the user's groups may not launch.",
     404: "No such resource (or it is not yours).",
     409: "The request conflicts with the current state of the resource.",
     413: "The body is larger than MAX_REQUEST_BYTES.",
     422: "The request is invalid; `errors` names each invalid field.",
-    429: "Too many failed attempts; retry after `Retry-After` seconds.",
+    429: "Too many failed attempts (retry after `Retry-After` seconds), or a quota reached "
+    "(`detail` says which).",
     503: "Unavailable for now (the database, or no agent for a launch); retry shortly.",
 }
 

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from streamspace.bounds import (
@@ -20,6 +28,7 @@ from streamspace.bounds import (
     check_launch_size,
 )
 from streamspace.controlplane.auth.api_tokens import DEFAULT_DAYS, MAX_DAYS
+from streamspace.controlplane.auth.groups import GroupView
 from streamspace.controlplane.auth.passwords import (
     MAX_PASSWORD,
     MAX_USERNAME,
@@ -27,6 +36,7 @@ from streamspace.controlplane.auth.passwords import (
     USERNAME,
 )
 from streamspace.controlplane.routes import text
+from streamspace.controlplane.sessions.quotas import Quota
 from streamspace.db.models import AgentCommand, Session, User
 from streamspace.protocol import VncEndpoint
 from streamspace.states import SessionState, UserRole
@@ -190,6 +200,8 @@ class SessionOut(BaseModel):
     last_activity: datetime | None
     active_viewers: int = 0
     """Open VNC tunnels (viewers) to the session."""
+    max_age_seconds: int | None = None
+    """The longest the session may last from ``created_at`` (its owner's quota at launch)."""
 
     @classmethod
     def of(cls, session: Session, *, viewer: User) -> SessionOut:
@@ -212,6 +224,7 @@ class SessionOut(BaseModel):
             updated_at=session.updated_at,
             last_activity=session.last_activity,
             active_viewers=session.active_viewers or 0,
+            max_age_seconds=session.max_age_seconds,
         )
 
 
@@ -273,3 +286,98 @@ class CommandOut(BaseModel):
     @classmethod
     def of(cls, command: AgentCommand) -> CommandOut:
         return cls.model_validate(command)
+
+
+MAX_ALLOWED_TEMPLATES = 1000
+TemplateName = Annotated[str, Name]
+SessionLimit = Annotated[StrictInt, Field(ge=0, le=100_000)]
+"""Strict: ``"2"`` and ``true`` are not numbers of sessions."""
+Minutes = Annotated[StrictInt, Field(ge=1, le=10_000_000)]
+
+
+class GroupLimitsIn(_Input):
+    """A group's quota; a limit left ``null`` is the site default's (``QUOTA_*``)."""
+
+    max_running_sessions: SessionLimit | None = None
+    """Sessions a member may have starting, running or waking at once."""
+    max_hibernated_sessions: SessionLimit | None = None
+    """Hibernated sessions a member may keep."""
+    max_session_minutes: Minutes | None = None
+    """The longest a member's session may last."""
+    allowed_templates: list[TemplateName] | None = Field(
+        default=None, max_length=MAX_ALLOWED_TEMPLATES
+    )
+    """The templates members may launch; ``null``: all."""
+
+
+class GroupIn(GroupLimitsIn):
+    name: str = Name
+    description: str = Field(default="", max_length=4000)
+
+
+class GroupPatch(GroupLimitsIn):
+    """The fields to change; those left out stay as they are, ``null`` clears a limit."""
+
+    description: str | None = Field(default=None, max_length=4000)
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request named (a ``null`` description is the empty one)."""
+        changed = self.model_dump(include=self.model_fields_set)
+        if "description" in changed and changed["description"] is None:
+            changed["description"] = ""
+        return changed
+
+
+class GroupOut(BaseModel):
+    name: str
+    description: str
+    max_running_sessions: int | None
+    max_hibernated_sessions: int | None
+    max_session_minutes: int | None
+    allowed_templates: list[str] | None
+    members: list[str]
+    """Usernames, sorted."""
+    created_at: datetime
+
+    @classmethod
+    def of(cls, view: GroupView) -> GroupOut:
+        group = view.group
+        return cls(
+            name=group.name,
+            description=group.description,
+            max_running_sessions=group.max_running_sessions,
+            max_hibernated_sessions=group.max_hibernated_sessions,
+            max_session_minutes=group.max_session_minutes,
+            allowed_templates=group.allowed_templates,
+            members=view.members,
+            created_at=group.created_at,
+        )
+
+
+class QuotaOut(BaseModel):
+    """A user's effective limits (``null``: none) and what they hold now."""
+
+    groups: list[str]
+    running_sessions: int
+    """Sessions starting, running or waking."""
+    hibernated_sessions: int
+    """Sessions hibernating or hibernated."""
+    max_running_sessions: int | None
+    max_hibernated_sessions: int | None
+    max_session_minutes: int | None
+    allowed_templates: list[str] | None
+    """Templates the user may launch; ``null``: all."""
+
+    @classmethod
+    def of(cls, quota: Quota) -> QuotaOut:
+        limits = quota.limits
+        allowed = limits.allowed_templates
+        return cls(
+            groups=quota.groups,
+            running_sessions=quota.running,
+            hibernated_sessions=quota.hibernated,
+            max_running_sessions=limits.max_running_sessions,
+            max_hibernated_sessions=limits.max_hibernated_sessions,
+            max_session_minutes=limits.max_session_minutes,
+            allowed_templates=None if allowed is None else sorted(allowed),
+        )

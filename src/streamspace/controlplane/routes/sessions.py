@@ -32,14 +32,16 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(404, 409))
+@router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(404, 409, 429))
 async def create_session(
     body: SessionIn,
     user: UserDep,
     sessions: SessionsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> SessionOut:
-    """Launch a template; 503 when no agent can take it (nothing is created then).
+    """Launch a template; 403 for a template the user's groups may not launch, 429 when the
+    user runs as many sessions as their quota allows, 503 when no agent can take it (nothing
+    is created then, and an ``Idempotency-Key`` stays unused).
 
     With an ``Idempotency-Key``, a retry returns the session the first request made, and
     the same key with another template is refused (422).
@@ -64,14 +66,21 @@ async def stop_session(session_id: str, user: UserDep, sessions: SessionsDep) ->
 
 
 @router.post(
-    "/{session_id}/hibernate", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409)
+    "/{session_id}/hibernate",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=errors(404, 409, 429),
 )
 async def hibernate_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+    """429 when its owner keeps as many hibernated sessions as their quota allows."""
     return SessionOut.of(await sessions.hibernate(user, session_id), viewer=user)
 
 
-@router.post("/{session_id}/wake", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409))
+@router.post(
+    "/{session_id}/wake", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409, 429)
+)
 async def wake_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+    """Start a hibernated session again; 429 when its owner runs as many sessions as their
+    quota allows."""
     return SessionOut.of(await sessions.wake(user, session_id), viewer=user)
 
 

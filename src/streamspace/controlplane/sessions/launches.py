@@ -8,6 +8,11 @@ of one; nobody waits for a batch to fill. Within a batch each launch goes to the
 loaded agent that fits, counting the launches placed before it, so one replica never
 overfills an agent however many launches arrive together.
 
+Each launch is held to its user's quota (:mod:`~streamspace.controlplane.sessions.quotas`)
+in the same transaction: the users of the batch are locked, their sessions counted, and the
+launches before it in the batch counted too, so no replica ever lets a user exceed a limit.
+A refused launch (quota, template, capacity) writes nothing and claims no key.
+
 A launch sent with an ``Idempotency-Key`` claims the key in the same transaction as its
 session: a key already held (by an earlier launch, on any replica, or by one before it in
 the batch) makes the launch :class:`Repeated` instead, which writes nothing.
@@ -22,7 +27,8 @@ from typing import NamedTuple
 
 from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
-from streamspace.controlplane.errors import NotFound, Unavailable
+from streamspace.controlplane.errors import Forbidden, NotFound, OverQuota, Unavailable
+from streamspace.controlplane.sessions.quotas import Quota, quotas_of, site_limits
 from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.engine import DbSession, SessionFactory, transaction
 from streamspace.db.errors import ConstraintViolation
@@ -91,6 +97,7 @@ class LaunchWriter:
         self._db = db
         self._settings = settings
         self._max_waiting = max_waiting
+        self._site = site_limits(settings)
         self._queue: Coalescer[_Launch, Launched | Repeated] = Coalescer(
             self._write_batch, max_batch=MAX_BATCH, name="launch-writer"
         )
@@ -101,9 +108,11 @@ class LaunchWriter:
         """Write a pending session of the template on the least loaded agent that fits,
         unless ``idempotency`` names a key already taken (:class:`Repeated`).
 
-        Raises :class:`NotFound` for an unknown template and :class:`Unavailable` when no
-        agent can take it or this replica already has ``max_waiting`` launches queued;
-        nothing is written for that launch then.
+        Raises :class:`NotFound` for an unknown template, :class:`Forbidden` for one the
+        user's groups may not launch, :class:`OverQuota` when the user runs as many sessions
+        as their quota allows, and :class:`Unavailable` when no agent can take it or this
+        replica already has ``max_waiting`` launches queued; nothing is written for that
+        launch then.
         """
         if self._queue.waiting >= self._max_waiting:
             raise Unavailable(
@@ -137,10 +146,14 @@ class LaunchWriter:
             fresh = utcnow() - timedelta(seconds=3 * self._settings.heartbeat_interval)
             candidates = await agent_repo.launch_candidates(db, heartbeat_after=fresh)
             repeated = await _repeated(db, batch)
+            users = {launch.user.id for launch in batch}
+            quotas = await quotas_of(db, users, self._site, lock=True)
             outcomes: list[Outcome] = [
                 launch.repeated()
                 if position in repeated
-                else _place(launch, templates.get(launch.template_name), candidates)
+                else _place(
+                    launch, templates.get(launch.template_name), candidates, quotas[launch.user.id]
+                )
                 for position, launch in enumerate(batch)
             ]
             outcomes = await _claim_keys(db, batch, outcomes, candidates)
@@ -204,12 +217,19 @@ async def _claim_keys(
 
 
 def _place(
-    launch: _Launch, template: Template | None, candidates: list[agent_repo.Candidate]
-) -> Launched | NotFound | Unavailable:
+    launch: _Launch,
+    template: Template | None,
+    candidates: list[agent_repo.Candidate],
+    quota: Quota,
+) -> Launched | NotFound | Forbidden | OverQuota | Unavailable:
     """The launch's session and start command on the least loaded agent that fits, or why
-    there is none (counted on the chosen candidate, for the launches after it)."""
+    there is none (counted on the chosen candidate and the user's quota, for the launches
+    after it)."""
     if template is None:
         return NotFound(f"template {launch.template_name!r} not found")
+    refused = quota.refuse_launch(template.name)
+    if refused is not None:
+        return refused
     agent = agent_repo.least_loaded(candidates, template)
     if agent is None:
         wanted = f" for platform {template.platform!r}" if template.platform else ""
@@ -218,7 +238,14 @@ def _place(
             "try again later or ask an administrator"
         )
     agent.used += 1
-    session = session_repo.new(launch.user, template, agent_id=agent.agent_id, idle_timeout=None)
+    quota.running += 1
+    session = session_repo.new(
+        launch.user,
+        template,
+        agent_id=agent.agent_id,
+        idle_timeout=None,
+        max_age_seconds=quota.limits.max_age_seconds,
+    )
     command = command_repo.new(
         agent_id=agent.agent_id,
         session_id=session.id,

@@ -12,6 +12,7 @@ from streamspace.config import ApiSettings
 from streamspace.controlplane.errors import Conflict, Invalid, NotFound
 from streamspace.controlplane.hub import Cut
 from streamspace.controlplane.sessions.launches import Idempotency, LaunchWriter, Repeated
+from streamspace.controlplane.sessions.quotas import quota_of, site_limits
 from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
 from streamspace.db.models import AgentCommand, Session, SessionEvent, User, utcnow
@@ -71,6 +72,7 @@ class SessionService:
         self._direct = direct
         self._admission = asyncio.Semaphore(settings.session_request_concurrency)
         self._launches = LaunchWriter(db=db, settings=settings)
+        self._site = site_limits(settings)
 
     async def get(self, user: User, session_id: str) -> Session:
         async with reading(self._db) as db:
@@ -164,9 +166,15 @@ class SessionService:
 
     @_admitted
     async def hibernate(self, user: User, session_id: str) -> Session:
+        """Keep the session's home and stop it; :class:`OverQuota` if its owner keeps as
+        many hibernated sessions as their quota allows."""
         async with transaction(self._db) as db:
             session = await self._locked(db, user, session_id)
             _require(session, SessionState.RUNNING, "hibernated")
+            quota = await quota_of(db, session.owner_id, self._site, lock=True)
+            refused = quota.refuse_hibernated()
+            if refused is not None:
+                raise refused
             await _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
         await self._cut(Cut(SESSION_NOT_RUNNING, "session hibernated", session_id=session.id))
         await self._ring_agent(session)
@@ -174,10 +182,15 @@ class SessionService:
 
     @_admitted
     async def wake(self, user: User, session_id: str) -> Session:
-        """Start a hibernated session again, on the agent that keeps its home."""
+        """Start a hibernated session again, on the agent that keeps its home;
+        :class:`OverQuota` if its owner runs as many sessions as their quota allows."""
         async with transaction(self._db) as db:
             session = await self._locked(db, user, session_id)
             _require(session, SessionState.HIBERNATED, "woken")
+            quota = await quota_of(db, session.owner_id, self._site, lock=True)
+            refused = quota.refuse_running()
+            if refused is not None:
+                raise refused
             template = await template_repo.get(db, session.template_name)
             if template is None:
                 raise Conflict(f"template {session.template_name!r} no longer exists")

@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Agent, Session, Template, utcnow
+from streamspace.db.repo.lists import padded
 from streamspace.protocol import HeartbeatPayload
 from streamspace.states import ACTIVE_SESSION_STATES, AgentApproval, AgentStatus
 
@@ -71,15 +72,40 @@ async def claim_leader_epoch(db: AsyncSession, agent_id: str, epoch: int) -> boo
     return claimed is not None
 
 
-async def mark_online(
-    db: AsyncSession, agent: Agent, *, replica: str, platform: str, capacity: int, version: str
-) -> None:
-    agent.status = AgentStatus.ONLINE
-    agent.replica = replica
-    agent.platform = platform
-    agent.capacity = capacity
-    agent.version = version
-    agent.last_heartbeat = utcnow()
+@dataclass(frozen=True)
+class Arriving:
+    """What an agent's hello says about it."""
+
+    agent_id: str
+    platform: str
+    capacity: int
+    version: str
+
+
+async def mark_online(db: AsyncSession, agents: Sequence[Arriving], *, replica: str) -> set[str]:
+    """Mark ``agents`` online on ``replica`` in two statements; returns the ids that exist
+    (an agent deleted while it connected is not among them)."""
+    ids = {agent.agent_id for agent in agents}
+    present = set(
+        (await db.scalars(select(Agent.agent_id).where(Agent.agent_id.in_(padded(ids))))).all()
+    )
+    now = utcnow()
+    rows = [
+        {
+            "agent_id": agent.agent_id,
+            "status": AgentStatus.ONLINE,
+            "replica": replica,
+            "platform": agent.platform,
+            "capacity": agent.capacity,
+            "version": agent.version,
+            "last_heartbeat": now,
+        }
+        for agent in {agent.agent_id: agent for agent in agents}.values()  # the latest hello
+        if agent.agent_id in present
+    ]
+    if rows:
+        await db.execute(update(Agent), rows)
+    return present
 
 
 async def mark_offline(db: AsyncSession, agent_id: str, *, replica: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -311,14 +312,17 @@ async def retry(db: AsyncSession, command: AgentCommand, *, error: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-async def requeue_in_flight(db: AsyncSession, agent_id: str) -> int:
-    """Send again everything an agent had not finished (it reconnected; it dedupes by id)."""
-    result = await db.execute(
+async def requeue_in_flight(db: AsyncSession, agent_ids: Collection[str]) -> Counter[str]:
+    """Send again everything these agents had not finished (they reconnected; they dedupe
+    by id), in one statement; returns how many commands each got back."""
+    requeued = await db.scalars(
         update(AgentCommand)
-        .where(AgentCommand.agent_id == agent_id, AgentCommand.status.in_(IN_FLIGHT))
+        .where(AgentCommand.agent_id.in_(padded(agent_ids)), AgentCommand.status.in_(IN_FLIGHT))
         .values(status=CommandStatus.PENDING)
+        .returning(AgentCommand.agent_id)
+        .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0))
+    return Counter(agent for agent in requeued.all() if agent is not None)
 
 
 async def requeue_unacknowledged(
@@ -408,7 +412,7 @@ async def agents_with_pending(db: AsyncSession, agent_ids: Collection[str]) -> s
 
 async def count_by_status(db: AsyncSession) -> dict[str, int]:
     rows = await db.execute(select(AgentCommand.status, func.count()).group_by(AgentCommand.status))
-    return {status: count for status, count in rows.tuples().all()}
+    return {status: count for status, count in rows.all()}
 
 
 def _unlocked(*conditions: Any) -> Select[uuid.UUID]:

@@ -36,7 +36,14 @@ _INSERT_SESSION = insert(_SESSIONS)
 _INSERT_EVENT = insert(Base.metadata.tables[SessionEvent.__tablename__])
 
 
-def new(owner: User, template: Template, *, agent_id: str, idle_timeout: int | None) -> Session:
+def new(
+    owner: User,
+    template: Template,
+    *,
+    agent_id: str,
+    idle_timeout: int | None,
+    max_age_seconds: int | None = None,
+) -> Session:
     """A pending session of ``template`` on ``agent_id``, not written yet (:func:`insert_new`)."""
     now = utcnow()
     session = Session(
@@ -48,6 +55,7 @@ def new(owner: User, template: Template, *, agent_id: str, idle_timeout: int | N
         platform_state={},
         persistent_home=template.persistent_home,
         idle_timeout=idle_timeout,
+        max_age_seconds=max_age_seconds,
         active_viewers=0,
         created_at=now,
         updated_at=now,
@@ -134,12 +142,21 @@ async def states_of(db: AsyncSession, session_ids: Collection[str]) -> dict[str,
     return {session_id: state for session_id, state in rows}
 
 
-async def ids_for_agent(
-    db: AsyncSession, agent_id: str, states: frozenset[SessionState]
-) -> set[str]:
-    """The ids of an agent's sessions in ``states`` (ids only: cheap for thousands)."""
-    query = select(Session.id).where(Session.agent_id == agent_id, Session.state.in_(states))
-    return set((await db.scalars(query)).all())
+async def ids_by_agent(
+    db: AsyncSession, agent_ids: Collection[str], states: frozenset[SessionState]
+) -> dict[str, set[str]]:
+    """The ids of these agents' sessions in ``states``, by agent, in one statement (ids
+    only: cheap for thousands)."""
+    rows = await db.execute(
+        select(Session.agent_id, Session.id).where(
+            Session.agent_id.in_(padded(agent_ids)), Session.state.in_(states)
+        )
+    )
+    found: dict[str, set[str]] = {}
+    for agent_id, session_id in rows:
+        if agent_id is not None:  # (always: the query selects by agent)
+            found.setdefault(agent_id, set()).add(session_id)
+    return found
 
 
 async def ids_of_owner(
@@ -266,9 +283,14 @@ async def events(db: AsyncSession, session_id: str) -> Sequence[SessionEvent]:
     ).all()
 
 
-async def count_by_state(db: AsyncSession) -> dict[str, int]:
-    rows = await db.execute(select(Session.state, func.count()).group_by(Session.state))
-    return {state: count for state, count in rows.tuples().all()}
+async def count_by_template_and_state(db: AsyncSession) -> dict[tuple[str, str], int]:
+    """How many sessions each ``(template, state)`` has (one grouped scan)."""
+    rows = await db.execute(
+        select(Session.template_name, Session.state, func.count()).group_by(
+            Session.template_name, Session.state
+        )
+    )
+    return {(template, state): count for template, state, count in rows.all()}
 
 
 async def stuck(db: AsyncSession, *, unchanged_since: datetime) -> Sequence[Session]:

@@ -7,7 +7,7 @@ import { ACTIONS, LABELS, ensureNames, nameOf } from "./home.js";
 const POLL_MS = 3000;
 
 /** A table cell with the column name as its label (shown on narrow screens, see style.css). */
-const td = (label, ...children) => el("td", { "data-label": label }, ...children);
+export const td = (label, ...children) => el("td", { "data-label": label }, ...children);
 
 /**
  * Replace a table body's rows, keeping keyboard focus on the control with the same
@@ -19,7 +19,7 @@ export function replaceRows(tbody, rows) {
   if (key) tbody.querySelector(`[data-focus-key="${CSS.escape(key)}"]`)?.focus();
 }
 
-function actionButton({ label, ariaLabel, testid, focusKey, kind = "secondary", run }) {
+export function actionButton({ label, ariaLabel, testid, focusKey, kind = "secondary", run }) {
   return el("button", {
     type: "button",
     class: `${kind} small-button`,

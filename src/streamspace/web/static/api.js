@@ -89,6 +89,15 @@ export const api = {
   resetPassword: (name, password) =>
     request("POST", userPath(name, "reset-password"), password ? { password } : {}),
   deleteUser: (name) => request("DELETE", userPath(name)),
+  quota: () => request("GET", "/me/quota"),
+  groups: () => request("GET", "/groups"),
+  createGroup: (group) => request("POST", "/groups", group),
+  updateGroup: (name, changes) => request("PATCH", `/groups/${encodeURIComponent(name)}`, changes),
+  deleteGroup: (name) => request("DELETE", `/groups/${encodeURIComponent(name)}`),
+  addMember: (name, username) =>
+    request("PUT", `/groups/${encodeURIComponent(name)}/members/${encodeURIComponent(username)}`),
+  removeMember: (name, username) =>
+    request("DELETE", `/groups/${encodeURIComponent(name)}/members/${encodeURIComponent(username)}`),
   commands: (sessionId) =>
     request("GET", `/commands?session_id=${encodeURIComponent(sessionId)}&limit=500`),
 };

@@ -8,6 +8,7 @@ import { viewerView } from "./viewer.js";
 import { agentsView, allSessionsView, commandsView } from "./admin.js";
 import { accountView, forcedPasswordChange } from "./account.js";
 import { usersView } from "./users.js";
+import { groupsView } from "./groups.js";
 
 const ui = {
   loading: $("loading"),
@@ -34,7 +35,8 @@ const messageView = {
 };
 
 const VIEWS = [
-  homeView, viewerView, accountView, agentsView, allSessionsView, usersView, commandsView, messageView,
+  homeView, viewerView, accountView, agentsView, allSessionsView, usersView, commandsView, groupsView,
+  messageView,
 ];
 
 /** Shared with the views: who is signed in and what to do when the sign-in is lost. */
@@ -67,6 +69,7 @@ function resolve() {
   if (path === "/admin/users") return [usersView, {}, true];
   if (path === "/admin/agents") return [agentsView, {}, true];
   if (path === "/admin/sessions") return [allSessionsView, {}, true];
+  if (path === "/admin/groups") return [groupsView, {}, true];
   if ((m = path.match(/^\/admin\/sessions\/([^/]+)\/commands\/?$/))) {
     return [commandsView, { id: decodeURIComponent(m[1]) }, true];
   }

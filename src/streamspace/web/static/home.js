@@ -10,6 +10,7 @@ const ui = {
   sessions: $("sessions"),
   sessionsEmpty: $("sessions-empty"),
   sessionsError: $("sessions-error"),
+  quota: $("quota-usage"),
 };
 
 let ctx = null;
@@ -91,15 +92,39 @@ async function launch(name, title, button) {
 
 async function refreshSessions(isCurrent) {
   try {
-    const all = await api.sessions();
+    const [all, quota] = await Promise.all([api.sessions(), api.quota().catch(() => null)]);
     if (!isCurrent()) return; // an answer that arrived after leaving the page or a newer poll
     showError(ui.sessionsError, "");
+    renderQuota(quota);
     // Administrators get everybody's sessions from the API; "my sessions" shows their own.
     renderSessions(all.filter((s) => s.owner === ctx.user.username));
   } catch (err) {
     if (!isCurrent() || ctx.authLost(err)) return;
     showError(ui.sessionsError, `Could not refresh sessions: ${err.message}`);
   }
+}
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+/** "2 of 2 sessions running · 0 of 1 hibernated · at most 90 min each" (the user's quota). */
+export function quotaText(q) {
+  const running = q.max_running_sessions === null
+    ? `${plural(q.running_sessions, "session")} running (no limit)`
+    : `${q.running_sessions} of ${plural(q.max_running_sessions, "session")} running`;
+  const parts = [running];
+  if (q.max_hibernated_sessions !== null) {
+    parts.push(`${q.hibernated_sessions} of ${q.max_hibernated_sessions} hibernated`);
+  }
+  if (q.max_session_minutes !== null) parts.push(`at most ${q.max_session_minutes} min each`);
+  return parts.join(" · ");
+}
+
+function renderQuota(quota) {
+  ui.quota.hidden = !quota;
+  if (!quota) return;
+  const full = quota.max_running_sessions !== null && quota.running_sessions >= quota.max_running_sessions;
+  ui.quota.textContent = `Your quota: ${quotaText(quota)}`;
+  ui.quota.dataset.full = String(full);
 }
 
 export const ACTIONS = {

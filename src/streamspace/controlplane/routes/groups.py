@@ -1,0 +1,59 @@
+"""Groups of users and their quotas (administrators only)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, status
+
+from streamspace.controlplane.deps import AdminDep, GroupsDep
+from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
+from streamspace.controlplane.routes.schemas import GroupIn, GroupOut, GroupPatch
+from streamspace.controlplane.routes.text import storable_url
+
+router = APIRouter(
+    prefix="/api/v1/groups",
+    tags=["groups"],
+    responses=AUTHENTICATED | ADMIN,
+    dependencies=[Depends(storable_url)],
+)
+
+
+@router.get("")
+async def list_groups(_admin: AdminDep, groups: GroupsDep) -> list[GroupOut]:
+    return [GroupOut.of(view) for view in await groups.list()]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(409))
+async def create_group(body: GroupIn, _admin: AdminDep, groups: GroupsDep) -> GroupOut:
+    """A new group; 422 if it allows a template that does not exist."""
+    fields = body.model_dump(exclude={"name"})
+    return GroupOut.of(await groups.create(body.name, fields))
+
+
+@router.get("/{name}", responses=errors(404))
+async def get_group(name: str, _admin: AdminDep, groups: GroupsDep) -> GroupOut:
+    return GroupOut.of(await groups.get(name))
+
+
+@router.patch("/{name}", responses=BODY | errors(404))
+async def update_group(
+    name: str, body: GroupPatch, _admin: AdminDep, groups: GroupsDep
+) -> GroupOut:
+    """Change the fields the body names; ``null`` clears a limit (the site default applies)."""
+    return GroupOut.of(await groups.update(name, body.changes()))
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
+async def delete_group(name: str, _admin: AdminDep, groups: GroupsDep) -> None:
+    """Delete the group; its members stay, without it."""
+    await groups.delete(name)
+
+
+@router.put("/{name}/members/{username}", responses=errors(404))
+async def add_member(name: str, username: str, _admin: AdminDep, groups: GroupsDep) -> GroupOut:
+    """Make the user a member (already one: nothing changes)."""
+    return GroupOut.of(await groups.add_member(name, username))
+
+
+@router.delete("/{name}/members/{username}", responses=errors(404))
+async def remove_member(name: str, username: str, _admin: AdminDep, groups: GroupsDep) -> GroupOut:
+    return GroupOut.of(await groups.remove_member(name, username))
