@@ -30,10 +30,7 @@ async def seed_running_sessions(
         owner = await user_repo.get_by_username(db, "admin")
         template = await template_repo.get(db, "xterm")
         assert owner is not None and template is not None, "the seeded admin and xterm"
-        sessions = [
-            session_repo.new(owner, template, agent_id=agent_id, idle_timeout=None)
-            for _ in range(count)
-        ]
+        sessions = [session_repo.new(owner, template, agent_id=agent_id) for _ in range(count)]
         states = {}
         for session in sessions:
             state = {"session_id": session.id, "fake": True}

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streamspace.images.recipe import DEFAULT_TAG as DEFAULT_SESSION_IMAGE
 
 DEFAULT_DATA_DIR = Path.home() / ".streamspace"
+MAX_POLICY_MINUTES = 10 * 365 * 24 * 60.0
+"""Longest policy duration accepted: ten years."""
 TOLERATION_KEYS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
 
 
@@ -128,6 +130,27 @@ class ApiSettings(RedisSettings):
     """Seconds the agent has to dial a tunnel's data socket back."""
     viewer_activity_interval: float = Field(default=30.0, gt=0)
     """While VNC bytes flow, the session's ``last_activity`` is refreshed at most this often."""
+    session_idle_timeout_minutes: float | None = Field(default=None, gt=0, le=MAX_POLICY_MINUTES)
+    """Site default: minutes without viewer input before a session's idle action runs
+    (``None``: never); a template's ``idle_timeout_minutes`` overrides it. Fractions are
+    allowed (``0.1`` = 6 s), with a floor of one second."""
+    session_idle_action: Literal["hibernate", "stop"] = "hibernate"
+    """Site default: what an idle session gets."""
+    session_max_age_minutes: float | None = Field(default=None, gt=0, le=MAX_POLICY_MINUTES)
+    """Site default: minutes after its launch a session (running or hibernated) is stopped,
+    however active (``None``: never)."""
+    session_hibernated_retention_days: float | None = Field(
+        default=None, gt=0, le=MAX_POLICY_MINUTES / 1440
+    )
+    """Site default: days a hibernated session is kept before it is stopped (``None``: for
+    ever)."""
+    session_retention_home: Literal["keep", "remove"] = "keep"
+    """Site default: whether a session stopped after its retention keeps its home."""
+    session_idle_warning_minutes: float = Field(default=5.0, ge=0, le=MAX_POLICY_MINUTES)
+    """How long before the idle action a connected viewer is warned (with a *Keep session*
+    button)."""
+    session_policy_interval: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds between two runs of the lifecycle-policy enforcer on each replica."""
     api_port: int = Field(default=8080, ge=1, le=65535)
     """The port this replica listens on (``streamspace api --port`` sets it)."""
     internal_url: str | None = None

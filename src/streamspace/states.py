@@ -44,6 +44,28 @@ class AgentStatus(StrEnum):
     OFFLINE = "offline"
 
 
+class IdleAction(StrEnum):
+    """What the idle policy does to a session nobody uses."""
+
+    HIBERNATE = "hibernate"
+    STOP = "stop"
+
+
+class RetentionHome(StrEnum):
+    """Whether a session stopped after its hibernated retention keeps its home."""
+
+    KEEP = "keep"
+    REMOVE = "remove"
+
+
+class PolicyReason(StrEnum):
+    """Which lifecycle policy acted (the ``reason`` label of its metric)."""
+
+    IDLE = "idle"
+    MAX_AGE = "max_age"
+    RETENTION = "retention"
+
+
 class UserRole(StrEnum):
     ADMIN = "admin"
     USER = "user"

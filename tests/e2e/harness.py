@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,13 +73,14 @@ def _wait_healthy(proc: subprocess.Popen[bytes], base_url: str) -> None:
 
 
 @contextmanager
-def running_platform(tmp_path: Path) -> Iterator[Platform]:
-    """``streamspace up`` on a free port with its data under ``tmp_path``; SIGINT at the end."""
+def running_platform(tmp_path: Path, env: Mapping[str, str] = {}) -> Iterator[Platform]:
+    """``streamspace up`` on a free port with its data under ``tmp_path`` (and ``env`` set:
+    settings); SIGINT at the end."""
     if not STREAMSPACE.exists():
         pytest.fail(f"{STREAMSPACE} is missing; install the project into the venv")
     port = _free_port()
     log_path = tmp_path / "up.log"
-    env = {**os.environ, "STREAMSPACE_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    env = {**os.environ, "STREAMSPACE_ADMIN_PASSWORD": ADMIN_PASSWORD, **env}
     cmd = [str(STREAMSPACE), "up", "--port", str(port), "--data-dir", str(tmp_path / "data")]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

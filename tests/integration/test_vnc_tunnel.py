@@ -325,26 +325,35 @@ async def test_expired_token(fake: Cluster) -> None:
     assert code == 4401 and "expired" in reason, (code, reason)
 
 
-async def test_bytes_keep_the_session_active(fake: Cluster) -> None:
+async def test_viewer_input_keeps_the_session_active(fake: Cluster) -> None:
+    """What the viewer types or points moves ``last_activity`` (the idle timeout's clock);
+    bytes the VNC server sends, and the handshake, do not."""
     sid = (await fake.launch("xterm"))["id"]
     async with viewer(fake.api, fake.client, sid) as ws:
-        await ws.send(b"hello vnc")
+        await ws.send(b"RFB 003.008\n\x01\x01")  # version, security None, ClientInit
         assert isinstance(await ws.recv(), bytes)  # bytes flow once the viewer is counted
         joined = await session_state(fake.client, sid)
         assert joined["active_viewers"] == 1
+        vnc: FakeVnc = fake.vnc  # type: ignore[attr-defined]
+
+        async def arrived() -> bool:
+            await ws.recv()
+            return b"RFB 003.008" in vnc.received
+
+        await eventually(arrived, timeout=5, message="viewer bytes at the VNC server")
+        for _ in range(10):  # 3 s of server traffic: ten activity intervals, no input
+            await ws.recv()
+            await asyncio.sleep(0.3)
+        assert (await session_state(fake.client, sid))["last_activity"] == joined["last_activity"]
+
+        await ws.send(b"\x05\x00\x00\x10\x00\x10")  # PointerEvent
 
         async def refreshed() -> bool:
             await ws.recv()  # keep reading: bytes keep flowing
             state = await session_state(fake.client, sid)
             return bool(state["last_activity"] > joined["last_activity"])
 
-        await eventually(refreshed, timeout=10, message="last_activity refreshed by traffic")
-    vnc: FakeVnc = fake.vnc  # type: ignore[attr-defined]
-
-    async def arrived() -> bool:
-        return b"hello vnc" in vnc.received
-
-    await eventually(arrived, timeout=5, message="viewer bytes at the VNC server")
+        await eventually(refreshed, timeout=10, message="last_activity refreshed by input")
 
 
 async def test_unreachable_vnc_server_reason_reaches_the_viewer(fake: Cluster) -> None:

@@ -46,6 +46,7 @@ from streamspace.controlplane.routes import (
     users,
     vnc,
 )
+from streamspace.controlplane.sessions.enforcer import PolicyEnforcer
 from streamspace.controlplane.sessions.quotas import Quotas
 from streamspace.controlplane.sessions.service import SessionService
 from streamspace.controlplane.templates.service import TemplateService
@@ -136,12 +137,14 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         await _forget_own_viewers(db, settings.pod_name)
         stop = asyncio.Event()
         reconciler = Reconciler(db=db, hub=hub, settings=settings)
+        enforcer = PolicyEnforcer(db=db, settings=settings, ring=hub.ring, cut=hub.cut)
         # Every background task of the replica runs here: one that crashes ends the group,
         # and so the replica, loudly (each logs what ended it; Redis outages are retried).
         async with asyncio.TaskGroup() as group:
             group.create_task(hub.run(stop), name="agenthub")
             group.create_task(dispatcher.run(stop), name="dispatcher")
             group.create_task(reconciler.run(stop), name="reconciler")
+            group.create_task(enforcer.run(stop), name="policies")
             group.create_task(heartbeats.run(stop), name="heartbeats")
             if settings.metrics_port:
                 listener = serve_metrics(hub=hub, db=db, settings=settings, stop=stop)

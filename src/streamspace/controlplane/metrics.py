@@ -41,6 +41,11 @@ LOGINS = Counter(
     "Password logins by result (success, failed, disabled, throttled)",
     ["result"],
 )
+POLICY_ACTIONS = Counter(
+    "streamspace_policy_actions_total",
+    "Sessions hibernated or stopped by a lifecycle policy (idle, max_age, retention)",
+    ["reason", "action"],
+)
 QUOTA_REFUSALS = Counter(
     "streamspace_quota_refusals_total",
     "Requests refused by a user's quota, by the limit that refused them",

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -141,12 +142,23 @@ class Template(Base):
     persistent_home: Mapped[bool] = mapped_column(default=False)
     network: Mapped[str] = mapped_column(String(8), default="none", server_default="none")
     """``none``: sessions have no network (the secure default); ``host``: the host's."""
+    # Lifecycle policies (``docs/policies.md``); ``None`` = the site default (``SESSION_*``).
+    idle_timeout_minutes: Mapped[float | None] = mapped_column(Float)
+    idle_action: Mapped[str | None] = mapped_column(String(16))
+    """``hibernate`` or ``stop``: what an idle session gets."""
+    max_age_minutes: Mapped[float | None] = mapped_column(Float)
+    hibernated_retention_days: Mapped[float | None] = mapped_column(Float)
+    retention_home: Mapped[str | None] = mapped_column(String(8))
+    """``keep`` or ``remove``: the home of a session stopped after its retention."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Session(Base):
     __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_agent_state", "agent_id", "state"),)
+    __table_args__ = (
+        Index("ix_sessions_agent_state", "agent_id", "state"),
+        Index("ix_sessions_state_activity", "state", "last_activity"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -158,8 +170,22 @@ class Session(Base):
     platform_state: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     persistent_home: Mapped[bool] = mapped_column(default=False)
     idle_timeout: Mapped[int | None] = mapped_column(Integer)
-    """Seconds without viewer activity before the session is hibernated (``None`` = never)."""
+    """Seconds without viewer input before the idle policy acts (``None`` = never); the
+    session's effective policy is fixed at launch, later template edits do not change it."""
+    idle_action: Mapped[str | None] = mapped_column(String(16))
+    """``hibernate`` or ``stop``: what the idle policy does."""
+    stop_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    """The maximum-age deadline: the session is stopped then, running or hibernated
+    (``None`` = never)."""
+    hibernated_retention: Mapped[int | None] = mapped_column(Integer)
+    """Seconds a hibernated session is kept before it is stopped (``None`` = for ever)."""
+    retention_home: Mapped[str | None] = mapped_column(String(8))
+    """``keep`` or ``remove``: the home of a session stopped after its retention."""
+    retain_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    """Set when the session hibernates: the end of its retention."""
     last_activity: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    """The last viewer input (key, pointer, clipboard), viewer arrival or departure, start,
+    wake or *keep*; the idle timeout counts from it."""
     active_viewers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """Open VNC tunnels to this session (counted by the replicas that hold the viewers)."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -169,8 +195,9 @@ class Session(Base):
     status_message: Mapped[str | None] = mapped_column(String(MAX_PROGRESS_TEXT))
     """How far the latest start or wake got, in the agent's words (``pulling image ...``)."""
     max_age_seconds: Mapped[int | None] = mapped_column(Integer)
-    """The longest the session may last from its creation, its owner's quota at its launch
-    (``None`` = no limit)."""
+    """The longest the session may last from its creation (``None`` = no limit): the
+    smaller of its template's (or the site's) maximum age and its owner's quota at its
+    launch; ``stop_at`` is its deadline."""
 
     owner: Mapped[User] = relationship(lazy="raise", innerjoin=True)
     """Loaded by the queries that show sessions (``sessions.get(with_owner=True)``)."""
@@ -222,6 +249,9 @@ class AgentCommand(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error_message: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    reason: Mapped[str | None] = mapped_column(Text)
+    """Why the control plane itself issued the command (a policy: ``idle 30 min``);
+    ``None`` for a user's or an administrator's request."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -251,7 +251,8 @@ async def test_a_session_still_running_for_a_disabled_account_is_stopped(
         await reconciler.check_disabled_owners()
         assert viewer.done()
     assert await env.state(late) == SessionState.STOPPING
-    assert len(await env.stops(late)) == 1
+    [stop] = await env.stops(late)
+    assert stop.reason == "account disabled"  # issued by the control plane itself
     assert probe.rings == [AGENT]
     await reconciler.check_disabled_owners()
     assert len(await env.stops(late)) == 1  # stopping already: left alone

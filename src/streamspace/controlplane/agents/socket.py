@@ -19,14 +19,15 @@ from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
 from streamspace.controlplane.agents.arrivals import Arrivals
 from streamspace.controlplane.agents.connection import ConnectedAgent
+from streamspace.controlplane.agents.credentials import CredentialReader
 from streamspace.controlplane.agents.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.agents.reports import Report, ReportRecorder
 from streamspace.controlplane.auth.hashing import matches
 from streamspace.controlplane.commands.dispatcher import CommandDispatcher
 from streamspace.controlplane.hub import AgentHub
-from streamspace.db.engine import SessionFactory, reading, transaction
-from streamspace.db.models import Agent
+from streamspace.db.engine import SessionFactory, transaction
 from streamspace.db.repo import agents as agent_repo
+from streamspace.db.repo.agents import Credentials
 from streamspace.inventory import InventoryError, InventoryPages
 from streamspace.protocol import (
     PROTOCOL_VERSION,
@@ -91,6 +92,7 @@ class AgentSocket:
         self._arrivals = arrivals
         self._reports = reports
         self._heartbeats = heartbeats
+        self._credentials = CredentialReader(db=db)
 
     async def serve(self, websocket: WebSocket) -> None:
         await websocket.accept()
@@ -166,10 +168,9 @@ class AgentSocket:
             )
             log.info("[AgentHub] Unregistered agent: %s", connection.agent_id)
 
-    async def _authenticate(self, websocket: WebSocket) -> Agent:
+    async def _authenticate(self, websocket: WebSocket) -> Credentials:
         agent_id, key = agent_credentials(websocket.headers)
-        async with reading(self._db) as db:
-            agent = await agent_repo.get(db, agent_id) if agent_id else None
+        agent = await self._credentials.get(agent_id) if agent_id else None
         if agent is None or key is None or not matches(key, agent.api_key_hash):
             raise _Rejected(
                 CloseCode.UNAUTHORIZED, "invalid agent credentials", error="unauthorized"
@@ -183,7 +184,7 @@ class AgentSocket:
             raise _Rejected(CloseCode.FORBIDDEN, reason, error="forbidden")
         return agent
 
-    async def _receive_hello(self, websocket: WebSocket, agent: Agent) -> Hello:
+    async def _receive_hello(self, websocket: WebSocket, agent: Credentials) -> Hello:
         message = await asyncio.wait_for(_receive(websocket), HELLO_TIMEOUT)
         if not isinstance(message, Hello):
             raise _Rejected(CloseCode.BAD_MESSAGE, f"expected hello, got {message.type}")
@@ -196,7 +197,7 @@ class AgentSocket:
             raise _Rejected(CloseCode.BAD_MESSAGE, "hello agent_id does not match credentials")
         return message
 
-    async def _fence(self, agent: Agent, hello: Hello) -> None:
+    async def _fence(self, agent: Credentials, hello: Hello) -> None:
         """Refuse a stale leader: a hello's leader epoch may not be below the highest seen.
 
         Checked and recorded in one conditional UPDATE, so of two replicas of one agent

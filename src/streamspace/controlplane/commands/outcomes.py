@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from streamspace.db.engine import DbSession
-from streamspace.db.models import AgentCommand, Session
+from streamspace.db.models import AgentCommand, Session, utcnow
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo.commands import EndedCommand
@@ -54,7 +55,7 @@ async def apply_outcome(
         return True
     action = Action(command.action)
     if status is CommandStatus.COMPLETED:
-        await _apply_success(db, session, action, result or {})
+        await _apply_success(db, session, action, result or {}, reason=command.reason)
     elif session.state not in FINAL_SESSION_STATES:
         reason = f"{action.value} failed: {error}" if error else f"{action.value} failed"
         session_repo.transition(db, session, SessionState.FAILED, detail=reason)
@@ -72,12 +73,19 @@ async def apply_completions(
     for command, result in completed:
         session = sessions.get(command.session_id or "")
         if session is not None:
-            await _apply_success(db, session, Action(command.action), result)
+            await _apply_success(db, session, Action(command.action), result, reason=command.reason)
 
 
 async def _apply_success(
-    db: DbSession, session: Session, action: Action, result: dict[str, Any]
+    db: DbSession,
+    session: Session,
+    action: Action,
+    result: dict[str, Any],
+    *,
+    reason: str | None = None,
 ) -> None:
+    """Move the session as the completed command says; ``reason`` (a policy's) becomes the
+    detail of the event, and of the termination of a stop."""
     state = result.get("state")
     if isinstance(state, dict):
         session.platform_state = state
@@ -104,10 +112,18 @@ async def _apply_success(
             )
             return
         fields = dict(zip(("vnc_host", "vnc_port"), vnc.columns(), strict=True))
+        fields["last_activity"] = utcnow()  # the idle timeout counts from the (re)start
     elif action is Action.HIBERNATE_SESSION:
-        fields = {"vnc_host": None, "vnc_port": None}
-    detail = "stopped" if action is Action.STOP_SESSION else None
+        fields = {"vnc_host": None, "vnc_port": None, "retain_until": _retained(session)}
+    detail = reason or ("stopped" if action is Action.STOP_SESSION else None)
     session_repo.transition(db, session, STATE_AFTER[action], detail=detail, **fields)
+
+
+def _retained(session: Session) -> datetime | None:
+    """The end of a session's retention, once hibernated now."""
+    if session.hibernated_retention is None:
+        return None
+    return utcnow() + timedelta(seconds=session.hibernated_retention)
 
 
 async def fail_and_clean_up(db: DbSession, session: Session, *, reason: str) -> None:

@@ -188,13 +188,14 @@ class Reconciler:
             for session in await session_repo.running_of_disabled_owners(db):
                 assert session.agent_id is not None  # a running session has its agent
                 session_repo.transition(db, session, SessionState.STOPPING, detail=DISABLED)
-                await command_repo.create(
-                    db,
+                stop = command_repo.new(
                     agent_id=session.agent_id,
                     session_id=session.id,
                     action=Action.STOP_SESSION,
                     payload={"state": session.platform_state, "keep_home": False},
+                    reason=DISABLED,
                 )
+                await command_repo.insert_new(db, [stop])
                 stopped.append((session.id, session.agent_id))
         for session_id, agent_id in stopped:
             log.warning("session %s of a disabled account was running; stopping it", session_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,6 +27,7 @@ from streamspace.bounds import (
     ResourceValue,
     check_launch_size,
 )
+from streamspace.config import MAX_POLICY_MINUTES
 from streamspace.controlplane.auth.api_tokens import DEFAULT_DAYS, MAX_DAYS
 from streamspace.controlplane.auth.groups import GroupView
 from streamspace.controlplane.auth.passwords import (
@@ -167,6 +168,18 @@ class TemplateIn(_Input):
     """Strict: ``0`` is not a boolean."""
     network: Literal["host", "none"] = "none"
     """``none``: the session has no network (local sandbox); ``host``: the host's network."""
+    # Lifecycle policies (docs/policies.md); ``None`` = the site default (``SESSION_*``).
+    idle_timeout_minutes: float | None = Field(default=None, gt=0, le=MAX_POLICY_MINUTES)
+    """Minutes without viewer input before ``idle_action`` (fractions allowed, >= 1 s)."""
+    idle_action: Literal["hibernate", "stop"] | None = None
+    max_age_minutes: float | None = Field(default=None, gt=0, le=MAX_POLICY_MINUTES)
+    """Minutes after its launch a session is stopped, however active (hibernated too)."""
+    hibernated_retention_days: float | None = Field(
+        default=None, gt=0, le=MAX_POLICY_MINUTES / 1440
+    )
+    """Days a hibernated session is kept before it is stopped."""
+    retention_home: Literal["keep", "remove"] | None = None
+    """Whether a session stopped after its retention keeps its home."""
 
     @model_validator(mode="after")
     def _fits_a_command(self) -> TemplateIn:
@@ -200,16 +213,30 @@ class SessionOut(BaseModel):
     last_activity: datetime | None
     active_viewers: int = 0
     """Open VNC tunnels (viewers) to the session."""
+    idle_action: str | None = None
+    """What the idle policy does (``hibernate`` or ``stop``) once ``idle_deadline`` passes."""
+    idle_deadline: datetime | None = None
+    """A running session's idle deadline: ``last_activity`` plus its idle timeout."""
+    idle_warning_at: datetime | None = None
+    """From when a viewer warns of ``idle_deadline`` (``SESSION_IDLE_WARNING_MINUTES``)."""
+    stop_at: datetime | None = None
+    """The maximum-age deadline: the session is stopped then (running or hibernated)."""
+    retain_until: datetime | None = None
+    """A hibernated session is stopped then (its retention)."""
     max_age_seconds: int | None = None
-    """The longest the session may last from ``created_at`` (its owner's quota at launch)."""
+    """The longest the session may last from ``created_at``: the smaller of its template's
+    maximum age and its owner's quota at launch (``stop_at`` is the deadline)."""
 
     @classmethod
-    def of(cls, session: Session, *, viewer: User) -> SessionOut:
+    def of(cls, session: Session, *, viewer: User, warning: float = 0) -> SessionOut:
         """The session as ``viewer`` may see it: its VNC address is a diagnostic for
-        administrators only (everyone else connects through the tunnel)."""
+        administrators only (everyone else connects through the tunnel). ``warning``:
+        seconds before the idle deadline the viewer warns."""
         vnc = None
-        if viewer.role == UserRole.ADMIN and session.state == SessionState.RUNNING:
+        running = session.state == SessionState.RUNNING
+        if viewer.role == UserRole.ADMIN and running:
             vnc = VncEndpoint.from_columns(session.vnc_host, session.vnc_port)
+        idle_deadline, idle_warning_at = _idle_deadlines(session, warning)
         return cls(
             id=session.id,
             owner=session.owner.username,
@@ -225,7 +252,22 @@ class SessionOut(BaseModel):
             last_activity=session.last_activity,
             active_viewers=session.active_viewers or 0,
             max_age_seconds=session.max_age_seconds,
+            idle_action=session.idle_action if session.idle_timeout is not None else None,
+            idle_deadline=idle_deadline,
+            idle_warning_at=idle_warning_at,
+            stop_at=session.stop_at,
+            retain_until=session.retain_until if session.state == SessionState.HIBERNATED else None,
         )
+
+
+def _idle_deadlines(session: Session, warning: float) -> tuple[datetime | None, datetime | None]:
+    """A running session's idle deadline, and from when a viewer warns of it (``warning``
+    seconds before, but not before its last activity); ``None`` without an idle timeout."""
+    last = session.last_activity
+    if session.state != SessionState.RUNNING or session.idle_timeout is None or last is None:
+        return None, None
+    deadline = last + timedelta(seconds=session.idle_timeout)
+    return deadline, max(last, deadline - timedelta(seconds=warning))
 
 
 class SessionEventOut(BaseModel):
@@ -277,6 +319,8 @@ class CommandOut(BaseModel):
     payload: dict[str, Any] | None
     result: dict[str, Any] | None
     error_message: str | None
+    reason: str | None = None
+    """Why the control plane issued the command itself (a policy: ``idle 30 min``)."""
     created_at: datetime
     sent_at: datetime | None
     acknowledged_at: datetime | None

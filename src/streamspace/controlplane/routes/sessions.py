@@ -47,22 +47,29 @@ async def create_session(
     the same key with another template is refused (422).
     """
     created = await sessions.create(user, body.template, idempotency_key=idempotency_key)
-    return SessionOut.of(created, viewer=user)
+    return SessionOut.of(created, viewer=user, warning=sessions.idle_warning)
 
 
 @router.get("")
 async def list_sessions(user: UserDep, sessions: SessionsDep) -> list[SessionOut]:
-    return [SessionOut.of(session, viewer=user) for session in await sessions.list(user)]
+    return [
+        SessionOut.of(session, viewer=user, warning=sessions.idle_warning)
+        for session in await sessions.list(user)
+    ]
 
 
 @router.get("/{session_id}", responses=errors(404))
 async def get_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
-    return SessionOut.of(await sessions.get(user, session_id), viewer=user)
+    return SessionOut.of(
+        await sessions.get(user, session_id), viewer=user, warning=sessions.idle_warning
+    )
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409))
 async def stop_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
-    return SessionOut.of(await sessions.stop(user, session_id), viewer=user)
+    return SessionOut.of(
+        await sessions.stop(user, session_id), viewer=user, warning=sessions.idle_warning
+    )
 
 
 @router.post(
@@ -72,7 +79,9 @@ async def stop_session(session_id: str, user: UserDep, sessions: SessionsDep) ->
 )
 async def hibernate_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
     """429 when its owner keeps as many hibernated sessions as their quota allows."""
-    return SessionOut.of(await sessions.hibernate(user, session_id), viewer=user)
+    return SessionOut.of(
+        await sessions.hibernate(user, session_id), viewer=user, warning=sessions.idle_warning
+    )
 
 
 @router.post(
@@ -81,7 +90,18 @@ async def hibernate_session(session_id: str, user: UserDep, sessions: SessionsDe
 async def wake_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
     """Start a hibernated session again; 429 when its owner runs as many sessions as their
     quota allows."""
-    return SessionOut.of(await sessions.wake(user, session_id), viewer=user)
+    return SessionOut.of(
+        await sessions.wake(user, session_id), viewer=user, warning=sessions.idle_warning
+    )
+
+
+@router.post("/{session_id}/keep", responses=errors(404, 409))
+async def keep_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+    """The owner is still there: the idle timeout starts again (the viewer's *Keep
+    session* button). Only the session's owner may (403 for others); 409 unless running."""
+    return SessionOut.of(
+        await sessions.keep(user, session_id), viewer=user, warning=sessions.idle_warning
+    )
 
 
 @router.get("/{session_id}/events", responses=errors(404))

@@ -28,6 +28,7 @@ from typing import NamedTuple
 from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
 from streamspace.controlplane.errors import Forbidden, NotFound, OverQuota, Unavailable
+from streamspace.controlplane.sessions.policies import effective_policy
 from streamspace.controlplane.sessions.quotas import Quota, quotas_of, site_limits
 from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.engine import DbSession, SessionFactory, transaction
@@ -152,7 +153,11 @@ class LaunchWriter:
                 launch.repeated()
                 if position in repeated
                 else _place(
-                    launch, templates.get(launch.template_name), candidates, quotas[launch.user.id]
+                    launch,
+                    templates.get(launch.template_name),
+                    candidates,
+                    quotas[launch.user.id],
+                    self._settings,
                 )
                 for position, launch in enumerate(batch)
             ]
@@ -221,6 +226,7 @@ def _place(
     template: Template | None,
     candidates: list[agent_repo.Candidate],
     quota: Quota,
+    settings: ApiSettings,
 ) -> Launched | NotFound | Forbidden | OverQuota | Unavailable:
     """The launch's session and start command on the least loaded agent that fits, or why
     there is none (counted on the chosen candidate and the user's quota, for the launches
@@ -239,13 +245,8 @@ def _place(
         )
     agent.used += 1
     quota.running += 1
-    session = session_repo.new(
-        launch.user,
-        template,
-        agent_id=agent.agent_id,
-        idle_timeout=None,
-        max_age_seconds=quota.limits.max_age_seconds,
-    )
+    policy = effective_policy(template, settings, quota_max_age=quota.limits.max_age_seconds)
+    session = session_repo.new(launch.user, template, agent_id=agent.agent_id, policy=policy)
     command = command_repo.new(
         agent_id=agent.agent_id,
         session_id=session.id,

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from streamspace.config import ApiSettings
-from streamspace.controlplane.errors import Conflict, Invalid, NotFound
+from streamspace.controlplane.errors import Conflict, Forbidden, Invalid, NotFound
 from streamspace.controlplane.hub import Cut
 from streamspace.controlplane.sessions.launches import Idempotency, LaunchWriter, Repeated
 from streamspace.controlplane.sessions.quotas import quota_of, site_limits
@@ -18,6 +18,7 @@ from streamspace.db.engine import DbSession, SessionFactory, reading, transactio
 from streamspace.db.models import AgentCommand, Session, SessionEvent, User, utcnow
 from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import idempotency as idempotency_repo
+from streamspace.db.repo import policies as policy_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
 from streamspace.protocol import SESSION_NOT_RUNNING, Action
@@ -199,6 +200,23 @@ class SessionService:
             await _queue(db, session, Action.WAKE_SESSION, payload)
         await self._ring_agent(session)
         return session
+
+    async def keep(self, user: User, session_id: str) -> Session:
+        """The owner is still there: the session's idle time starts again (the viewer's
+        *Keep session*). Only its owner may; only a running session can be kept."""
+        async with transaction(self._db) as db:
+            session = self._visible(user, await session_repo.get(db, session_id, with_owner=True))
+            if session.owner_id != user.id:
+                raise Forbidden("only the session's owner can keep it")
+            if not await policy_repo.keep(db, session.id, now=utcnow()):
+                _require(session, SessionState.RUNNING, "kept")
+                raise Conflict("session is not running; only a running session can be kept")
+        return await self.get(user, session_id)
+
+    @property
+    def idle_warning(self) -> float:
+        """Seconds before its idle action a viewer is warned (``SESSION_IDLE_WARNING_MINUTES``)."""
+        return self._settings.session_idle_warning_minutes * 60
 
     async def end_agent_sessions(self, agent_id: str, *, reason: str) -> int:
         """End an agent's active sessions and their open commands (the agent is going away

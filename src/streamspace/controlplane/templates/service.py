@@ -41,6 +41,12 @@ _FIELD_DEFAULTS: dict[str, Any] = {
     "platform": None,
     "persistent_home": False,
     "network": "none",  # none of the defaults needs the network: an X terminal or editor
+    # The site defaults (SESSION_* settings) decide their lifecycle policies.
+    "idle_timeout_minutes": None,
+    "idle_action": None,
+    "max_age_minutes": None,
+    "hibernated_retention_days": None,
+    "retention_home": None,
 }
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamspace.controlplane.tunnels.endpoints import Closed, Endpoint, Gone
+from streamspace.controlplane.tunnels.input import InputWatch
 from streamspace.protocol import CloseCode
 
 BINARY_ONLY = "binary frames only: a text frame is not part of the VNC tunnel"
@@ -21,18 +22,24 @@ BINARY_ONLY = "binary frames only: a text frame is not part of the VNC tunnel"
 
 @dataclass
 class Traffic:
-    """Bytes carried so far, and when the last ones went through (monotonic clock)."""
+    """Bytes carried so far, and when the last ones went through (monotonic clock); with an
+    ``input`` watch, also when the viewer last sent input (a key, the pointer, the clipboard)."""
 
     to_viewer: int = 0
     to_upstream: int = 0
     last_flow: float = field(default_factory=time.monotonic)
+    input: InputWatch | None = None
+    last_input: float = field(default_factory=time.monotonic)
 
-    def carried(self, size: int, *, to_viewer: bool) -> None:
+    def carried(self, message: bytes, *, to_viewer: bool) -> None:
+        now = time.monotonic()
         if to_viewer:
-            self.to_viewer += size
+            self.to_viewer += len(message)
         else:
-            self.to_upstream += size
-        self.last_flow = time.monotonic()
+            self.to_upstream += len(message)
+            if self.input is not None and self.input.feed(message):
+                self.last_input = now
+        self.last_flow = now
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ async def _pump(source: Endpoint, target: Endpoint, traffic: Traffic, *, to_view
             await target.send(message)
         except Gone:
             return _Stop(target_gone=True)
-        traffic.carried(len(message), to_viewer=to_viewer)
+        traffic.carried(message, to_viewer=to_viewer)
 
 
 def upstream_close(closed: Closed) -> tuple[int, str]:

@@ -29,6 +29,7 @@ from streamspace.controlplane.tunnels.endpoints import (
     closed_on_failure,
     viewable_endpoint,
 )
+from streamspace.controlplane.tunnels.input import InputWatch
 from streamspace.controlplane.tunnels.relay import Traffic, relay
 from streamspace.db.engine import DbSession, reading, transaction
 from streamspace.db.models import utcnow
@@ -105,7 +106,7 @@ async def _view(
     agent: Endpoint,
     cut: asyncio.Future[Closed],
 ) -> None:
-    traffic = Traffic()
+    traffic = Traffic(input=InputWatch())
     began = time.monotonic()
     sid, here = target.session_id, tunnels.settings.pod_name
     viewer_id = await _record(
@@ -134,12 +135,14 @@ async def _view(
 
 
 async def _activity(tunnels: Tunnels, session_id: str, traffic: Traffic) -> None:
-    """While bytes flow, refresh ``last_activity`` at most every ``VIEWER_ACTIVITY_INTERVAL``."""
+    """While the viewer sends input (keys, the pointer, the clipboard: what a person does;
+    not the update requests a viewer sends by itself), refresh ``last_activity`` at most
+    every ``VIEWER_ACTIVITY_INTERVAL``: one UPDATE per interval, not one per event."""
     interval = tunnels.settings.viewer_activity_interval
     noted = time.monotonic()
     while True:
         await asyncio.sleep(interval)
-        if traffic.last_flow > noted:
+        if traffic.last_input > noted:
             noted = time.monotonic()
             await _record(
                 tunnels, session_id, lambda db, now: viewers.viewer_active(db, session_id, now=now)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +18,25 @@ from streamspace.states import ACTIVE_SESSION_STATES, AgentApproval, AgentStatus
 
 async def get(db: AsyncSession, agent_id: str) -> Agent | None:
     return await db.get(Agent, agent_id)
+
+
+class Credentials(NamedTuple):
+    """What deciding whether an agent may connect reads."""
+
+    agent_id: str
+    api_key_hash: str
+    approval: str
+    leader_epoch: int | None
+
+
+async def credentials(db: AsyncSession, agent_ids: Collection[str]) -> dict[str, Credentials]:
+    """The credentials of those of ``agent_ids`` that exist, in one statement."""
+    rows = await db.execute(
+        select(Agent.agent_id, Agent.api_key_hash, Agent.approval, Agent.leader_epoch).where(
+            Agent.agent_id.in_(padded(agent_ids))
+        )
+    )
+    return {row.agent_id: Credentials(*row) for row in rows}
 
 
 async def list_agents(db: AsyncSession) -> Sequence[Agent]:

@@ -32,6 +32,8 @@ class EndedCommand(NamedTuple):
     session_id: str | None
     action: str
     status: str
+    reason: str | None = None
+    """Why the control plane issued the command itself (a policy), if it did."""
 
 
 _ENDED_COLUMNS = (
@@ -39,6 +41,7 @@ _ENDED_COLUMNS = (
     _COMMANDS.c.session_id,
     _COMMANDS.c.action,
     _COMMANDS.c.status,
+    _COMMANDS.c.reason,
 )
 
 
@@ -69,14 +72,22 @@ _INSERTED = (
     "attempts",
     "created_at",
     "sent_at",
+    "reason",
 )
 
 
 def new(
-    *, agent_id: str, session_id: str, action: Action, payload: dict[str, Any], sent: bool = False
+    *,
+    agent_id: str,
+    session_id: str,
+    action: Action,
+    payload: dict[str, Any],
+    sent: bool = False,
+    reason: str | None = None,
 ) -> AgentCommand:
     """A command, ``pending`` (for the dispatcher to claim) or, when the caller sends it
-    itself right after the commit, already ``sent``; not written yet (:func:`insert_new`)."""
+    itself right after the commit, already ``sent``; not written yet (:func:`insert_new`).
+    ``reason``: why the control plane issued it itself (a policy's ``idle 30 min``)."""
     now = utcnow()
     return AgentCommand(
         id=uuid.uuid4(),
@@ -89,6 +100,7 @@ def new(
         attempts=1 if sent else 0,
         created_at=now,
         sent_at=now if sent else None,
+        reason=reason,
     )
 
 

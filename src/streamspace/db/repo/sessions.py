@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +26,8 @@ from streamspace.states import (
     FINAL_SESSION_STATES,
     OPEN_COMMAND_STATUSES,
     TRANSITIONAL_SESSION_STATES,
+    IdleAction,
+    RetentionHome,
     SessionState,
 )
 
@@ -36,15 +38,21 @@ _INSERT_SESSION = insert(_SESSIONS)
 _INSERT_EVENT = insert(Base.metadata.tables[SessionEvent.__tablename__])
 
 
-def new(
-    owner: User,
-    template: Template,
-    *,
-    agent_id: str,
-    idle_timeout: int | None,
-    max_age_seconds: int | None = None,
-) -> Session:
-    """A pending session of ``template`` on ``agent_id``, not written yet (:func:`insert_new`)."""
+class Policy(NamedTuple):
+    """A session's effective lifecycle policy, fixed at its launch (seconds; ``None`` =
+    never). ``max_age`` is already the smaller of the template's (or the site's) and the
+    owner's quota."""
+
+    idle_timeout: int | None = None
+    idle_action: IdleAction = IdleAction.HIBERNATE
+    max_age: int | None = None
+    hibernated_retention: int | None = None
+    retention_home: RetentionHome = RetentionHome.KEEP
+
+
+def new(owner: User, template: Template, *, agent_id: str, policy: Policy = Policy()) -> Session:
+    """A pending session of ``template`` on ``agent_id`` under ``policy``, not written yet
+    (:func:`insert_new`)."""
     now = utcnow()
     session = Session(
         id=new_id(),
@@ -54,8 +62,13 @@ def new(
         state=SessionState.PENDING.value,
         platform_state={},
         persistent_home=template.persistent_home,
-        idle_timeout=idle_timeout,
-        max_age_seconds=max_age_seconds,
+        idle_timeout=policy.idle_timeout,
+        idle_action=policy.idle_action.value,
+        max_age_seconds=policy.max_age,
+        stop_at=None if policy.max_age is None else now + timedelta(seconds=policy.max_age),
+        hibernated_retention=policy.hibernated_retention,
+        retention_home=policy.retention_home.value,
+        retain_until=None,
         active_viewers=0,
         created_at=now,
         updated_at=now,

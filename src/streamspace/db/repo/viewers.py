@@ -42,7 +42,8 @@ async def viewer_left(db: AsyncSession, viewer_id: str, session_id: str, *, now:
 
 
 async def viewer_active(db: AsyncSession, session_id: str, *, now: datetime) -> None:
-    """VNC bytes flowed: the session is in use (the idle timeout reads this)."""
+    """The viewer sent input (a key, the pointer, the clipboard): the session is in use
+    (the idle timeout counts from this)."""
     await _note(db, session_id, now)
 
 

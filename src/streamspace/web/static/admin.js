@@ -214,7 +214,8 @@ export const commandsView = polledView("commands", "commands-heading", async (is
 
 function commandRow(c) {
   return el("tr", { dataset: { testid: "command-row", commandId: c.command_id, status: c.status, action: c.action } },
-    td("Action", el("strong", {}, c.action.replaceAll("_", " ")), el("div", { class: "muted small" }, c.command_id)),
+    td("Action", el("strong", {}, c.action.replaceAll("_", " ")), el("div", { class: "muted small" }, c.command_id),
+      c.reason ? el("div", { class: "small", dataset: { testid: "command-reason" } }, `by policy: ${c.reason}`) : null),
     td("Status", badge(c.status, c.status, "command-status")),
     td("Attempts", String(c.attempts)),
     td("Created", timeEl(c.created_at)),

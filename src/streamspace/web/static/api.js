@@ -65,6 +65,9 @@ export const api = {
   hibernate: (id) => request("POST", sessionPath(id, "hibernate")),
   wake: (id) => request("POST", sessionPath(id, "wake")),
   session: (id) => request("GET", sessionPath(id)),
+  /** The owner is still there: the idle timeout starts again. */
+  keep: (id) => request("POST", sessionPath(id, "keep")),
+  events: (id) => request("GET", sessionPath(id, "events")),
   /** A one-time token for the VNC WebSocket: `{token, expires_in, url}`. */
   connect: (id) => request("POST", sessionPath(id, "connect")),
   agents: () => request("GET", "/agents"),

@@ -8,6 +8,8 @@ import { clipboardPanel } from "./viewer-clipboard.js";
 
 const NOVNC_URL = "/vendor/novnc/core/rfb.js";
 const WAIT_POLL_MS = 2000;
+// While connected, how often the viewer looks at the session's idle deadline (at most).
+const POLICY_POLL_MS = 10000;
 
 const ui = {
   view: $("viewer-view"),
@@ -25,10 +27,13 @@ const ui = {
   resize: $("viewer-resize"),
   stage: $("viewer-stage"),
   screen: $("viewer-screen"),
+  idle: $("viewer-idle"),
+  idleText: $("viewer-idle-text"),
+  keep: $("viewer-keep"),
 };
 
 // One "visit" of the page: every async step checks it is still the current one.
-const v = { gen: 0, id: null, ctx: null, rfb: null, waitTimer: 0 };
+const v = { gen: 0, id: null, ctx: null, rfb: null, waitTimer: 0, policyTimer: 0, countdown: 0 };
 let rfbModule = null;
 const clipboard = clipboardPanel(() => v.rfb, (text) => setStatus(text));
 
@@ -58,6 +63,7 @@ export const viewerView = {
 
 function teardown() {
   clearTimeout(v.waitTimer);
+  hideIdleWarning();
   const rfb = v.rfb;
   v.rfb = null;
   setConnected(false);
@@ -125,7 +131,92 @@ function explainNotRunning(gen, s) {
   setStatus("");
   setProblem(text, { wake });
   if (wait) v.waitTimer = setTimeout(() => current(gen) && start(gen), WAIT_POLL_MS);
+  if (s.state === "hibernated") explainHibernation(gen, text);
 }
+
+/** Say why a hibernated session was hibernated, when a policy did it (`idle 30 min`). */
+async function explainHibernation(gen, text) {
+  let events;
+  try {
+    events = await api.events(v.id);
+  } catch {
+    return; // the state alone says enough
+  }
+  const last = events.at(-1);
+  if (!current(gen) || v.rfb || !last || last.to_state !== "hibernated" || !last.detail) return;
+  setProblem(`${text} It was hibernated by policy: ${last.detail}.`, { wake: true });
+}
+
+// ---- idle warning --------------------------------------------------------------------
+
+/** While connected: look at the idle deadline now, and again when it may need a warning. */
+async function watchIdle(gen) {
+  clearTimeout(v.policyTimer);
+  let s;
+  try {
+    s = await api.session(v.id);
+  } catch (err) {
+    if (current(gen) && !v.ctx.authLost(err)) v.policyTimer = setTimeout(() => watchIdle(gen), POLICY_POLL_MS);
+    return;
+  }
+  if (!current(gen) || !v.rfb) return;
+  showIdle(gen, s);
+}
+
+function showIdle(gen, s) {
+  clearTimeout(v.policyTimer);
+  const now = Date.now();
+  const deadline = s.idle_deadline ? Date.parse(s.idle_deadline) : NaN;
+  const warnAt = s.idle_warning_at ? Date.parse(s.idle_warning_at) : deadline;
+  if (s.state !== "running" || Number.isNaN(deadline)) {
+    hideIdleWarning();
+    return;
+  }
+  if (now >= warnAt) {
+    showIdleWarning(deadline, s.idle_action);
+    // Input since the last look moves the deadline on: look again soon.
+    v.policyTimer = setTimeout(() => watchIdle(gen), Math.min(POLICY_POLL_MS, 2000));
+  } else {
+    hideIdleWarning();
+    v.policyTimer = setTimeout(() => watchIdle(gen), Math.max(250, Math.min(POLICY_POLL_MS, warnAt - now)));
+  }
+}
+
+function showIdleWarning(deadline, action) {
+  const verb = action === "stop" ? "stopped" : "hibernated";
+  const tick = () => {
+    const left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+    const when = left >= 120 ? `${Math.round(left / 60)} minutes` : `${left} seconds`;
+    ui.idleText.textContent = `Nobody has used this session for a while: it will be ${verb} in ${when}.`;
+  };
+  tick();
+  clearInterval(v.countdown);
+  v.countdown = setInterval(tick, 1000);
+  if (ui.idle.hidden) announce(ui.idleText.textContent);
+  ui.idle.hidden = false;
+}
+
+function hideIdleWarning() {
+  clearInterval(v.countdown);
+  clearTimeout(v.policyTimer);
+  ui.idle.hidden = true;
+}
+
+ui.keep.addEventListener("click", async () => {
+  const gen = v.gen;
+  ui.keep.disabled = true;
+  try {
+    const s = await api.keep(v.id);
+    if (!current(gen)) return;
+    hideIdleWarning();
+    announce("The session is kept.");
+    if (v.rfb) showIdle(gen, s);
+  } catch (err) {
+    if (current(gen) && !v.ctx.authLost(err)) ui.idleText.textContent = `Could not keep the session: ${err.message}`;
+  } finally {
+    ui.keep.disabled = false;
+  }
+});
 
 function failBeforeConnect(gen, err) {
   setStatus("");
@@ -204,6 +295,7 @@ async function connect(gen) {
     if (canvas?.width && canvas?.height) ui.stage.style.setProperty("--fb-ratio", `${canvas.width} / ${canvas.height}`);
     setStatus("Connected. Click the desktop to type into it.");
     announce("Connected to the session.");
+    watchIdle(gen);
   });
   rfb.addEventListener("disconnect", (e) => {
     // Let the socket's own close event land first.
@@ -225,6 +317,7 @@ async function connect(gen) {
 async function onDisconnect(gen, rfb, clean, closed) {
   if (v.rfb === rfb) v.rfb = null;
   if (rfb.disconnectedByUs || !current(gen)) return;
+  hideIdleWarning();
   setConnected(false);
   setLive(false);
   if (document.fullscreenElement) document.exitFullscreen().catch(() => {});

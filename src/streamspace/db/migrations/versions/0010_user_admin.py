@@ -4,8 +4,8 @@
 ``must_change_password`` (after a reset: only the password change is allowed until done);
 ``api_tokens`` holds the personal tokens (``ssp_…``) users make for automation, by SHA-256.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-03
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from streamspace.db.models import UtcDateTime
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
