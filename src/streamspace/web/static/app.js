@@ -105,17 +105,22 @@ document.querySelector(".skip-link").addEventListener("click", (event) => {
 
 // ---- sign-in ---------------------------------------------------------------------------
 
-function showLogin(message = "") {
-  if (current) current.hide();
-  current = null;
-  ctx.user = null;
-  document.body.dataset.view = "login";
+/** Show one frame of the page: the sign-in form, the forced password change, or the app. */
+function showFrame(frame, user) {
+  if (frame !== "app") {
+    if (current) current.hide();
+    current = null;
+    document.body.dataset.view = frame;
+  }
+  ctx.user = user;
   ui.loading.hidden = true;
-  ui.appView.hidden = true;
-  ui.nav.hidden = true;
-  ui.userBox.hidden = true;
-  ui.passwordView.hidden = true;
-  ui.loginView.hidden = false;
+  ui.loginView.hidden = frame !== "login";
+  ui.passwordView.hidden = frame !== "password";
+  for (const node of [ui.appView, ui.nav, ui.userBox]) node.hidden = frame !== "app";
+}
+
+function showLogin(message = "") {
+  showFrame("login", null);
   ui.loginForm.reset();
   showError(ui.loginError, message);
   $("username").focus();
@@ -123,29 +128,14 @@ function showLogin(message = "") {
 
 /** After an administrator set the password: only the change is allowed until it is done. */
 function showForcedChange(user) {
-  if (current) current.hide();
-  current = null;
-  ctx.user = user;
-  document.body.dataset.view = "password";
-  ui.loading.hidden = true;
-  ui.loginView.hidden = true;
-  ui.appView.hidden = true;
-  ui.nav.hidden = true;
-  ui.userBox.hidden = true;
-  ui.passwordView.hidden = false;
+  showFrame("password", user);
   $("forced-current").focus();
 }
 
 function showApp(user, { focus = false } = {}) {
   if (user.must_change_password) return showForcedChange(user);
-  ctx.user = user;
-  ui.loading.hidden = true;
-  ui.loginView.hidden = true;
-  ui.passwordView.hidden = true;
-  ui.appView.hidden = false;
-  ui.nav.hidden = false;
+  showFrame("app", user);
   for (const link of ui.nav.querySelectorAll("[data-admin]")) link.hidden = !ctx.isAdmin;
-  ui.userBox.hidden = false;
   ui.currentUser.textContent = `Signed in as ${user.username} (${user.role})`;
   render({ focus });
 }
