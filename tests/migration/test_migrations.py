@@ -38,6 +38,7 @@ TABLES = {
     "idempotency_keys",
     "groups",
     "group_members",
+    "api_tokens",
 }
 TRIGGER = "agent_commands_updated_at_trigger"
 FUNCTION = "update_agent_commands_updated_at"

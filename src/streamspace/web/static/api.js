@@ -17,7 +17,13 @@ export function errorMessage(status, body) {
   return `The request failed (HTTP ${status}).`;
 }
 
-async function request(method, path, body) {
+/** The `cursor` of a `Link: <…?cursor=…>; rel="next"` header, or null on the last page. */
+export function nextCursor(link) {
+  const match = /<([^>]*)>;\s*rel="next"/.exec(link || "");
+  return match ? new URL(match[1], location.href).searchParams.get("cursor") : null;
+}
+
+async function request(method, path, body, { withLink = false } = {}) {
   const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -39,8 +45,11 @@ async function request(method, path, body) {
     }
   }
   if (!resp.ok) throw new ApiError(resp.status, errorMessage(resp.status, data));
-  return data;
+  return withLink ? { items: data, next: nextCursor(resp.headers.get("Link")) } : data;
 }
+
+const userPath = (name, action = "") =>
+  `/users/${encodeURIComponent(name)}${action ? `/${action}` : ""}`;
 
 const sessionPath = (id, action = "") =>
   `/sessions/${encodeURIComponent(id)}${action ? `/${action}` : ""}`;
@@ -64,6 +73,25 @@ export const api = {
   agents: () => request("GET", "/agents"),
   approveAgent: (id) => request("POST", `/agents/${encodeURIComponent(id)}/approve`),
   revokeAgent: (id) => request("POST", `/agents/${encodeURIComponent(id)}/revoke`),
+  changePassword: (current_password, new_password) =>
+    request("POST", "/auth/password", { current_password, new_password }),
+  apiTokens: () => request("GET", "/auth/tokens"),
+  createApiToken: (name, expires_in_days) => request("POST", "/auth/tokens", { name, expires_in_days }),
+  revokeApiToken: (id) => request("DELETE", `/auth/tokens/${encodeURIComponent(id)}`),
+  /** A page of users: `{items, next}` (`next`: the cursor of the next page, or null). */
+  users: ({ q = "", cursor = null, limit = 20 } = {}) => {
+    const params = new URLSearchParams({ limit: String(limit) });
+    if (q) params.set("q", q);
+    if (cursor) params.set("cursor", cursor);
+    return request("GET", `/users?${params}`, undefined, { withLink: true });
+  },
+  createUser: (body) => request("POST", "/users", body),
+  setRole: (name, role) => request("POST", userPath(name, "role"), { role }),
+  disableUser: (name) => request("POST", userPath(name, "disable")),
+  enableUser: (name) => request("POST", userPath(name, "enable")),
+  resetPassword: (name, password) =>
+    request("POST", userPath(name, "reset-password"), password ? { password } : {}),
+  deleteUser: (name) => request("DELETE", userPath(name)),
   quota: () => request("GET", "/me/quota"),
   groups: () => request("GET", "/groups"),
   createGroup: (group) => request("POST", "/groups", group),
