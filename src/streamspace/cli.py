@@ -1,10 +1,8 @@
-"""The ``streamspace`` command: up, api, agent, migrate, users, groups, images."""
+"""The ``streamspace`` command: up, api, agent, migrate, users, tokens, groups, images."""
 
 from __future__ import annotations
 
 import asyncio
-import getpass
-import os
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from streamspace import logs
+from streamspace.cli_users import tokens_app, users_app
 from streamspace.config import DEFAULT_DATA_DIR, AgentSettings, ApiSettings
 from streamspace.files import private_dir
 from streamspace.images.recipe import DEFAULT_TAG as DEFAULT_SESSION_IMAGE
@@ -28,8 +27,8 @@ T = TypeVar("T")
 app = typer.Typer(
     help="StreamSpace: desktop applications streamed into the browser.", no_args_is_help=True
 )
-users_app = typer.Typer(help="Manage local users.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
 groups_app = typer.Typer(help="Manage groups of users and their quotas.", no_args_is_help=True)
 app.add_typer(groups_app, name="groups")
 images_app = typer.Typer(
@@ -119,44 +118,6 @@ def migrate(
     else:
         raise typer.BadParameter("action must be 'upgrade' or 'downgrade'")
     typer.echo(f"{action} to {revision}: done")
-
-
-@users_app.command("create")
-def users_create(
-    username: str,
-    role: Annotated[str, typer.Option(help="admin or user")] = "user",
-    password: Annotated[
-        str | None, typer.Option(help="Prompted for when omitted (never echoed).")
-    ] = None,
-) -> None:
-    """Create a local user in DATABASE_URL."""
-    from streamspace.controlplane.audit import AuditLog
-    from streamspace.controlplane.auth.users import UserService
-    from streamspace.controlplane.errors import ServiceError
-    from streamspace.db.engine import create_engine, create_session_factory
-    from streamspace.db.migrations.runner import upgrade
-
-    settings = ApiSettings()
-    secret = password or os.environ.get("STREAMSPACE_USER_PASSWORD") or getpass.getpass()
-    if len(secret) < 8:
-        raise typer.BadParameter("password must have at least 8 characters")
-    upgrade(settings.database_url)
-
-    async def create() -> None:
-        engine = create_engine(settings.database_url)
-        try:
-            db = create_session_factory(engine)
-            users = UserService(db=db, audit=AuditLog(db=db))
-            await users.create(username=username, password=secret, role=role)
-        finally:
-            await engine.dispose()
-
-    try:
-        asyncio.run(create())
-    except (ServiceError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"created {role} {username!r}")
 
 
 def _with_groups(work: Callable[[GroupService], Awaitable[T]]) -> T:

@@ -53,4 +53,18 @@ def login_lock_key(subject: str) -> str:
 
 
 TOKENS_REVOKED_CHANNEL = "tokens:revoked"
-"""Pub/sub channel of login-token digests just revoked (logout): replicas drop their cached copy."""
+"""Pub/sub channel of revocations: a token's digest (logout, API token revoked), or
+``user:<id>`` (every token of that user: disabled, deleted, role or password changed).
+Replicas drop their cached copies."""
+
+_REVOKED_USER = "user:"
+
+
+def revoked_user_message(user_id: str) -> str:
+    """The ``tokens:revoked`` message that drops every cached token of one user."""
+    return f"{_REVOKED_USER}{user_id}"
+
+
+def revoked_user(message: str) -> str | None:
+    """The user id of a ``user:<id>`` revocation; ``None`` for a token digest."""
+    return message.removeprefix(_REVOKED_USER) if message.startswith(_REVOKED_USER) else None

@@ -125,8 +125,8 @@ def headless_chromium() -> Iterator[Browser]:
 def sign_in(page: Page, base_url: str, username: str = ADMIN_USER) -> None:
     """Sign in through the form (keyboard: Enter submits) and wait for the catalog."""
     page.goto(f"{base_url}/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_label("Password").press("Enter")
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(ADMIN_PASSWORD)
+    page.get_by_label("Password", exact=True).press("Enter")
     expect(page.get_by_test_id("current-user")).to_contain_text(username)
     expect(page.get_by_test_id("template-card").first).to_be_visible()

@@ -59,11 +59,11 @@ def run_ui_flow(page: Page, base_url: str, shots: Path) -> None:
 
     page.goto(f"{base_url}/")
     expect(login_form).to_be_visible()
-    expect(page.get_by_label("Username")).to_be_focused()
+    expect(page.get_by_label("Username", exact=True)).to_be_focused()
     page.screenshot(path=shots / "01-login.png")
 
-    page.get_by_label("Username").fill(ADMIN_USER)
-    page.get_by_label("Password").fill("definitely-not-the-password")
+    page.get_by_label("Username", exact=True).fill(ADMIN_USER)
+    page.get_by_label("Password", exact=True).fill("definitely-not-the-password")
     page.get_by_role("button", name="Sign in").click()
     error = page.get_by_test_id("login-error")
     expect(error).to_be_visible()
@@ -71,9 +71,9 @@ def run_ui_flow(page: Page, base_url: str, shots: Path) -> None:
     expect(login_form).to_be_visible()
     page.screenshot(path=shots / "02-login-error.png")
 
-    page.get_by_label("Username").fill(ADMIN_USER)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_label("Password").press("Enter")
+    page.get_by_label("Username", exact=True).fill(ADMIN_USER)
+    page.get_by_label("Password", exact=True).fill(ADMIN_PASSWORD)
+    page.get_by_label("Password", exact=True).press("Enter")
     expect(page.get_by_test_id("current-user")).to_contain_text(ADMIN_USER)
     expect(login_form).to_be_hidden()
     card = page.locator('[data-testid="template-card"][data-template="xterm"]')

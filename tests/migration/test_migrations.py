@@ -39,6 +39,7 @@ TABLES = {
     "audit_events",
     "groups",
     "group_members",
+    "api_tokens",
 }
 TRIGGER = "agent_commands_updated_at_trigger"
 FUNCTION = "update_agent_commands_updated_at"

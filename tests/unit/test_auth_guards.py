@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from starlette.requests import Request
 
+from streamspace import names
 from streamspace.controlplane.auth.login_tokens import TokenCache
 from streamspace.controlplane.auth.origin import cross_site_refusal
 from streamspace.controlplane.auth.throttle import MemoryLoginThrottle, Policy
@@ -84,6 +85,25 @@ def test_a_lookup_that_overlapped_a_logout_is_not_cached() -> None:
     cache.forget("d1")  # ...a logout's revocation arrives meanwhile...
     cache.put("d1", _user(), expires_at=utcnow() + timedelta(hours=1), ticket=ticket)
     assert cache.get("d1") is None  # ...so what it read is not trusted
+
+
+def test_a_user_change_drops_every_cached_token_of_that_user_only() -> None:
+    cache = TokenCache(clock=Clock())
+    later = utcnow() + timedelta(hours=1)
+    bob = User(id="u2", username="bob", password_hash="x", role="user", created_at=utcnow())
+    for token_digest, user in (("login", _user()), ("api", _user()), ("bobs", bob)):
+        cache.put(token_digest, user, expires_at=later, ticket=cache.ticket())
+    ticket = cache.ticket()
+    cache.forget_user("u1")
+    assert cache.get("login") is None and cache.get("api") is None
+    assert cache.get("bobs") is not None
+    cache.put("login", _user(), expires_at=later, ticket=ticket)  # read before the change
+    assert cache.get("login") is None
+
+
+def test_the_broadcast_names_a_token_or_a_user() -> None:
+    assert names.revoked_user(names.revoked_user_message("u1")) == "u1"
+    assert names.revoked_user("a" * 64) is None
 
 
 def _request(method: str, headers: dict[str, str]) -> Request:

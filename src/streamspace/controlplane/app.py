@@ -18,6 +18,7 @@ from streamspace.controlplane.agents.reports import ReportRecorder
 from streamspace.controlplane.agents.service import AgentService
 from streamspace.controlplane.agents.socket import AgentSocket
 from streamspace.controlplane.audit import AuditLog
+from streamspace.controlplane.auth.api_tokens import ApiTokenService
 from streamspace.controlplane.auth.groups import GroupService
 from streamspace.controlplane.auth.login_tokens import create_token_cache
 from streamspace.controlplane.auth.logins import LoginService
@@ -31,8 +32,7 @@ from streamspace.controlplane.deps import provide
 from streamspace.controlplane.health import HealthService
 from streamspace.controlplane.http.body_limit import BodyLimit
 from streamspace.controlplane.http.error_responses import install_error_handlers
-from streamspace.controlplane.hub import AgentHub
-from streamspace.controlplane.hub.redis_registry import RedisRegistry
+from streamspace.controlplane.hub.factory import create_hub
 from streamspace.controlplane.metrics_server import serve_metrics
 from streamspace.controlplane.routes import (
     agent_ws,
@@ -45,6 +45,7 @@ from streamspace.controlplane.routes import (
     quota,
     sessions,
     templates,
+    users,
     vnc,
 )
 from streamspace.controlplane.sessions.enforcer import PolicyEnforcer
@@ -58,28 +59,9 @@ from streamspace.db.migrations.runner import upgrade_async
 from streamspace.db.repo import viewers
 from streamspace.memory import tune_garbage_collection
 from streamspace.protocol import CloseCode
-from streamspace.redis_client import create_redis
-from streamspace.redis_client import describe as describe_redis
 from streamspace.web.pages import mount_web
 
 log = logging.getLogger(__name__)
-
-
-def create_hub(settings: ApiSettings) -> AgentHub:
-    """The hub with the Redis registry when ``AGENTHUB_REDIS_ENABLED``, else in memory."""
-    if not settings.agenthub_redis_enabled:
-        log.info("AgentHub initialized in memory (single-replica mode)")
-        return AgentHub(replica=settings.pod_name)
-    log.info("AgentHub initialized with Redis (multi-pod mode)")
-    registry = RedisRegistry(
-        replica=settings.pod_name,
-        redis=create_redis(settings),
-        key_ttl=3 * settings.heartbeat_interval,
-        alive_ttl=settings.replica_alive_ttl,
-        where=describe_redis(settings),
-        address=settings.advertised_url,
-    )
-    return AgentHub(replica=settings.pod_name, registry=registry)
 
 
 async def _forget_own_viewers(db: SessionFactory, pod_name: str) -> None:
@@ -119,6 +101,8 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         )
         throttle = create_login_throttle(settings, hub)
         tokens = create_token_cache(settings, hub)
+        api_tokens = ApiTokenService(db=db, tokens=tokens)
+        user_service = UserService(db=db, tokens=tokens, sessions=session_service, audit=audit)
         tunnels = Tunnels(settings=settings, db=db, hub=hub)
         catalog = TemplateService(db=db, audit=audit)
         provide(
@@ -127,8 +111,17 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             session_service,
             catalog,
             tunnels,
+            user_service,
+            api_tokens,
             AgentService(db=db, hub=hub, settings=settings, audit=audit),
-            LoginService(db=db, settings=settings, throttle=throttle, tokens=tokens, audit=audit),
+            LoginService(
+                db=db,
+                settings=settings,
+                throttle=throttle,
+                tokens=tokens,
+                api_tokens=api_tokens,
+                audit=audit,
+            ),
             CommandHistory(db=db),
             GroupService(db=db, audit=audit),
             Quotas(db=db, settings=settings),
@@ -145,9 +138,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
             ),
         )
         hub.on_cut(tunnels.registry.cut)
-        generated = await UserService(db=db, audit=audit).ensure_admin(
-            password=settings.streamspace_admin_password
-        )
+        generated = await user_service.ensure_admin(password=settings.streamspace_admin_password)
         app.state.generated_admin_password = generated
         if generated and announce_password:
             print(f"Created administrator 'admin' with password: {generated}", flush=True)
@@ -181,8 +172,21 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
     # native telemetry off saves it looking for providers on every request.
     off: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(title="StreamSpace", version=__version__, lifespan=lifespan, telemetry=off)
-    routers = (health, auth, quota, templates, sessions, vnc, agents, commands, groups, audit)
-    for module in (*routers, agent_ws):
+    routers = (
+        health,
+        auth,
+        users,
+        quota,
+        templates,
+        sessions,
+        vnc,
+        agents,
+        commands,
+        groups,
+        audit,
+        agent_ws,
+    )
+    for module in routers:
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(SameOriginMiddleware)

@@ -16,8 +16,10 @@ from starlette.requests import HTTPConnection
 from streamspace.controlplane.agents.service import AgentService
 from streamspace.controlplane.agents.socket import AgentSocket
 from streamspace.controlplane.audit import Actor, AuditLog
+from streamspace.controlplane.auth.api_tokens import ApiTokenService
 from streamspace.controlplane.auth.groups import GroupService
 from streamspace.controlplane.auth.logins import LoginService
+from streamspace.controlplane.auth.users import UserService
 from streamspace.controlplane.commands.history import CommandHistory
 from streamspace.controlplane.errors import Forbidden
 from streamspace.controlplane.health import HealthService
@@ -58,6 +60,8 @@ SessionsDep = Annotated[SessionService, Depends(_dependency(SessionService))]
 AgentsDep = Annotated[AgentService, Depends(_dependency(AgentService))]
 TemplatesDep = Annotated[TemplateService, Depends(_dependency(TemplateService))]
 LoginsDep = Annotated[LoginService, Depends(_dependency(LoginService))]
+UsersDep = Annotated[UserService, Depends(_dependency(UserService))]
+ApiTokensDep = Annotated[ApiTokenService, Depends(_dependency(ApiTokenService))]
 CommandsDep = Annotated[CommandHistory, Depends(_dependency(CommandHistory))]
 HealthDep = Annotated[HealthService, Depends(_dependency(HealthService))]
 ConnectTicketsDep = Annotated[ConnectTickets, Depends(_dependency(ConnectTickets))]
@@ -86,10 +90,25 @@ async def presented_token(
     return request.cookies.get(COOKIE_NAME)
 
 
-async def current_user(
-    logins: LoginsDep, token: Annotated[str | None, Depends(presented_token)]
-) -> User:
+TokenDep = Annotated[str | None, Depends(presented_token)]
+
+
+async def signed_in(logins: LoginsDep, token: TokenDep) -> User:
     return await logins.authenticate(token)
+
+
+AccountDep = Annotated[User, Depends(signed_in)]
+"""The authenticated user, even one who must change their password first: only for the
+routes that user may still use (``auth/me``, ``auth/logout``, ``auth/password``)."""
+
+
+async def current_user(user: AccountDep) -> User:
+    if user.must_change_password:
+        raise Forbidden(
+            "you must change your password before you go on: "
+            "POST /api/v1/auth/password with your current and a new password"
+        )
+    return user
 
 
 UserDep = Annotated[User, Depends(current_user)]

@@ -36,6 +36,11 @@ DOORBELLS = Counter(
     "Cross-replica doorbells by outcome (delivered, lost = no subscriber, no_owner, error)",
     ["result"],
 )
+LOGINS = Counter(
+    "streamspace_logins_total",
+    "Password logins by result (success, failed, disabled, throttled)",
+    ["result"],
+)
 POLICY_ACTIONS = Counter(
     "streamspace_policy_actions_total",
     "Sessions hibernated or stopped by a lifecycle policy (idle, max_age, retention)",

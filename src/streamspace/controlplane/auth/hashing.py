@@ -7,6 +7,7 @@ and it keeps per-request authentication cheap. Passwords are low-entropy, hence 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
@@ -32,21 +33,26 @@ def matches(secret: str, stored_digest: str) -> bool:
     return hmac.compare_digest(digest(secret), stored_digest)
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+async def hash_password(password: str) -> str:
+    """The argon2 hash of a password, computed off the event loop (it is deliberately slow)."""
+    return await asyncio.to_thread(_hasher.hash, password)
 
 
-def _verify(password_hash: str, password: str) -> bool:
+def _verify(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash, password)
+        return _hasher.verify(password_hash or dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return False
 
 
-async def verify_password(password_hash: str, password: str) -> bool:
-    """Check a password off the event loop (argon2 is deliberately slow)."""
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    """Check a password off the event loop (argon2 is deliberately slow); with no hash (no
+    such user) against a dummy one, which takes as long and never matches."""
     return await asyncio.to_thread(_verify, password_hash, password)
 
 
-DUMMY_HASH = _hasher.hash("timing-equaliser")
-"""Verified against when the user does not exist, so both cases take as long."""
+@functools.cache
+def dummy_hash() -> str:
+    """Verified against when the user does not exist, so both cases take as long (made on
+    first use: a command that checks no password does not pay for it)."""
+    return _hasher.hash("timing-equaliser")

@@ -1,10 +1,13 @@
-"""A short-lived, per-replica cache of login tokens, so most requests skip a database query.
+"""A short-lived, per-replica cache of tokens (login and API), so most requests skip a
+database query.
 
 It never lets a dead token through: an entry lasts ``ttl`` seconds but never past the token's
-``expires_at``, and a logout drops it at once everywhere: here directly, on other replicas
-through the hub's broadcast (Redis pub/sub, ``tokens:revoked``). While that channel is not
-known to work (Redis down, not yet subscribed) other replicas' logouts could be missed, so the
-shared cache is bypassed and every request asks the database.
+``expires_at``, and a logout or revocation drops it at once everywhere: here directly, on
+other replicas through the hub's broadcast (Redis pub/sub, ``tokens:revoked``). A change to a
+user (disabled, deleted, role or password changed) drops every cached token of that user the
+same way (the message ``user:<id>``). While that channel is not known to work (Redis down, not
+yet subscribed) other replicas' revocations could be missed, so the shared cache is bypassed
+and every request asks the database.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from streamspace.db.repo.users import detached_user
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = ("id", "username", "password_hash", "role", "created_at")
+_COLUMNS = (
+    "id",
+    "username",
+    "password_hash",
+    "role",
+    "created_at",
+    "disabled_at",
+    "must_change_password",
+)
 
 
 class TokenCache:
@@ -85,6 +96,12 @@ class TokenCache:
         self._revocations += 1
         self._entries.pop(token_digest, None)
 
+    def forget_user(self, user_id: str) -> None:
+        """Drop every cached token of one user (a scan: user changes are rare)."""
+        self._revocations += 1
+        for token_digest in [d for d, (_, v) in self._entries.items() if v["id"] == user_id]:
+            del self._entries[token_digest]
+
     def clear(self) -> None:
         self._revocations += 1
         self._entries.clear()
@@ -92,6 +109,10 @@ class TokenCache:
     async def revoke(self, token_digest: str) -> None:
         """The token was deleted from the database (logout): drop every cached copy."""
         self.forget(token_digest)
+
+    async def revoke_user(self, user_id: str) -> None:
+        """The user changed in the database: drop every cached token of theirs, everywhere."""
+        self.forget_user(user_id)
 
 
 class SharedTokenCache(TokenCache):
@@ -111,15 +132,26 @@ class SharedTokenCache(TokenCache):
 
     async def revoke(self, token_digest: str) -> None:
         self.forget(token_digest)
+        await self._announce(token_digest)
+
+    async def revoke_user(self, user_id: str) -> None:
+        self.forget_user(user_id)
+        await self._announce(names.revoked_user_message(user_id))
+
+    async def _announce(self, message: str) -> None:
         try:
-            await self._hub.publish(names.TOKENS_REVOKED_CHANNEL, token_digest)
+            await self._hub.publish(names.TOKENS_REVOKED_CHANNEL, message)
         except SharedStateUnavailable as exc:
             # The others' subscriptions broke too (or soon will): they stop trusting caches.
-            log.warning("could not announce a logout to other replicas: %s", exc)
+            log.warning("could not announce a revocation to other replicas: %s", exc)
             self._stop_listening()
 
     def heard(self, message: str) -> None:
-        self.forget(message)
+        user_id = names.revoked_user(message)
+        if user_id is None:
+            self.forget(message)
+        else:
+            self.forget_user(user_id)
 
     def listening(self, on: bool) -> None:
         if on:

@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from streamspace.aio import wait_or_stop
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
+from streamspace.controlplane.auth.users import DISABLED
 from streamspace.controlplane.commands.outcomes import apply_outcome
-from streamspace.controlplane.hub import AgentHub
+from streamspace.controlplane.hub import AgentHub, Cut
 from streamspace.db.engine import DbSession, SessionFactory
 from streamspace.db.models import AgentCommand, utcnow
 from streamspace.db.repo import agents as agent_repo
@@ -24,7 +25,7 @@ from streamspace.db.repo import commands as command_repo
 from streamspace.db.repo import idempotency as idempotency_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import viewers
-from streamspace.protocol import CloseCode
+from streamspace.protocol import SESSION_NOT_RUNNING, Action, CloseCode
 from streamspace.states import CommandStatus, SessionState
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Reconciler:
             self.check_dead_replicas,
             self.check_stuck_sessions,
             self.check_idempotency_keys,
+            self.check_disabled_owners,
         ]
         for check in checks:
             try:
@@ -176,6 +178,29 @@ class Reconciler:
         repeated now)."""
         async with self._db() as db, db.begin():
             await idempotency_repo.forget_expired(db, now=self._clock())
+
+    async def check_disabled_owners(self) -> None:
+        """Sessions still running for a disabled account (a launch accepted just as the
+        account was disabled, or a disable by a command line that reached no replica):
+        stopped as the disable stops the others, their viewers cut."""
+        stopped: list[tuple[str, str]] = []
+        async with self._db() as db, db.begin():
+            for session in await session_repo.running_of_disabled_owners(db):
+                assert session.agent_id is not None  # a running session has its agent
+                session_repo.transition(db, session, SessionState.STOPPING, detail=DISABLED)
+                stop = command_repo.new(
+                    agent_id=session.agent_id,
+                    session_id=session.id,
+                    action=Action.STOP_SESSION,
+                    payload={"state": session.platform_state, "keep_home": False},
+                    reason=DISABLED,
+                )
+                await command_repo.insert_new(db, [stop])
+                stopped.append((session.id, session.agent_id))
+        for session_id, agent_id in stopped:
+            log.warning("session %s of a disabled account was running; stopping it", session_id)
+            await self._hub.cut(Cut(SESSION_NOT_RUNNING, DISABLED, session_id=session_id))
+            await self._hub.ring(agent_id)
 
     def _ago(self, seconds: float) -> datetime:
         """The time ``seconds`` before now, by the clock."""

@@ -28,7 +28,14 @@ from streamspace.bounds import (
     check_launch_size,
 )
 from streamspace.config import MAX_POLICY_MINUTES
+from streamspace.controlplane.auth.api_tokens import DEFAULT_DAYS, MAX_DAYS
 from streamspace.controlplane.auth.groups import GroupView
+from streamspace.controlplane.auth.passwords import (
+    MAX_PASSWORD,
+    MAX_USERNAME,
+    MIN_PASSWORD,
+    USERNAME,
+)
 from streamspace.controlplane.routes import text
 from streamspace.controlplane.sessions.quotas import Quota
 from streamspace.db.models import AgentCommand, Session, User
@@ -58,12 +65,91 @@ class LoginIn(_Input):
 class UserOut(BaseModel):
     username: str
     role: str
+    disabled: bool
+    """Disabled by an administrator: no login, no token works."""
+    must_change_password: bool
+    """After a reset: only ``POST auth/password`` (and ``me``, ``logout``) work until done."""
+    created_at: datetime
+    disabled_at: datetime | None
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            username=user.username,
+            role=user.role,
+            disabled=user.disabled_at is not None,
+            must_change_password=user.must_change_password,
+            created_at=user.created_at,
+            disabled_at=user.disabled_at,
+        )
 
 
 class LoginOut(BaseModel):
     access_token: str
     token_type: str = "bearer"
     user: UserOut
+    must_change_password: bool
+    """The token is good for ``POST auth/password`` only until the password is changed."""
+
+
+Role = Literal["admin", "user"]
+
+
+class UserIn(_Input):
+    username: str = Field(min_length=1, max_length=MAX_USERNAME, pattern=f"^{USERNAME.pattern}$")
+    role: Role = "user"
+    password: str | None = Field(default=None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+    """Omitted: one is generated, answered once, and must be changed at the first login."""
+    must_change_password: StrictBool | None = None
+    """Whether the first login must change the password (default: only a generated one)."""
+
+
+class UserCreatedOut(UserOut):
+    password: str | None = None
+    """The generated password, shown this once (``null`` when one was given)."""
+
+
+class RoleIn(_Input):
+    role: Role
+
+
+class PasswordResetIn(_Input):
+    password: str | None = Field(default=None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+    """The temporary password; omitted: one is generated and answered once."""
+
+
+class PasswordResetOut(BaseModel):
+    user: UserOut
+    password: str | None = None
+    """The generated temporary password, shown this once (``null`` when one was given)."""
+
+
+class PasswordChangeIn(_Input):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+
+
+class ApiTokenIn(_Input):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    """What the token is for (shown in the list)."""
+    expires_in_days: int = Field(default=DEFAULT_DAYS, ge=1, le=MAX_DAYS)
+
+
+class ApiTokenOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None
+    """Within a minute: uses are recorded at most once a minute."""
+    revoked_at: datetime | None
+
+
+class ApiTokenCreatedOut(ApiTokenOut):
+    token: str
+    """The token (``ssp_…``), shown this once: use it as ``Authorization: Bearer …``."""
 
 
 class TemplateIn(_Input):

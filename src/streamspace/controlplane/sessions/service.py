@@ -150,25 +150,53 @@ class SessionService:
     @_admitted
     async def stop(self, user: User, session_id: str, address: str | None) -> Session:
         """Stop for good (idempotent); a session whose start was not sent yet ends at once."""
+        return await self._stop(
+            user, session_id, why="session stopped", requested=True, address=address
+        )
+
+    async def stop_all_of(self, owner: User, *, why: str, hibernated: bool = False) -> int:
+        """Stop the owner's active sessions (``hibernated`` ones too, with their homes, if
+        asked), each as :meth:`stop` would, recording ``why``; returns how many."""
+        states = ACTIVE_SESSION_STATES | ({SessionState.HIBERNATED} if hibernated else set())
+        async with reading(self._db) as db:
+            session_ids = await session_repo.ids_of_owner(db, owner.id, frozenset(states))
+        for session_id in sorted(session_ids):
+            async with self._admission:
+                await self._stop(owner, session_id, why=why)
+        return len(session_ids)
+
+    async def _stop(
+        self,
+        user: User,
+        session_id: str,
+        *,
+        why: str,
+        requested: bool = False,
+        address: str | None = None,
+    ) -> Session:
+        """A stop ``requested`` by ``user`` (from ``address``) is recorded as
+        ``session.stop``; those the system makes for its own reasons (``why``) show as
+        their transitions."""
         async with transaction(self._db) as db:
             session = await self._locked(db, user, session_id)
             if session.state in FINAL_SESSION_STATES or session.state == SessionState.STOPPING:
                 return session
-            await self._record(db, user, address, "session.stop", session)
+            if requested:
+                await self._record(db, user, address, "session.stop", session)
             if session.state == SessionState.PENDING and await command_repo.cancel_open(
                 db, session_id=session.id, action=Action.START_SESSION
             ):
-                session_repo.transition(
-                    db, session, SessionState.TERMINATED, detail="stopped before it started"
-                )
+                detail = f"{why} before it started"
+                session_repo.transition(db, session, SessionState.TERMINATED, detail=detail)
                 return session
             await _queue(
                 db,
                 session,
                 Action.STOP_SESSION,
                 {"state": session.platform_state, "keep_home": False},
+                detail=why,
             )
-        await self._cut(Cut(SESSION_NOT_RUNNING, "session stopped", session_id=session.id))
+        await self._cut(Cut(SESSION_NOT_RUNNING, why, session_id=session.id))
         await self._ring_agent(session)
         return session
 
@@ -263,11 +291,18 @@ class SessionService:
         return session
 
 
-async def _queue(db: DbSession, session: Session, action: Action, payload: dict[str, Any]) -> None:
+async def _queue(
+    db: DbSession,
+    session: Session,
+    action: Action,
+    payload: dict[str, Any],
+    *,
+    detail: str | None = None,
+) -> None:
     """Move the session to the action's in-between state and add the command for its agent."""
     if session.agent_id is None:
         raise Conflict("session has no agent")
-    session_repo.transition(db, session, STATE_DURING[action])
+    session_repo.transition(db, session, STATE_DURING[action], detail=detail)
     await command_repo.create(
         db, agent_id=session.agent_id, session_id=session.id, action=action, payload=payload
     )

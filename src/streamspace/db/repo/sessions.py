@@ -177,6 +177,25 @@ async def ids_by_agent(
     return found
 
 
+async def ids_of_owner(
+    db: AsyncSession, owner_id: str, states: frozenset[SessionState]
+) -> set[str]:
+    """The ids of one owner's sessions in ``states``."""
+    query = select(Session.id).where(Session.owner_id == owner_id, Session.state.in_(states))
+    return set((await db.scalars(query)).all())
+
+
+async def running_of_disabled_owners(db: AsyncSession) -> Sequence[Session]:
+    """Running sessions whose owner is disabled, locked (those locked elsewhere skipped)."""
+    query = (
+        select(Session)
+        .join(User, User.id == Session.owner_id)
+        .where(User.disabled_at.is_not(None), Session.state == SessionState.RUNNING.value)
+        .with_for_update(of=Session, skip_locked=True)
+    )
+    return (await db.scalars(query)).all()
+
+
 async def fail_running(
     db: AsyncSession, agent_id: str, session_ids: Collection[str], *, reason: str
 ) -> dict[str, dict[str, Any]]:

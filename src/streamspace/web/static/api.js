@@ -17,8 +17,17 @@ export function errorMessage(status, body) {
   return `The request failed (HTTP ${status}).`;
 }
 
-async function request(method, path, body) {
-  return (await send(method, `/api/v1${path}`, body)).data;
+/** The `cursor` of a `Link: <…?cursor=…>; rel="next"` header, or null on the last page. */
+export function nextCursor(link) {
+  const match = /<([^>]*)>;\s*rel="next"/.exec(link || "");
+  return match ? new URL(match[1], location.href).searchParams.get("cursor") : null;
+}
+
+/** The answer's JSON; `withLink`: `{items, next}`, `next` the cursor of the next page (or null). */
+async function request(method, path, body, { withLink = false } = {}) {
+  const { data, next } = await send(method, `/api/v1${path}`, body);
+  if (!withLink) return data;
+  return { items: data, next: next ? new URL(next, location.href).searchParams.get("cursor") : null };
 }
 
 /** `{data, next}`: the answer's JSON, and the URL of the next page its `Link` names (or null). */
@@ -77,6 +86,9 @@ async function all(path) {
   return (await rows(path)).items;
 }
 
+const userPath = (name, action = "") =>
+  `/users/${encodeURIComponent(name)}${action ? `/${action}` : ""}`;
+
 const sessionPath = (id, action = "") =>
   `/sessions/${encodeURIComponent(id)}${action ? `/${action}` : ""}`;
 
@@ -102,6 +114,25 @@ export const api = {
   agents: () => all("/agents"),
   approveAgent: (id) => request("POST", `/agents/${encodeURIComponent(id)}/approve`),
   revokeAgent: (id) => request("POST", `/agents/${encodeURIComponent(id)}/revoke`),
+  changePassword: (current_password, new_password) =>
+    request("POST", "/auth/password", { current_password, new_password }),
+  apiTokens: () => request("GET", "/auth/tokens"),
+  createApiToken: (name, expires_in_days) => request("POST", "/auth/tokens", { name, expires_in_days }),
+  revokeApiToken: (id) => request("DELETE", `/auth/tokens/${encodeURIComponent(id)}`),
+  /** A page of users: `{items, next}` (`next`: the cursor of the next page, or null). */
+  users: ({ q = "", cursor = null, limit = 20 } = {}) => {
+    const params = new URLSearchParams({ limit: String(limit) });
+    if (q) params.set("q", q);
+    if (cursor) params.set("cursor", cursor);
+    return request("GET", `/users?${params}`, undefined, { withLink: true });
+  },
+  createUser: (body) => request("POST", "/users", body),
+  setRole: (name, role) => request("POST", userPath(name, "role"), { role }),
+  disableUser: (name) => request("POST", userPath(name, "disable")),
+  enableUser: (name) => request("POST", userPath(name, "enable")),
+  resetPassword: (name, password) =>
+    request("POST", userPath(name, "reset-password"), password ? { password } : {}),
+  deleteUser: (name) => request("DELETE", userPath(name)),
   quota: () => request("GET", "/me/quota"),
   groups: () => all("/groups"),
   createGroup: (group) => request("POST", "/groups", group),

@@ -1,10 +1,13 @@
 // StreamSpace single-page UI: sign-in, the hash router and the page frame. The pages
-// themselves live in home.js (catalog + my sessions), viewer.js and admin.js.
+// themselves live in home.js (catalog + my sessions), viewer.js, account.js, admin.js and
+// users.js.
 import { api, ApiError } from "./api.js";
 import { $, showError } from "./dom.js";
 import { homeView } from "./home.js";
 import { viewerView } from "./viewer.js";
 import { agentsView, allSessionsView, auditView, commandsView } from "./admin.js";
+import { accountView, forcedPasswordChange } from "./account.js";
+import { usersView } from "./users.js";
 import { groupsView } from "./groups.js";
 
 const ui = {
@@ -13,6 +16,7 @@ const ui = {
   loginForm: $("login-form"),
   loginError: $("login-error"),
   loginSubmit: $("login-submit"),
+  passwordView: $("password-view"),
   appView: $("app-view"),
   nav: $("main-nav"),
   userBox: $("user-box"),
@@ -31,7 +35,8 @@ const messageView = {
 };
 
 const VIEWS = [
-  homeView, viewerView, agentsView, allSessionsView, commandsView, groupsView, auditView, messageView,
+  homeView, viewerView, accountView, agentsView, allSessionsView, usersView, commandsView, groupsView,
+  auditView, messageView,
 ];
 
 /** Shared with the views: who is signed in and what to do when the sign-in is lost. */
@@ -43,7 +48,7 @@ const ctx = {
   /** A 401 after sign-in means the cookie expired or was revoked: back to the sign-in form. */
   authLost(err) {
     if (err instanceof ApiError && err.status === 401 && ctx.user) {
-      showLogin("Your sign-in has expired. Please sign in again.");
+      showLogin("You were signed out: your sign-in expired or was ended, or your account was disabled.");
       return true;
     }
     return false;
@@ -60,6 +65,8 @@ function resolve() {
   let m;
   if (path === "/") return [homeView, {}, false];
   if ((m = path.match(/^\/sessions\/([^/]+)\/?$/))) return [viewerView, { id: decodeURIComponent(m[1]) }, false];
+  if (path === "/account") return [accountView, {}, false];
+  if (path === "/admin/users") return [usersView, {}, true];
   if (path === "/admin/agents") return [agentsView, {}, true];
   if (path === "/admin/sessions") return [allSessionsView, {}, true];
   if (path === "/admin/groups") return [groupsView, {}, true];
@@ -99,29 +106,37 @@ document.querySelector(".skip-link").addEventListener("click", (event) => {
 
 // ---- sign-in ---------------------------------------------------------------------------
 
-function showLogin(message = "") {
-  if (current) current.hide();
-  current = null;
-  ctx.user = null;
-  document.body.dataset.view = "login";
+/** Show one frame of the page: the sign-in form, the forced password change, or the app. */
+function showFrame(frame, user) {
+  if (frame !== "app") {
+    if (current) current.hide();
+    current = null;
+    document.body.dataset.view = frame;
+  }
+  ctx.user = user;
   ui.loading.hidden = true;
-  ui.appView.hidden = true;
-  ui.nav.hidden = true;
-  ui.userBox.hidden = true;
-  ui.loginView.hidden = false;
+  ui.loginView.hidden = frame !== "login";
+  ui.passwordView.hidden = frame !== "password";
+  for (const node of [ui.appView, ui.nav, ui.userBox]) node.hidden = frame !== "app";
+}
+
+function showLogin(message = "") {
+  showFrame("login", null);
   ui.loginForm.reset();
   showError(ui.loginError, message);
   $("username").focus();
 }
 
+/** After an administrator set the password: only the change is allowed until it is done. */
+function showForcedChange(user) {
+  showFrame("password", user);
+  $("forced-current").focus();
+}
+
 function showApp(user, { focus = false } = {}) {
-  ctx.user = user;
-  ui.loading.hidden = true;
-  ui.loginView.hidden = true;
-  ui.appView.hidden = false;
-  ui.nav.hidden = false;
+  if (user.must_change_password) return showForcedChange(user);
+  showFrame("app", user);
   for (const link of ui.nav.querySelectorAll("[data-admin]")) link.hidden = !ctx.isAdmin;
-  ui.userBox.hidden = false;
   ui.currentUser.textContent = `Signed in as ${user.username} (${user.role})`;
   render({ focus });
 }
@@ -158,6 +173,10 @@ async function onLogout() {
 }
 
 ui.loginForm.addEventListener("submit", onLogin);
+forcedPasswordChange({
+  onChanged: async () => showApp(await api.me(), { focus: true }),
+  onLogout,
+});
 ui.logout.addEventListener("click", onLogout);
 
 (async () => {
