@@ -285,3 +285,27 @@ async def test_group_changes_are_audited_and_groups_paged(admin: httpx.AsyncClie
     assert [g["name"] for g in first.json()] == ["audit-a"]
     rest = await _follow(admin, first.links["next"]["url"])
     assert [g["name"] for g in rest] == ["audit-b"]
+
+
+async def test_user_administration_is_audited(admin: httpx.AsyncClient) -> None:
+    created = await admin.post("/api/v1/users", json={"username": "dave"}, headers=FORWARDED)
+    assert created.status_code == 201, created.text
+    generated = created.json()["password"]
+    assert generated and generated not in json.dumps(await audit(admin))
+    base = "/api/v1/users/dave"
+    assert (await admin.post(f"{base}/role", json={"role": "admin"})).status_code == 200
+    assert (await admin.post(f"{base}/disable")).status_code == 200
+    assert (await admin.post(f"{base}/enable")).status_code == 200
+    assert (await admin.post(f"{base}/reset-password", json={})).status_code == 200
+    assert (await admin.delete(base)).status_code == 204
+    rows = [r for r in await audit(admin, target_kind="user") if r["detail"]["username"] == "dave"]
+    assert [(r["action"], r["actor"]) for r in rows] == [
+        ("user.delete", "admin"),
+        ("user.disable", "admin"),  # a delete disables first
+        ("user.reset_password", "admin"),
+        ("user.enable", "system"),
+        ("user.disable", "admin"),
+        ("user.role", "admin"),
+        ("user.create", "admin"),
+    ]
+    assert rows[-1]["address"] == CLIENT and rows[-2]["detail"]["role"] == "admin"

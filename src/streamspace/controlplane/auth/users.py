@@ -140,6 +140,7 @@ class UserService:
             if role != UserRole.ADMIN:
                 _keep_an_admin(actor, user, admins, "demote")
             user.role = role
+            await self._record(db, actor, "user.role", user, {"role": role})
         await self._tokens.revoke_user(user.id)
         log.info("user %r is now %s", username, role)
         return user
@@ -155,6 +156,7 @@ class UserService:
         async with transaction(self._db) as db:
             user = await _locked(db, username)
             user.disabled_at = None
+            await self._record(db, None, "user.enable", user)
         await self._tokens.revoke_user(user.id)
         log.info("enabled user %r", username)
         return user
@@ -167,6 +169,7 @@ class UserService:
             row = await user_repo.get(db, user.id)
             if row is not None:
                 await user_repo.delete_user(db, row)
+            await self._record(db, actor, "user.delete", user)
         await self._tokens.revoke_user(user.id)
         log.info("deleted user %r (%d session(s) stopped)", username, stopped)
 
@@ -190,6 +193,7 @@ class UserService:
             user.password_hash = password_hash
             user.must_change_password = True
             await user_repo.delete_tokens_of(db, user.id)
+            await self._record(db, actor, "user.reset_password", user)
         await self._tokens.revoke_user(user.id)
         log.info("reset the password of user %r", username)
         return WithPassword(user, generated)
@@ -222,6 +226,19 @@ class UserService:
         log.info("created the first administrator account 'admin'")
         return generated
 
+    async def _record(
+        self,
+        db: DbSession,
+        actor: User | None,
+        action: str,
+        user: User,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        """Record an administrator's (``None``: the command line's) change of ``user``."""
+        who = SYSTEM if actor is None else Actor.of(actor)
+        shown = {"username": user.username, **(detail or {})}
+        await self._audit.record(db, who, action, target=("user", user.id), detail=shown)
+
     async def _disable(self, actor: User | None, username: str, verb: str) -> User:
         """Mark the user disabled and log them out; every replica forgets their tokens."""
         async with transaction(self._db) as db:
@@ -230,6 +247,7 @@ class UserService:
             _keep_an_admin(actor, user, admins, verb)
             if user.disabled_at is None:
                 user.disabled_at = utcnow()
+                await self._record(db, actor, "user.disable", user)
             await user_repo.delete_tokens_of(db, user.id)
         await self._tokens.revoke_user(user.id)  # after the commit: nobody re-reads them
         return user

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from streamspace.controlplane.deps import AdminDep, UsersDep
+from streamspace.controlplane.deps import AdminActorDep, AdminDep, UsersDep
 from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import (
@@ -47,13 +47,14 @@ async def list_users(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(409))
-async def create_user(body: UserIn, _admin: AdminDep, users: UsersDep) -> UserCreatedOut:
+async def create_user(body: UserIn, admin: AdminActorDep, users: UsersDep) -> UserCreatedOut:
     """Create a user; without ``password`` one is generated and answered this once."""
     made = await users.create(
         username=body.username,
         password=body.password,
         role=body.role,
         must_change_password=body.must_change_password,
+        actor=admin,
     )
     return UserCreatedOut(**UserOut.of(made.user).model_dump(), password=made.password)
 
