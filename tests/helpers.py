@@ -88,15 +88,25 @@ async def running_session(
     return session_id
 
 
+async def all_rows(client: httpx.AsyncClient, path: str, **params: Any) -> list[Any]:
+    """Every row of a paged list, following its ``Link: rel="next"`` answers."""
+    rows: list[Any] = []
+    response = await client.get(path, params=params)
+    while True:
+        response.raise_for_status()
+        rows += response.json()
+        if "next" not in response.links:
+            return rows
+        response = await client.get(response.links["next"]["url"])
+
+
 async def wait_for_agent(
     client: httpx.AsyncClient, agent_id: str, *, timeout: float = 20.0
 ) -> dict[str, Any]:
     """Poll the admin agent list until ``agent_id`` is online."""
 
     async def online() -> dict[str, Any] | None:
-        response = await client.get("/api/v1/agents")
-        response.raise_for_status()
-        for agent in response.json():
+        for agent in await all_rows(client, "/api/v1/agents", limit=500):
             if agent["agent_id"] == agent_id and agent["status"] == "online":
                 return dict(agent)
         return None

@@ -124,6 +124,7 @@ def _with_groups(work: Callable[[GroupService], Awaitable[T]]) -> T:
     """Run ``work`` with the group service on DATABASE_URL; a refusal exits 1 in words."""
     from pydantic import ValidationError
 
+    from streamspace.controlplane.audit import AuditLog
     from streamspace.controlplane.auth.groups import GroupService
     from streamspace.controlplane.errors import ServiceError
     from streamspace.db.engine import create_engine, create_session_factory
@@ -135,7 +136,8 @@ def _with_groups(work: Callable[[GroupService], Awaitable[T]]) -> T:
     async def run() -> T:
         engine = create_engine(settings.database_url)
         try:
-            return await work(GroupService(db=create_session_factory(engine)))
+            db = create_session_factory(engine)
+            return await work(GroupService(db=db, audit=AuditLog(db=db)))
         finally:
             await engine.dispose()
 
@@ -223,7 +225,15 @@ def groups_list() -> None:
     """Every group with its limits and members."""
 
     async def listed(groups: GroupService) -> list[GroupView]:
-        return await groups.list()
+        from streamspace.db.repo.pages import MAX_LIMIT, PageRequest
+
+        found, cursor = [], None
+        while True:
+            page = await groups.list(PageRequest(MAX_LIMIT, cursor))
+            found += page.items
+            if page.next is None:
+                return found
+            cursor = page.next
 
     for view in _with_groups(listed):
         typer.echo(_describe(view))

@@ -65,9 +65,9 @@ def users_list(
                 state = _state(user.disabled_at is not None, user.must_change_password)
                 created = user.created_at.strftime("%Y-%m-%d %H:%M")
                 typer.echo(f"{user.username}\t{user.role}\t{state}\t{created}")
-            if page.next_cursor is None:
+            if page.next is None:
                 return
-            cursor = page.next_cursor
+            cursor = page.next
 
     _run(work)
 

@@ -385,6 +385,26 @@ def _run_viewer_flow(page: Page, platform: Platform) -> None:
     agent.get_by_test_id("approve-button").click()
     expect(agent).to_have_attribute("data-approval", "approved")
 
+    # The audit log: what was just done, by whom; filtered by action and by target.
+    page.get_by_test_id("nav-audit").click()
+    events = page.get_by_test_id("audit-row")
+    expect(events.first).to_have_attribute("data-action", "agent.approve")
+    expect(events.first).to_have_attribute("data-actor", ADMIN_USER)
+    expect(page.locator('[data-testid="audit-row"][data-action="session.launch"]')).to_have_count(1)
+    page.get_by_test_id("audit-action").fill("agent.*")
+    page.get_by_test_id("audit-apply").click()
+    expect(page.locator('[data-testid="audit-row"][data-action="agent.revoke"]')).to_have_count(1)
+    expect(page.locator('[data-testid="audit-row"][data-action^="session."]')).to_have_count(0)
+    page.get_by_test_id("audit-action").fill("")
+    page.get_by_test_id("audit-target-id").fill(session_id)
+    page.get_by_test_id("audit-apply").click()
+    expect(page.locator('[data-testid="audit-row"][data-action="session.stop"]')).to_have_count(1)
+    expect(page.locator('[data-testid="audit-row"][data-action="agent.approve"]')).to_have_count(0)
+    expect(
+        page.locator('[data-testid="audit-row"][data-action="session.transition"]').first
+    ).to_be_visible()
+    _shot(page, "19-admin-audit")
+
 
 def _check_close_message(page: Page, viewer_url: str) -> None:
     """A second tab whose connect answer carries a forged token: the server closes the tunnel

@@ -1,10 +1,10 @@
 """Hostile input as a test tier: schemathesis fuzzes a real ``streamspace api`` from its own
 OpenAPI description, as an administrator and anonymously.
 
-Every check is on: no 5xx (except the documented 503 of a launch no agent can take), every
-status code, content type, header and body as documented, invalid input refused, valid
-input accepted. Each run has a time budget and the two identities fuzz side by side, so
-the tier takes about one minute.
+Every check but one is on (use_after_free: a stopped session stays readable): no 5xx
+(except the documented 503 of a launch no agent can take), every status code, content type,
+header and body as documented, invalid input refused, valid input accepted. Each run has a
+time budget and the two identities fuzz side by side, so the tier takes about one minute.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ async def fuzz(api: ApiProcess, directory: Path, *options: str) -> subprocess.Co
     argv += [
         *options,
         "--checks=all",
+        # DELETE /api/v1/sessions/{id} stops a session, which stays readable (`stopping`,
+        # then `terminated`, with its events) by design: reading it afterwards is no
+        # use-after-free. A deleted template's 404 is tested in tests/integration.
+        "--exclude-checks=use_after_free",
         f"--max-time={BUDGET}",
         "--max-examples=200",
         # One worker: hypothesis describes strategies with ast.parse, which races between

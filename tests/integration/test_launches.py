@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.audit import AuditLog
 from streamspace.controlplane.errors import NotFound, Unavailable
 from streamspace.controlplane.sessions.launches import Idempotency, Launched, LaunchWriter, Repeated
 from streamspace.db.engine import SessionFactory
@@ -52,7 +53,7 @@ async def test_one_bad_launch_does_not_spoil_its_batch(
 ) -> None:
     """A launch that violates a constraint (its user is gone) fails alone; the launches
     written in the same transaction are written again without it."""
-    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10))
+    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10), audit=AuditLog(db=db))
     ghost = User(id="ghost", username="ghost", password_hash="x", role="user")
     # Queued before the writer first runs: one batch.
     results = await asyncio.gather(
@@ -78,7 +79,9 @@ async def test_one_bad_launch_does_not_spoil_its_batch(
 
 
 async def test_launches_beyond_the_queue_limit_are_refused(db: SessionFactory) -> None:
-    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10), max_waiting=3)
+    writer = LaunchWriter(
+        db=db, settings=ApiSettings(heartbeat_interval=10), audit=AuditLog(db=db), max_waiting=3
+    )
     results = await asyncio.gather(
         *(writer.launch(ANN, "xterm") for _ in range(5)), return_exceptions=True
     )
@@ -91,7 +94,7 @@ async def test_launches_beyond_the_queue_limit_are_refused(db: SessionFactory) -
 
 async def test_a_taken_key_repeats_instead_of_launching(db: SessionFactory) -> None:
     """In one batch or later, full agent or not: a key makes one session."""
-    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10))
+    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10), audit=AuditLog(db=db))
     key = Idempotency("k1", "asked")
     together = await asyncio.gather(*(writer.launch(ANN, "xterm", key) for _ in range(3)))
     assert [type(result) for result in together] == [Launched, Repeated, Repeated]
@@ -111,7 +114,7 @@ async def test_a_taken_key_repeats_instead_of_launching(db: SessionFactory) -> N
 
 
 async def test_a_key_older_than_a_day_launches_again(db: SessionFactory) -> None:
-    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10))
+    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10), audit=AuditLog(db=db))
     key = Idempotency("k1", "asked")
     first = await writer.launch(ANN, "xterm", key)
     assert isinstance(first, Launched)

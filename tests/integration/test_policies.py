@@ -244,6 +244,13 @@ async def test_keep_puts_the_idle_timeout_off_for_the_owner_only(
         late = await bob.post(f"/api/v1/sessions/{sid}/keep")
         assert late.status_code == 409, late.text
         assert "hibernated" in late.json()["detail"]
+    kept_rows = await admin.get("/api/v1/audit", params={"action": "session.keep"})
+    assert {(r["actor"], r["target_id"]) for r in kept_rows.json()} == {("bob", sid)}
+    assert len(kept_rows.json()) == 6  # the refused ones (403, 409) are not recorded
+    by_policy = await admin.get("/api/v1/audit", params={"target_id": sid, "actor": "system"})
+    assert {"to": "hibernated", "from": "hibernating"}.items() <= by_policy.json()[0][
+        "detail"
+    ].items()
 
 
 @pytest.fixture

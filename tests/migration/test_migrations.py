@@ -36,6 +36,7 @@ TABLES = {
     "vnc_tokens",
     "session_viewers",
     "idempotency_keys",
+    "audit_events",
     "groups",
     "group_members",
     "api_tokens",

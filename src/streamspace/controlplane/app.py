@@ -17,6 +17,7 @@ from streamspace.controlplane.agents.heartbeats import HeartbeatRecorder
 from streamspace.controlplane.agents.reports import ReportRecorder
 from streamspace.controlplane.agents.service import AgentService
 from streamspace.controlplane.agents.socket import AgentSocket
+from streamspace.controlplane.audit import AuditLog
 from streamspace.controlplane.auth.api_tokens import ApiTokenService
 from streamspace.controlplane.auth.groups import GroupService
 from streamspace.controlplane.auth.login_tokens import create_token_cache
@@ -36,6 +37,7 @@ from streamspace.controlplane.metrics_server import serve_metrics
 from streamspace.controlplane.routes import (
     agent_ws,
     agents,
+    audit,
     auth,
     commands,
     groups,
@@ -88,8 +90,9 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         await hub.start()
         dispatcher = CommandDispatcher(db=db, hub=hub, settings=settings)
         tune_garbage_collection()
+        audit = AuditLog(db=db)
         session_service = SessionService(
-            db=db, settings=settings, ring=hub.ring, direct=dispatcher, cut=hub.cut
+            db=db, settings=settings, ring=hub.ring, direct=dispatcher, cut=hub.cut, audit=audit
         )
         heartbeats = HeartbeatRecorder(
             db=db,
@@ -99,22 +102,28 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         throttle = create_login_throttle(settings, hub)
         tokens = create_token_cache(settings, hub)
         api_tokens = ApiTokenService(db=db, tokens=tokens)
-        user_service = UserService(db=db, tokens=tokens, sessions=session_service)
+        user_service = UserService(db=db, tokens=tokens, sessions=session_service, audit=audit)
         tunnels = Tunnels(settings=settings, db=db, hub=hub)
-        catalog = TemplateService(db=db)
+        catalog = TemplateService(db=db, audit=audit)
         provide(
             app,
+            audit,
             session_service,
             catalog,
             tunnels,
             user_service,
             api_tokens,
-            AgentService(db=db, hub=hub, settings=settings),
+            AgentService(db=db, hub=hub, settings=settings, audit=audit),
             LoginService(
-                db=db, settings=settings, throttle=throttle, tokens=tokens, api_tokens=api_tokens
+                db=db,
+                settings=settings,
+                throttle=throttle,
+                tokens=tokens,
+                api_tokens=api_tokens,
+                audit=audit,
             ),
             CommandHistory(db=db),
-            GroupService(db=db),
+            GroupService(db=db, audit=audit),
             Quotas(db=db, settings=settings),
             HealthService(db=db, hub=hub),
             ConnectTickets(db=db, settings=settings, sessions=session_service),
@@ -174,6 +183,7 @@ def create_app(settings: ApiSettings | None = None, *, announce_password: bool =
         agents,
         commands,
         groups,
+        audit,
         agent_ws,
     )
     for module in routers:

@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 
 from streamspace.controlplane.agents.service import AgentService
 from streamspace.controlplane.agents.socket import AgentSocket
+from streamspace.controlplane.audit import Actor, AuditLog
 from streamspace.controlplane.auth.api_tokens import ApiTokenService
 from streamspace.controlplane.auth.groups import GroupService
 from streamspace.controlplane.auth.logins import LoginService
@@ -54,6 +55,7 @@ def _dependency(kind: type[_Service]) -> Callable[[HTTPConnection], Awaitable[_S
     return service
 
 
+AuditDep = Annotated[AuditLog, Depends(_dependency(AuditLog))]
 SessionsDep = Annotated[SessionService, Depends(_dependency(SessionService))]
 AgentsDep = Annotated[AgentService, Depends(_dependency(AgentService))]
 TemplatesDep = Annotated[TemplateService, Depends(_dependency(TemplateService))]
@@ -67,6 +69,15 @@ TunnelsDep = Annotated[Tunnels, Depends(_dependency(Tunnels))]
 AgentSocketDep = Annotated[AgentSocket, Depends(_dependency(AgentSocket))]
 GroupsDep = Annotated[GroupService, Depends(_dependency(GroupService))]
 QuotasDep = Annotated[Quotas, Depends(_dependency(Quotas))]
+
+
+def client_address(connection: HTTPConnection) -> str | None:
+    """The client's address as this replica sees it: the peer, or what a trusted proxy
+    (``FORWARDED_ALLOW_IPS``) put in ``X-Forwarded-For``, which uvicorn has applied."""
+    return connection.client.host if connection.client else None
+
+
+AddressDep = Annotated[str | None, Depends(client_address)]
 
 
 async def presented_token(
@@ -110,3 +121,17 @@ async def admin_user(user: UserDep) -> User:
 
 
 AdminDep = Annotated[User, Depends(admin_user)]
+
+
+async def acting_user(user: UserDep, address: AddressDep) -> Actor:
+    """The logged-in user as the actor of an audited action."""
+    return Actor.of(user, address)
+
+
+async def acting_admin(admin: AdminDep, address: AddressDep) -> Actor:
+    """The logged-in administrator as the actor of an audited action."""
+    return Actor.of(admin, address)
+
+
+ActorDep = Annotated[Actor, Depends(acting_user)]
+AdminActorDep = Annotated[Actor, Depends(acting_admin)]

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.audit import AuditLog
 from streamspace.controlplane.auth.api_tokens import ApiTokenService
 from streamspace.controlplane.auth.login_tokens import create_token_cache
 from streamspace.controlplane.auth.users import UserService
@@ -53,11 +54,12 @@ async def standalone(settings: ApiSettings) -> AsyncIterator[Standalone]:
     await hub.start()
     try:
         tokens = create_token_cache(own, hub)
+        audit = AuditLog(db=db)
         sessions = SessionService(
-            db=db, settings=own, ring=hub.ring, direct=_NoLaunches(), cut=hub.cut
+            db=db, settings=own, ring=hub.ring, direct=_NoLaunches(), cut=hub.cut, audit=audit
         )
         yield Standalone(
-            users=UserService(db=db, tokens=tokens, sessions=sessions),
+            users=UserService(db=db, tokens=tokens, sessions=sessions, audit=audit),
             api_tokens=ApiTokenService(db=db, tokens=tokens),
         )
     finally:

@@ -295,9 +295,11 @@ class SessionViewer(Base):
 
 
 class SessionEvent(Base):
-    """Audit trail: one row per session state transition."""
+    """Audit trail: one row per session state transition (listed with the ``audit_events``
+    as ``session.transition``)."""
 
     __tablename__ = "session_events"
+    __table_args__ = (Index("ix_session_events_created_id", "created_at", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(String(36), index=True)
@@ -321,3 +323,31 @@ class IdempotencyKey(Base):
     """SHA-256 of what was asked: the same key with another request is refused."""
     session_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+
+
+class AuditEvent(Base):
+    """Who did what, when, from where: one row per user, admin or system action.
+
+    Session state transitions stay in ``session_events``; the audit listing reads both.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_created_id", "created_at", "id"),
+        Index("ix_audit_events_target", "target_kind", "target_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    actor_id: Mapped[str | None] = mapped_column(String(36))
+    """The user who acted; ``None`` for the system (policies, agents, the CLI)."""
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    """The user's name, or ``system``, or an agent's id."""
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    """A dotted verb: ``auth.login``, ``session.launch``, ``template.update``..."""
+    target_kind: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(255))
+    address: Mapped[str | None] = mapped_column(String(64))
+    """The client's address as the replica saw it (a trusted proxy's ``X-Forwarded-For``)."""
+    detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    """A few small facts (never a secret)."""

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.audit import AuditLog
 from streamspace.controlplane.commands.outcomes import apply_outcome
 from streamspace.controlplane.hub import Cut
 from streamspace.controlplane.routes.schemas import TemplateIn
@@ -424,7 +425,8 @@ async def test_a_launch_stores_its_effective_policy(migrated_db: SessionFactory)
             )
         )
     site = ApiSettings(heartbeat_interval=10, session_hibernated_retention_days=7)
-    launched = await LaunchWriter(db=migrated_db, settings=site).launch(ann, "kiosk")
+    writer = LaunchWriter(db=migrated_db, settings=site, audit=AuditLog(db=migrated_db))
+    launched = await writer.launch(ann, "kiosk")
     assert isinstance(launched, Launched)
     async with migrated_db() as db, db.begin():
         template = await db.get(Template, "kiosk")

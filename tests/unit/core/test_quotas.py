@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.audit import AuditLog
 from streamspace.controlplane.auth.groups import GroupService
 from streamspace.controlplane.errors import Forbidden, OverQuota
 from streamspace.controlplane.sessions.launches import Idempotency, Launched, LaunchWriter
@@ -110,7 +111,7 @@ async def db(migrated_db: SessionFactory) -> SessionFactory:
                 last_heartbeat=utcnow(),
             )
         )
-    groups = GroupService(db=migrated_db)
+    groups = GroupService(db=migrated_db, audit=AuditLog(db=migrated_db))
     await groups.create(
         "team", {"max_running_sessions": 2, "max_session_minutes": 90, "allowed_templates": None}
     )
@@ -124,7 +125,7 @@ async def count(db: SessionFactory, model: type[Session] | type[AgentCommand]) -
 
 
 async def test_launches_in_one_batch_stop_at_the_quota(db: SessionFactory) -> None:
-    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10))
+    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10), audit=AuditLog(db=db))
     results = await asyncio.gather(
         *(writer.launch(ANN, "xterm") for _ in range(5)),
         writer.launch(BOB, "xterm"),  # no group, no site default: no limit
@@ -149,8 +150,10 @@ async def test_launches_in_one_batch_stop_at_the_quota(db: SessionFactory) -> No
 async def test_a_refused_launch_claims_no_key_and_a_template_can_be_refused(
     db: SessionFactory,
 ) -> None:
-    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10))
-    await GroupService(db=db).update("team", {"allowed_templates": ["xterm"]})
+    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10), audit=AuditLog(db=db))
+    await GroupService(db=db, audit=AuditLog(db=db)).update(
+        "team", {"allowed_templates": ["xterm"]}
+    )
     with pytest.raises(Forbidden, match="template 'xedit' is not allowed for your groups"):
         await writer.launch(ANN, "xedit")
     for _ in range(2):
@@ -174,7 +177,7 @@ async def test_a_refused_launch_claims_no_key_and_a_template_can_be_refused(
 async def test_hibernated_and_stopping_sessions_do_not_count_as_running(
     db: SessionFactory,
 ) -> None:
-    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10))
+    writer = LaunchWriter(db=db, settings=ApiSettings(heartbeat_interval=10), audit=AuditLog(db=db))
     launched = [await writer.launch(ANN, "xterm") for _ in range(2)]
     async with db() as session, session.begin():
         for result, state in zip(launched, ["hibernated", "stopping"], strict=True):

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.audit import AuditLog
 from streamspace.controlplane.auth.api_tokens import ApiTokenService
 from streamspace.controlplane.auth.login_tokens import TokenCache
 from streamspace.controlplane.auth.logins import LoginService
@@ -82,8 +83,14 @@ class Users:
 @pytest.fixture
 def env(migrated_db: SessionFactory, settings: ApiSettings, hub: AgentHub) -> Iterator[Users]:
     tokens = TokenCache()
+    audit = AuditLog(db=migrated_db)
     sessions = SessionService(
-        db=migrated_db, settings=settings, ring=hub.ring, direct=_NoLaunches(), cut=hub.cut
+        db=migrated_db,
+        settings=settings,
+        ring=hub.ring,
+        direct=_NoLaunches(),
+        cut=hub.cut,
+        audit=audit,
     )
     tunnels: TunnelRegistry[object] = TunnelRegistry()
     hub.on_cut(tunnels.cut)
@@ -91,13 +98,14 @@ def env(migrated_db: SessionFactory, settings: ApiSettings, hub: AgentHub) -> It
     throttle = MemoryLoginThrottle(Policy(per_user=5, per_address=50, base=1.0, cap=8.0))
     yield Users(
         db=migrated_db,
-        users=UserService(db=migrated_db, tokens=tokens, sessions=sessions),
+        users=UserService(db=migrated_db, tokens=tokens, sessions=sessions, audit=audit),
         logins=LoginService(
             db=migrated_db,
             settings=settings,
             throttle=throttle,
             tokens=tokens,
             api_tokens=api_tokens,
+            audit=audit,
         ),
         api_tokens=api_tokens,
         tunnels=tunnels,
@@ -147,15 +155,15 @@ async def test_pages_follow_the_username_and_inserts_do_not_shift_them(env: User
         await env.add(name)
     first = await env.users.list(search=None, cursor=None, limit=3)
     assert [u.username for u in first.items] == ["alice", "bob", "carol"]
-    assert first.next_cursor is not None
+    assert first.next is not None
     await env.add("aaron")  # lands on a page already read: the next page does not move
-    second = await env.users.list(search=None, cursor=first.next_cursor, limit=3)
+    second = await env.users.list(search=None, cursor=first.next, limit=3)
     assert [u.username for u in second.items] == ["dave", "erin", "frank"]
-    last = await env.users.list(search=None, cursor=second.next_cursor, limit=3)
+    last = await env.users.list(search=None, cursor=second.next, limit=3)
     assert [u.username for u in last.items] == ["grace"]
-    assert last.next_cursor is None
+    assert last.next is None
     exact = await env.users.list(search=None, cursor=None, limit=8)
-    assert len(exact.items) == 8 and exact.next_cursor is None  # no empty page after it
+    assert len(exact.items) == 8 and exact.next is None  # no empty page after it
 
 
 async def test_search_is_a_case_blind_substring_with_no_wildcards(env: Users) -> None:

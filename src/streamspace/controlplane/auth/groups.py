@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streamspace.controlplane.audit.log import SYSTEM, Actor, AuditLog
 from streamspace.controlplane.errors import Conflict, Invalid, NotFound
 from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
 from streamspace.db.errors import ConstraintViolation
@@ -14,6 +15,7 @@ from streamspace.db.models import Group, User
 from streamspace.db.repo import groups as group_repo
 from streamspace.db.repo import templates as template_repo
 from streamspace.db.repo import users as user_repo
+from streamspace.db.repo.pages import Page, PageRequest
 
 FIELDS = frozenset(
     {
@@ -25,6 +27,7 @@ FIELDS = frozenset(
     }
 )
 """What :meth:`GroupService.update` may change (the name stays)."""
+_FIRST = PageRequest()
 
 
 @dataclass(frozen=True)
@@ -39,20 +42,24 @@ class GroupService:
     """Creates, changes and deletes groups and their memberships (administrators only: the
     routes check)."""
 
-    def __init__(self, *, db: SessionFactory) -> None:
+    def __init__(self, *, db: SessionFactory, audit: AuditLog) -> None:
         self._db = db
+        self._audit = audit
 
-    async def list(self) -> list[GroupView]:
+    async def list(self, page: PageRequest = _FIRST) -> Page[GroupView]:
+        """A page of the groups (by name) with their members."""
         async with reading(self._db) as db:
-            groups = await group_repo.list_groups(db)
-            members = await group_repo.members(db, [group.id for group in groups])
-        return [GroupView(group, members[group.id]) for group in groups]
+            groups = await group_repo.list_groups(db, page)
+            members = await group_repo.members(db, [group.id for group in groups.items])
+        return Page([GroupView(group, members[group.id]) for group in groups.items], groups.next)
 
     async def get(self, name: str) -> GroupView:
         async with reading(self._db) as db:
             return await _view(db, await _group(db, name))
 
-    async def create(self, name: str, fields: Mapping[str, Any]) -> GroupView:
+    async def create(
+        self, name: str, fields: Mapping[str, Any], *, actor: Actor = SYSTEM
+    ) -> GroupView:
         """A new group; :class:`Conflict` if the name is taken, :class:`Invalid` if it
         allows a template that does not exist."""
         _known_fields(fields)
@@ -62,36 +69,57 @@ class GroupService:
                 if await group_repo.get(db, name) is not None:
                     raise _taken(name)
                 group = group_repo.add(db, {"description": "", **fields, "name": name})
+                await db.flush()  # a taken name fails here, before the audit row
+                await self._record(db, actor, "group.create", name, fields)
                 return GroupView(group, [])
         except ConstraintViolation:
             raise _taken(name) from None
 
-    async def update(self, name: str, fields: Mapping[str, Any]) -> GroupView:
+    async def update(
+        self, name: str, fields: Mapping[str, Any], *, actor: Actor = SYSTEM
+    ) -> GroupView:
         """Change the given fields of a group (``None`` clears a limit)."""
         _known_fields(fields)
         async with transaction(self._db) as db:
             group = await _group(db, name)
             await _check_templates(db, fields.get("allowed_templates"))
             group_repo.update(group, fields)
+            await self._record(db, actor, "group.update", name, fields)
             return await _view(db, group)
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, *, actor: Actor = SYSTEM) -> None:
         async with transaction(self._db) as db:
             await group_repo.delete_group(db, await _group(db, name))
+            await self._record(db, actor, "group.delete", name)
 
-    async def add_member(self, name: str, username: str) -> GroupView:
+    async def add_member(self, name: str, username: str, *, actor: Actor = SYSTEM) -> GroupView:
         """Make the user a member (already one: nothing changes)."""
         async with transaction(self._db) as db:
             group = await _group(db, name)
             await group_repo.add_member(db, group, await _user(db, username))
+            await self._record(db, actor, "group.add_member", name, {"username": username})
             return await _view(db, group)
 
-    async def remove_member(self, name: str, username: str) -> GroupView:
+    async def remove_member(self, name: str, username: str, *, actor: Actor = SYSTEM) -> GroupView:
         async with transaction(self._db) as db:
             group = await _group(db, name)
             if not await group_repo.remove_member(db, group, await _user(db, username)):
                 raise NotFound(f"user {username!r} is not a member of group {name!r}")
+            await self._record(db, actor, "group.remove_member", name, {"username": username})
             return await _view(db, group)
+
+    async def _record(
+        self,
+        db: DbSession,
+        actor: Actor,
+        action: str,
+        name: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        shown = {
+            k: v if not isinstance(v, list) else ",".join(v) for k, v in (detail or {}).items()
+        }
+        await self._audit.record(db, actor, action, target=("group", name), detail=shown)
 
 
 async def _view(db: DbSession, group: Group) -> GroupView:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane import metrics
+from streamspace.controlplane.audit.log import Actor, AuditLog
 from streamspace.controlplane.auth.api_tokens import ApiTokenService, is_api_token
 from streamspace.controlplane.auth.hashing import (
     digest,
@@ -49,8 +50,10 @@ class LoginService:
         throttle: LoginThrottle,
         tokens: TokenCache,
         api_tokens: ApiTokenService,
+        audit: AuditLog,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._settings = settings
         self._throttle = throttle
         self._tokens = tokens
@@ -82,10 +85,18 @@ class LoginService:
             await throttle.failed(subjects)
             metrics.LOGINS.labels("failed").inc()
             log.warning("failed login for user %r from %s", username, address)
+            tried = Actor(id=user.id if user else None, name=username, address=address)
+            await self._audit.record_alone(
+                tried, "auth.login_failed", detail={"username": username}
+            )
             raise Unauthorized("wrong username or password")
         if user.disabled_at is not None:
             metrics.LOGINS.labels("disabled").inc()
             log.warning("refused login of disabled user %r from %s", username, address)
+            detail = {"username": username, "reason": "disabled"}
+            await self._audit.record_alone(
+                Actor.of(user, address), "auth.login_failed", detail=detail
+            )
             raise Forbidden("this account is disabled: ask an administrator to enable it")
         await throttle.succeeded(user_subject)
         token = new_secret(TOKEN_PREFIX)
@@ -97,6 +108,7 @@ class LoginService:
                 token_hash=digest(token),
                 expires_at=utcnow() + timedelta(seconds=ttl),
             )
+            await self._audit.record(db, Actor.of(user, address), "auth.login")
         metrics.LOGINS.labels("success").inc()
         return Login(user=user, token=token, ttl=ttl)
 
@@ -127,6 +139,9 @@ class LoginService:
             row.must_change_password = False
             keep = digest(token) if token and not is_api_token(token) else None
             await user_repo.delete_tokens_of(db, user.id, keep=keep)
+            actor = Actor.of(user, address)
+            target = ("user", user.id)
+            await self._audit.record(db, actor, "user.change_password", target=target)
         await self._tokens.revoke_user(user.id)
         log.info("user %r changed their password", user.username)
 
@@ -142,9 +157,10 @@ class LoginService:
                 f"{what}: try again in {seconds} s", headers={"Retry-After": seconds}
             )
 
-    async def logout(self, token: str) -> None:
+    async def logout(self, token: str, *, actor: Actor) -> None:
         async with transaction(self._db) as db:
             await user_repo.delete_token(db, digest(token))
+            await self._audit.record(db, actor, "auth.logout")
         await self._tokens.revoke(digest(token))  # after the delete: nobody re-reads it
 
     async def authenticate(self, token: str | None) -> User:

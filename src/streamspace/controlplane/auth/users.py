@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from streamspace.controlplane.audit.log import SYSTEM, Actor, AuditLog
 from streamspace.controlplane.auth.hashing import hash_password
 from streamspace.controlplane.auth.login_tokens import TokenCache
 from streamspace.controlplane.auth.passwords import (
@@ -38,7 +39,7 @@ from streamspace.db.engine import DbSession, SessionFactory, reading, transactio
 from streamspace.db.errors import ConstraintViolation
 from streamspace.db.models import User, utcnow
 from streamspace.db.repo import users as user_repo
-from streamspace.db.repo.pages import InvalidCursor, Page
+from streamspace.db.repo.pages import BadCursor, Page, PageRequest
 from streamspace.states import UserRole
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,13 @@ class WithPassword:
 class UserService:
     """Creates, lists, changes and removes local users."""
 
-    def __init__(self, *, db: SessionFactory, tokens: TokenCache, sessions: SessionStopper) -> None:
+    def __init__(
+        self, *, db: SessionFactory, tokens: TokenCache, sessions: SessionStopper, audit: AuditLog
+    ) -> None:
         self._db = db
         self._tokens = tokens
         self._sessions = sessions
+        self._audit = audit
 
     async def create(
         self,
@@ -76,6 +80,7 @@ class UserService:
         password: str | None,
         role: str,
         must_change_password: bool | None = None,
+        actor: Actor = SYSTEM,
     ) -> WithPassword:
         """Create a user; without ``password`` one is generated (and must be changed at the
         first login unless ``must_change_password`` says otherwise). :class:`Conflict` if
@@ -99,6 +104,14 @@ class UserService:
                     role=role,
                     must_change_password=must_change,
                 )
+                await db.flush()  # its id, for the audit row
+                await self._audit.record(
+                    db,
+                    actor,
+                    "user.create",
+                    target=("user", user.id),
+                    detail={"username": username, "role": role},
+                )
         except ConstraintViolation:
             raise Conflict(f"user {username!r} already exists") from None
         log.info("created %s %r", role, username)
@@ -108,8 +121,9 @@ class UserService:
         """A page of users in username order (:mod:`streamspace.db.repo.pages`)."""
         try:
             async with reading(self._db) as db:
-                return await user_repo.page_of_users(db, search=search, cursor=cursor, limit=limit)
-        except InvalidCursor as exc:
+                page = PageRequest(limit=limit, cursor=cursor)
+                return await user_repo.page_of_users(db, search=search, page=page)
+        except BadCursor as exc:
             raise Invalid(str(exc)) from None
 
     async def get(self, username: str) -> User:
@@ -126,6 +140,7 @@ class UserService:
             if role != UserRole.ADMIN:
                 _keep_an_admin(actor, user, admins, "demote")
             user.role = role
+            await self._record(db, actor, "user.role", user, {"role": role})
         await self._tokens.revoke_user(user.id)
         log.info("user %r is now %s", username, role)
         return user
@@ -141,6 +156,7 @@ class UserService:
         async with transaction(self._db) as db:
             user = await _locked(db, username)
             user.disabled_at = None
+            await self._record(db, None, "user.enable", user)
         await self._tokens.revoke_user(user.id)
         log.info("enabled user %r", username)
         return user
@@ -153,6 +169,7 @@ class UserService:
             row = await user_repo.get(db, user.id)
             if row is not None:
                 await user_repo.delete_user(db, row)
+            await self._record(db, actor, "user.delete", user)
         await self._tokens.revoke_user(user.id)
         log.info("deleted user %r (%d session(s) stopped)", username, stopped)
 
@@ -176,6 +193,7 @@ class UserService:
             user.password_hash = password_hash
             user.must_change_password = True
             await user_repo.delete_tokens_of(db, user.id)
+            await self._record(db, actor, "user.reset_password", user)
         await self._tokens.revoke_user(user.id)
         log.info("reset the password of user %r", username)
         return WithPassword(user, generated)
@@ -193,13 +211,33 @@ class UserService:
         password_hash = await hash_password(password or generated or "")
         try:
             async with transaction(self._db) as db:
-                user_repo.create(
+                admin = user_repo.create(
                     db, username="admin", password_hash=password_hash, role=UserRole.ADMIN
+                )
+                await (
+                    db.flush()
+                )  # its id, for the audit row; a replica that lost the race fails here
+                detail = {"username": "admin", "role": UserRole.ADMIN.value}
+                await self._audit.record(
+                    db, SYSTEM, "user.create", target=("user", admin.id), detail=detail
                 )
         except ConstraintViolation:
             return None
         log.info("created the first administrator account 'admin'")
         return generated
+
+    async def _record(
+        self,
+        db: DbSession,
+        actor: User | None,
+        action: str,
+        user: User,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        """Record an administrator's (``None``: the command line's) change of ``user``."""
+        who = SYSTEM if actor is None else Actor.of(actor)
+        shown = {"username": user.username, **(detail or {})}
+        await self._audit.record(db, who, action, target=("user", user.id), detail=shown)
 
     async def _disable(self, actor: User | None, username: str, verb: str) -> User:
         """Mark the user disabled and log them out; every replica forgets their tokens."""
@@ -209,6 +247,7 @@ class UserService:
             _keep_an_admin(actor, user, admins, verb)
             if user.disabled_at is None:
                 user.disabled_at = utcnow()
+                await self._record(db, actor, "user.disable", user)
             await user_repo.delete_tokens_of(db, user.id)
         await self._tokens.revoke_user(user.id)  # after the commit: nobody re-reads them
         return user

@@ -6,6 +6,7 @@ from streamspace.controlplane.errors import NotFound
 from streamspace.db.engine import SessionFactory, reading
 from streamspace.db.models import AgentCommand
 from streamspace.db.repo import commands as command_repo
+from streamspace.db.repo.pages import Page, PageRequest
 from streamspace.states import CommandStatus
 
 
@@ -16,13 +17,12 @@ class CommandHistory:
         self._db = db
 
     async def list(
-        self, *, session_id: str | None, status: CommandStatus | None, limit: int
-    ) -> list[AgentCommand]:
+        self, *, session_id: str | None, status: CommandStatus | None, page: PageRequest
+    ) -> Page[AgentCommand]:
+        """A page of the commands (of one session, in one status), newest first."""
         async with reading(self._db) as db:
-            return list(
-                await command_repo.list_commands(
-                    db, session_id=session_id, status=status, limit=limit
-                )
+            return await command_repo.list_commands(
+                db, session_id=session_id, status=status, page=page
             )
 
     async def get(self, command_id: str) -> AgentCommand:

@@ -30,6 +30,7 @@ from streamspace.controlplane.errors import (
     Unavailable,
 )
 from streamspace.db.errors import UNAVAILABLE_ERRORS
+from streamspace.db.repo.pages import BadCursor
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,11 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, describe(errors), errors=errors)
 
 
+async def _bad_cursor(_request: Request, exc: Exception) -> JSONResponse:
+    errors = [FieldError(loc=["query", "cursor"], msg=str(exc), type="value_error")]
+    return error_response(422, describe(errors), errors=errors)
+
+
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
     return error_response(
@@ -175,6 +181,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(HTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(BadCursor, _bad_cursor)
     for error in UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(Exception, _internal_error)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
+from streamspace.controlplane.audit import Actor
 from streamspace.controlplane.deps import (
     COOKIE_NAME,
     AccountDep,
+    AddressDep,
     ApiTokensDep,
     LoginsDep,
     TokenDep,
@@ -55,14 +57,15 @@ async def login(body: LoginIn, request: Request, logins: LoginsDep, response: Re
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(
-    _user: AccountDep,
+    user: AccountDep,
     request: Request,
     logins: LoginsDep,
     response: Response,
+    address: AddressDep,
     token: TokenDep,
 ) -> None:
     if token:
-        await logins.logout(token)
+        await logins.logout(token, actor=Actor.of(user, address))
     response.delete_cookie(
         COOKIE_NAME,
         httponly=True,

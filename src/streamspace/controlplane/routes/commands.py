@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from streamspace.controlplane.deps import AdminDep, CommandsDep
 from streamspace.controlplane.routes import text
+from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, errors
 from streamspace.controlplane.routes.schemas import CommandOut
 from streamspace.controlplane.routes.text import storable_url
@@ -21,16 +22,20 @@ router = APIRouter(
 )
 
 
-@router.get("")
+@router.get("", responses=PAGED)
 async def list_commands(
     _admin: AdminDep,
     commands: CommandsDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
     session_id: Annotated[str | None, Query(max_length=64, pattern=text.NO_NUL_PATTERN)] = None,
     status_: Annotated[CommandStatus | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[CommandOut]:
-    found = await commands.list(session_id=session_id, status=status_, limit=limit)
-    return [CommandOut.of(command) for command in found]
+    """Commands (of one session, in one status), newest first, a page at a time."""
+    found = await commands.list(session_id=session_id, status=status_, page=page)
+    link_next(request, response, found)
+    return [CommandOut.of(command) for command in found.items]
 
 
 @router.get("/{command_id}", responses=errors(404))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
-from streamspace.controlplane.deps import AdminDep, GroupsDep
+from streamspace.controlplane.deps import AdminActorDep, AdminDep, GroupsDep
+from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import GroupIn, GroupOut, GroupPatch
 from streamspace.controlplane.routes.text import storable_url
@@ -17,16 +18,21 @@ router = APIRouter(
 )
 
 
-@router.get("")
-async def list_groups(_admin: AdminDep, groups: GroupsDep) -> list[GroupOut]:
-    return [GroupOut.of(view) for view in await groups.list()]
+@router.get("", responses=PAGED)
+async def list_groups(
+    _admin: AdminDep, groups: GroupsDep, page: PageDep, request: Request, response: Response
+) -> list[GroupOut]:
+    """The groups by name, a page at a time."""
+    found = await groups.list(page)
+    link_next(request, response, found)
+    return [GroupOut.of(view) for view in found.items]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(409))
-async def create_group(body: GroupIn, _admin: AdminDep, groups: GroupsDep) -> GroupOut:
+async def create_group(body: GroupIn, admin: AdminActorDep, groups: GroupsDep) -> GroupOut:
     """A new group; 422 if it allows a template that does not exist."""
     fields = body.model_dump(exclude={"name"})
-    return GroupOut.of(await groups.create(body.name, fields))
+    return GroupOut.of(await groups.create(body.name, fields, actor=admin))
 
 
 @router.get("/{name}", responses=errors(404))
@@ -36,24 +42,26 @@ async def get_group(name: str, _admin: AdminDep, groups: GroupsDep) -> GroupOut:
 
 @router.patch("/{name}", responses=BODY | errors(404))
 async def update_group(
-    name: str, body: GroupPatch, _admin: AdminDep, groups: GroupsDep
+    name: str, body: GroupPatch, admin: AdminActorDep, groups: GroupsDep
 ) -> GroupOut:
     """Change the fields the body names; ``null`` clears a limit (the site default applies)."""
-    return GroupOut.of(await groups.update(name, body.changes()))
+    return GroupOut.of(await groups.update(name, body.changes(), actor=admin))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
-async def delete_group(name: str, _admin: AdminDep, groups: GroupsDep) -> None:
+async def delete_group(name: str, admin: AdminActorDep, groups: GroupsDep) -> None:
     """Delete the group; its members stay, without it."""
-    await groups.delete(name)
+    await groups.delete(name, actor=admin)
 
 
 @router.put("/{name}/members/{username}", responses=errors(404))
-async def add_member(name: str, username: str, _admin: AdminDep, groups: GroupsDep) -> GroupOut:
+async def add_member(name: str, username: str, admin: AdminActorDep, groups: GroupsDep) -> GroupOut:
     """Make the user a member (already one: nothing changes)."""
-    return GroupOut.of(await groups.add_member(name, username))
+    return GroupOut.of(await groups.add_member(name, username, actor=admin))
 
 
 @router.delete("/{name}/members/{username}", responses=errors(404))
-async def remove_member(name: str, username: str, _admin: AdminDep, groups: GroupsDep) -> GroupOut:
-    return GroupOut.of(await groups.remove_member(name, username))
+async def remove_member(
+    name: str, username: str, admin: AdminActorDep, groups: GroupsDep
+) -> GroupOut:
+    return GroupOut.of(await groups.remove_member(name, username, actor=admin))

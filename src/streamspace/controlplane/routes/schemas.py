@@ -279,6 +279,27 @@ class SessionEventOut(BaseModel):
     created_at: datetime
 
 
+class AuditEventOut(BaseModel):
+    """One event of the audit log: an action, or a session's state transition."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    source: Literal["audit", "transition"]
+    """``audit``: an action someone took; ``transition``: a session changed state."""
+    id: int
+    """Unique within its ``source``."""
+    created_at: datetime
+    actor: str
+    """A username, an agent's id, or ``system``."""
+    actor_id: str | None
+    action: str
+    target_kind: str | None
+    target_id: str | None
+    address: str | None
+    """The client's address (for actions taken over HTTP)."""
+    detail: dict[str, Any]
+
+
 class AgentRegisterIn(_Input):
     agent_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     platform: str = Field(pattern=r"^(local|docker|kubernetes)$")

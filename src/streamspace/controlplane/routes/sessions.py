@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
-from streamspace.controlplane.deps import SessionsDep, UserDep
+from streamspace.controlplane.deps import AddressDep, SessionsDep, UserDep
+from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import SessionEventOut, SessionIn, SessionOut
 from streamspace.controlplane.routes.text import storable_url
@@ -37,6 +38,7 @@ async def create_session(
     body: SessionIn,
     user: UserDep,
     sessions: SessionsDep,
+    address: AddressDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> SessionOut:
     """Launch a template; 403 for a template the user's groups may not launch, 429 when the
@@ -46,15 +48,29 @@ async def create_session(
     With an ``Idempotency-Key``, a retry returns the session the first request made, and
     the same key with another template is refused (422).
     """
-    created = await sessions.create(user, body.template, idempotency_key=idempotency_key)
+    created = await sessions.create(
+        user, body.template, idempotency_key=idempotency_key, address=address
+    )
     return SessionOut.of(created, viewer=user, warning=sessions.idle_warning)
 
 
-@router.get("")
-async def list_sessions(user: UserDep, sessions: SessionsDep) -> list[SessionOut]:
+@router.get("", responses=PAGED)
+async def list_sessions(
+    user: UserDep,
+    sessions: SessionsDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
+    mine: Annotated[
+        bool, Query(description="Only your own sessions (administrators see all otherwise).")
+    ] = False,
+) -> list[SessionOut]:
+    """Your sessions (an administrator's: everybody's), newest first, a page at a time."""
+    found = await sessions.list(user, page, mine=mine)
+    link_next(request, response, found)
     return [
         SessionOut.of(session, viewer=user, warning=sessions.idle_warning)
-        for session in await sessions.list(user)
+        for session in found.items
     ]
 
 
@@ -66,9 +82,11 @@ async def get_session(session_id: str, user: UserDep, sessions: SessionsDep) -> 
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409))
-async def stop_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+async def stop_session(
+    session_id: str, user: UserDep, sessions: SessionsDep, address: AddressDep
+) -> SessionOut:
     return SessionOut.of(
-        await sessions.stop(user, session_id), viewer=user, warning=sessions.idle_warning
+        await sessions.stop(user, session_id, address), viewer=user, warning=sessions.idle_warning
     )
 
 
@@ -77,36 +95,51 @@ async def stop_session(session_id: str, user: UserDep, sessions: SessionsDep) ->
     status_code=status.HTTP_202_ACCEPTED,
     responses=errors(404, 409, 429),
 )
-async def hibernate_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+async def hibernate_session(
+    session_id: str, user: UserDep, sessions: SessionsDep, address: AddressDep
+) -> SessionOut:
     """429 when its owner keeps as many hibernated sessions as their quota allows."""
     return SessionOut.of(
-        await sessions.hibernate(user, session_id), viewer=user, warning=sessions.idle_warning
+        await sessions.hibernate(user, session_id, address),
+        viewer=user,
+        warning=sessions.idle_warning,
     )
 
 
 @router.post(
     "/{session_id}/wake", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409, 429)
 )
-async def wake_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+async def wake_session(
+    session_id: str, user: UserDep, sessions: SessionsDep, address: AddressDep
+) -> SessionOut:
     """Start a hibernated session again; 429 when its owner runs as many sessions as their
     quota allows."""
     return SessionOut.of(
-        await sessions.wake(user, session_id), viewer=user, warning=sessions.idle_warning
+        await sessions.wake(user, session_id, address), viewer=user, warning=sessions.idle_warning
     )
 
 
 @router.post("/{session_id}/keep", responses=errors(404, 409))
-async def keep_session(session_id: str, user: UserDep, sessions: SessionsDep) -> SessionOut:
+async def keep_session(
+    session_id: str, user: UserDep, sessions: SessionsDep, address: AddressDep
+) -> SessionOut:
     """The owner is still there: the idle timeout starts again (the viewer's *Keep
     session* button). Only the session's owner may (403 for others); 409 unless running."""
     return SessionOut.of(
-        await sessions.keep(user, session_id), viewer=user, warning=sessions.idle_warning
+        await sessions.keep(user, session_id, address), viewer=user, warning=sessions.idle_warning
     )
 
 
-@router.get("/{session_id}/events", responses=errors(404))
+@router.get("/{session_id}/events", responses=PAGED | errors(404))
 async def session_events(
-    session_id: str, user: UserDep, sessions: SessionsDep
+    session_id: str,
+    user: UserDep,
+    sessions: SessionsDep,
+    page: PageDep,
+    request: Request,
+    response: Response,
 ) -> list[SessionEventOut]:
-    """The session's state transitions, oldest first."""
-    return [SessionEventOut.model_validate(e) for e in await sessions.events(user, session_id)]
+    """The session's state transitions, oldest first, a page at a time."""
+    found = await sessions.events(user, session_id, page)
+    link_next(request, response, found)
+    return [SessionEventOut.model_validate(event) for event in found.items]

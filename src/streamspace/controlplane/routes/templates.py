@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
-from streamspace.controlplane.deps import AdminDep, TemplatesDep, UserDep
+from streamspace.controlplane.deps import AdminActorDep, TemplatesDep, UserDep
 from streamspace.controlplane.errors import Invalid
+from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import TemplateIn, TemplateOut
 from streamspace.controlplane.routes.text import storable_url
@@ -18,9 +19,14 @@ router = APIRouter(
 )
 
 
-@router.get("")
-async def list_templates(_user: UserDep, templates: TemplatesDep) -> list[TemplateOut]:
-    return [TemplateOut.model_validate(t) for t in await templates.list()]
+@router.get("", responses=PAGED)
+async def list_templates(
+    _user: UserDep, templates: TemplatesDep, page: PageDep, request: Request, response: Response
+) -> list[TemplateOut]:
+    """The catalog by name, a page at a time."""
+    found = await templates.list(page)
+    link_next(request, response, found)
+    return [TemplateOut.model_validate(template) for template in found.items]
 
 
 @router.get("/{name}", responses=errors(404))
@@ -30,22 +36,22 @@ async def get_template(name: str, _user: UserDep, templates: TemplatesDep) -> Te
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=ADMIN | BODY | errors(409))
 async def create_template(
-    body: TemplateIn, _admin: AdminDep, templates: TemplatesDep
+    body: TemplateIn, admin: AdminActorDep, templates: TemplatesDep
 ) -> TemplateOut:
-    await templates.create(body.model_dump())
+    await templates.create(body.model_dump(), actor=admin)
     return TemplateOut.model_validate(body.model_dump())
 
 
 @router.put("/{name}", responses=ADMIN | BODY | errors(404))
 async def replace_template(
-    name: str, body: TemplateIn, _admin: AdminDep, templates: TemplatesDep
+    name: str, body: TemplateIn, admin: AdminActorDep, templates: TemplatesDep
 ) -> TemplateOut:
     if body.name != name:
         raise Invalid("name in body and URL differ")
-    await templates.replace(name, body.model_dump())
+    await templates.replace(name, body.model_dump(), actor=admin)
     return TemplateOut.model_validate(body.model_dump())
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=ADMIN | errors(404))
-async def delete_template(name: str, _admin: AdminDep, templates: TemplatesDep) -> None:
-    await templates.delete(name)
+async def delete_template(name: str, admin: AdminActorDep, templates: TemplatesDep) -> None:
+    await templates.delete(name, actor=admin)

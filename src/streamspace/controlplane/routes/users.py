@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from streamspace.controlplane.deps import AdminDep, UsersDep
-from streamspace.controlplane.routes.paging import DEFAULT_LIMIT, LINKED, Cursor, Limit, link_next
+from streamspace.controlplane.deps import AdminActorDep, AdminDep, UsersDep
+from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import (
     PasswordResetIn,
@@ -31,30 +31,30 @@ Search = Annotated[
 ]
 
 
-@router.get("", responses=LINKED)
+@router.get("", responses=PAGED)
 async def list_users(
     request: Request,
     response: Response,
     _admin: AdminDep,
     users: UsersDep,
+    paging: PageDep,
     q: Search = None,
-    limit: Limit = DEFAULT_LIMIT,
-    cursor: Cursor = None,
 ) -> list[UserOut]:
     """Users in username order, a page at a time (``Link`` names the next page)."""
-    page = await users.list(search=q, cursor=cursor, limit=limit)
-    link_next(request, response, page, limit=limit)
+    page = await users.list(search=q, cursor=paging.cursor, limit=paging.limit)
+    link_next(request, response, page)
     return [UserOut.of(user) for user in page.items]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(409))
-async def create_user(body: UserIn, _admin: AdminDep, users: UsersDep) -> UserCreatedOut:
+async def create_user(body: UserIn, admin: AdminActorDep, users: UsersDep) -> UserCreatedOut:
     """Create a user; without ``password`` one is generated and answered this once."""
     made = await users.create(
         username=body.username,
         password=body.password,
         role=body.role,
         must_change_password=body.must_change_password,
+        actor=admin,
     )
     return UserCreatedOut(**UserOut.of(made.user).model_dump(), password=made.password)
 

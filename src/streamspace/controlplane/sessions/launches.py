@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 from streamspace.batching import Coalescer
 from streamspace.config import ApiSettings
+from streamspace.controlplane.audit.log import Action as AuditAction
+from streamspace.controlplane.audit.log import Actor, AuditLog
 from streamspace.controlplane.errors import Forbidden, NotFound, OverQuota, Unavailable
 from streamspace.controlplane.sessions.policies import effective_policy
 from streamspace.controlplane.sessions.quotas import Quota, quotas_of, site_limits
@@ -78,7 +80,8 @@ Outcome = Launched | Repeated | BaseException
 class _Launch:
     user: User
     template_name: str
-    idempotency: Idempotency | None = None
+    idempotency: Idempotency | None
+    actor: Actor
 
     @property
     def claim(self) -> idempotency_repo.Claim | None:
@@ -93,9 +96,15 @@ class LaunchWriter:
     """Writes new sessions with their first command, many launches per transaction."""
 
     def __init__(
-        self, *, db: SessionFactory, settings: ApiSettings, max_waiting: int = MAX_WAITING
+        self,
+        *,
+        db: SessionFactory,
+        settings: ApiSettings,
+        audit: AuditLog,
+        max_waiting: int = MAX_WAITING,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._settings = settings
         self._max_waiting = max_waiting
         self._site = site_limits(settings)
@@ -104,7 +113,12 @@ class LaunchWriter:
         )
 
     async def launch(
-        self, user: User, template_name: str, idempotency: Idempotency | None = None
+        self,
+        user: User,
+        template_name: str,
+        idempotency: Idempotency | None = None,
+        *,
+        actor: Actor | None = None,
     ) -> Launched | Repeated:
         """Write a pending session of the template on the least loaded agent that fits,
         unless ``idempotency`` names a key already taken (:class:`Repeated`).
@@ -119,7 +133,8 @@ class LaunchWriter:
             raise Unavailable(
                 f"{self._queue.waiting} launches are waiting on this replica; try again in a moment"
             )
-        return await self._queue.submit(_Launch(user, template_name, idempotency))
+        launch = _Launch(user, template_name, idempotency, actor or Actor.of(user))
+        return await self._queue.submit(launch)
 
     async def _write_batch(self, batch: list[_Launch]) -> list[Outcome]:
         try:
@@ -162,11 +177,23 @@ class LaunchWriter:
                 for position, launch in enumerate(batch)
             ]
             outcomes = await _claim_keys(db, batch, outcomes, candidates)
-            placed = [outcome for outcome in outcomes if isinstance(outcome, Launched)]
+            placed = [
+                (launch, outcome)
+                for launch, outcome in zip(batch, outcomes, strict=True)
+                if isinstance(outcome, Launched)
+            ]
             if placed:
-                await session_repo.insert_new(db, [launched.session for launched in placed])
-                await command_repo.insert_new(db, [launched.command for launched in placed])
+                await session_repo.insert_new(db, [launched.session for _, launched in placed])
+                await command_repo.insert_new(db, [launched.command for _, launched in placed])
+                await self._audit.record_many(db, [_launched(*pair) for pair in placed])
         return outcomes
+
+
+def _launched(launch: _Launch, launched: Launched) -> AuditAction:
+    """The audit record of a placed launch."""
+    detail = {"template": launch.template_name, "agent": launched.agent_id}
+    target = ("session", launched.session.id)
+    return AuditAction(launch.actor, "session.launch", target, detail)
 
 
 async def _repeated(db: DbSession, batch: list[_Launch]) -> set[int]:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from streamspace.config import ApiSettings
+from streamspace.controlplane.audit.log import Actor, AuditLog
 from streamspace.controlplane.errors import Conflict, Forbidden, Invalid, NotFound
 from streamspace.controlplane.hub import Cut
 from streamspace.controlplane.sessions.launches import Idempotency, LaunchWriter, Repeated
@@ -21,6 +22,7 @@ from streamspace.db.repo import idempotency as idempotency_repo
 from streamspace.db.repo import policies as policy_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
+from streamspace.db.repo.pages import Page, PageRequest
 from streamspace.protocol import SESSION_NOT_RUNNING, Action
 from streamspace.states import (
     ACTIVE_SESSION_STATES,
@@ -29,6 +31,8 @@ from streamspace.states import (
     SessionState,
     UserRole,
 )
+
+_FIRST = PageRequest()
 
 Doorbell = Callable[[str], Awaitable[object]]
 """Tells the replica holding an agent that it has a command waiting."""
@@ -40,16 +44,18 @@ class HandOff(Protocol):
     async def hand_off(self, agent_id: str, command: AgentCommand) -> None: ...
 
 
-_Method = Callable[["SessionService", User, str], Awaitable[Session]]
+_Method = Callable[["SessionService", User, str, str | None], Awaitable[Session]]
 
 
 def _admitted(method: _Method) -> _Method:
     """Run a session change only when the service's admission semaphore allows it."""
 
     @functools.wraps(method)
-    async def admitted(self: SessionService, user: User, argument: str) -> Session:
+    async def admitted(
+        self: SessionService, user: User, argument: str, address: str | None = None
+    ) -> Session:
         async with self._admission:
-            return await method(self, user, argument)
+            return await method(self, user, argument, address)
 
     return admitted
 
@@ -65,33 +71,46 @@ class SessionService:
         ring: Doorbell,
         direct: HandOff,
         cut: Callable[[Cut], Awaitable[None]],
+        audit: AuditLog,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._settings = settings
         self._ring = ring
         self._cut = cut
         self._direct = direct
         self._admission = asyncio.Semaphore(settings.session_request_concurrency)
-        self._launches = LaunchWriter(db=db, settings=settings)
+        self._launches = LaunchWriter(db=db, settings=settings, audit=audit)
         self._site = site_limits(settings)
 
     async def get(self, user: User, session_id: str) -> Session:
         async with reading(self._db) as db:
             return self._visible(user, await session_repo.get(db, session_id, with_owner=True))
 
-    async def events(self, user: User, session_id: str) -> list[SessionEvent]:
-        """The session's state transitions, oldest first."""
+    async def events(
+        self, user: User, session_id: str, page: PageRequest = _FIRST
+    ) -> Page[SessionEvent]:
+        """A page of the session's state transitions, oldest first."""
         session = await self.get(user, session_id)
         async with reading(self._db) as db:
-            return list(await session_repo.events(db, session.id))
+            return await session_repo.events(db, session.id, page)
 
-    async def list(self, user: User) -> list[Session]:
-        owner = None if user.role == UserRole.ADMIN else user.id
+    async def list(
+        self, user: User, page: PageRequest = _FIRST, *, mine: bool = False
+    ) -> Page[Session]:
+        """A page of the user's sessions (an administrator's: everybody's, unless ``mine``),
+        newest first."""
+        owner = None if user.role == UserRole.ADMIN and not mine else user.id
         async with reading(self._db) as db:
-            return list(await session_repo.list_sessions(db, owner_id=owner))
+            return await session_repo.list_sessions(db, owner_id=owner, page=page)
 
     async def create(
-        self, user: User, template_name: str, *, idempotency_key: str | None = None
+        self,
+        user: User,
+        template_name: str,
+        *,
+        idempotency_key: str | None = None,
+        address: str | None = None,
     ) -> Session:
         """Pick an agent and queue ``start_session``; nothing is written if none is available.
 
@@ -103,7 +122,8 @@ class SessionService:
         if idempotency_key is not None:
             asked = hashlib.sha256(f"launch\n{template_name}".encode()).hexdigest()
             idempotency = Idempotency(idempotency_key, asked)
-        launched = await self._launches.launch(user, template_name, idempotency)
+        actor = Actor.of(user, address)
+        launched = await self._launches.launch(user, template_name, idempotency, actor=actor)
         if isinstance(launched, Repeated):
             assert idempotency is not None
             return await self._launched_before(user, idempotency)
@@ -128,9 +148,11 @@ class SessionService:
         return self._visible(user, session)
 
     @_admitted
-    async def stop(self, user: User, session_id: str) -> Session:
+    async def stop(self, user: User, session_id: str, address: str | None) -> Session:
         """Stop for good (idempotent); a session whose start was not sent yet ends at once."""
-        return await self._stop(user, session_id, why="session stopped")
+        return await self._stop(
+            user, session_id, why="session stopped", requested=True, address=address
+        )
 
     async def stop_all_of(self, owner: User, *, why: str, hibernated: bool = False) -> int:
         """Stop the owner's active sessions (``hibernated`` ones too, with their homes, if
@@ -143,11 +165,24 @@ class SessionService:
                 await self._stop(owner, session_id, why=why)
         return len(session_ids)
 
-    async def _stop(self, user: User, session_id: str, *, why: str) -> Session:
+    async def _stop(
+        self,
+        user: User,
+        session_id: str,
+        *,
+        why: str,
+        requested: bool = False,
+        address: str | None = None,
+    ) -> Session:
+        """A stop ``requested`` by ``user`` (from ``address``) is recorded as
+        ``session.stop``; those the system makes for its own reasons (``why``) show as
+        their transitions."""
         async with transaction(self._db) as db:
             session = await self._locked(db, user, session_id)
             if session.state in FINAL_SESSION_STATES or session.state == SessionState.STOPPING:
                 return session
+            if requested:
+                await self._record(db, user, address, "session.stop", session)
             if session.state == SessionState.PENDING and await command_repo.cancel_open(
                 db, session_id=session.id, action=Action.START_SESSION
             ):
@@ -166,7 +201,7 @@ class SessionService:
         return session
 
     @_admitted
-    async def hibernate(self, user: User, session_id: str) -> Session:
+    async def hibernate(self, user: User, session_id: str, address: str | None) -> Session:
         """Keep the session's home and stop it; :class:`OverQuota` if its owner keeps as
         many hibernated sessions as their quota allows."""
         async with transaction(self._db) as db:
@@ -176,13 +211,14 @@ class SessionService:
             refused = quota.refuse_hibernated()
             if refused is not None:
                 raise refused
+            await self._record(db, user, address, "session.hibernate", session)
             await _queue(db, session, Action.HIBERNATE_SESSION, {"state": session.platform_state})
         await self._cut(Cut(SESSION_NOT_RUNNING, "session hibernated", session_id=session.id))
         await self._ring_agent(session)
         return session
 
     @_admitted
-    async def wake(self, user: User, session_id: str) -> Session:
+    async def wake(self, user: User, session_id: str, address: str | None) -> Session:
         """Start a hibernated session again, on the agent that keeps its home;
         :class:`OverQuota` if its owner runs as many sessions as their quota allows."""
         async with transaction(self._db) as db:
@@ -192,6 +228,7 @@ class SessionService:
             refused = quota.refuse_running()
             if refused is not None:
                 raise refused
+            await self._record(db, user, address, "session.wake", session)
             template = await template_repo.get(db, session.template_name)
             if template is None:
                 raise Conflict(f"template {session.template_name!r} no longer exists")
@@ -201,7 +238,7 @@ class SessionService:
         await self._ring_agent(session)
         return session
 
-    async def keep(self, user: User, session_id: str) -> Session:
+    async def keep(self, user: User, session_id: str, address: str | None = None) -> Session:
         """The owner is still there: the session's idle time starts again (the viewer's
         *Keep session*). Only its owner may; only a running session can be kept."""
         async with transaction(self._db) as db:
@@ -211,6 +248,7 @@ class SessionService:
             if not await policy_repo.keep(db, session.id, now=utcnow()):
                 _require(session, SessionState.RUNNING, "kept")
                 raise Conflict("session is not running; only a running session can be kept")
+            await self._record(db, user, address, "session.keep", session)
         return await self.get(user, session_id)
 
     @property
@@ -228,6 +266,13 @@ class SessionService:
                 await command_repo.cancel_all_open(db, session_id=item.id)
                 session_repo.transition(db, item, SessionState.TERMINATED, detail=reason)
             return len(active)
+
+    async def _record(
+        self, db: DbSession, user: User, address: str | None, action: str, session: Session
+    ) -> None:
+        detail = {"owner": session.owner.username, "template": session.template_name}
+        actor = Actor.of(user, address)
+        await self._audit.record(db, actor, action, target=("session", session.id), detail=detail)
 
     async def _ring_agent(self, session: Session) -> None:
         if session.agent_id is not None:

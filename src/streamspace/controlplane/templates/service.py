@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from streamspace.controlplane.audit.log import Actor, AuditLog
 from streamspace.controlplane.errors import Conflict, NotFound
-from streamspace.db.engine import SessionFactory, reading, transaction
+from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
 from streamspace.db.errors import ConstraintViolation
 from streamspace.db.models import Template
 from streamspace.db.repo import templates as template_repo
+from streamspace.db.repo.pages import Page, PageRequest
+
+_FIRST = PageRequest()
 
 DEFAULT_TEMPLATES: tuple[dict[str, Any], ...] = (
     {
@@ -53,12 +57,14 @@ _FIELD_DEFAULTS: dict[str, Any] = {
 class TemplateService:
     """Reads and edits the catalog."""
 
-    def __init__(self, *, db: SessionFactory) -> None:
+    def __init__(self, *, db: SessionFactory, audit: AuditLog) -> None:
         self._db = db
+        self._audit = audit
 
-    async def list(self) -> list[Template]:
+    async def list(self, page: PageRequest = _FIRST) -> Page[Template]:
+        """A page of the catalog, by name."""
         async with reading(self._db) as db:
-            return list(await template_repo.list_templates(db))
+            return await template_repo.list_templates(db, page)
 
     async def get(self, name: str) -> Template:
         async with reading(self._db) as db:
@@ -67,23 +73,35 @@ class TemplateService:
             raise _missing(name)
         return template
 
-    async def create(self, fields: Mapping[str, Any]) -> None:
+    async def create(self, fields: Mapping[str, Any], *, actor: Actor) -> None:
         """Add a template; :class:`Conflict` if its name is taken."""
         try:
             async with transaction(self._db) as db:
                 template_repo.add(db, fields)
+                await db.flush()  # a taken name fails here, before the audit row
+                await self._record(db, actor, "template.create", fields)
         except ConstraintViolation:
             raise Conflict(f"template {fields['name']!r} already exists") from None
 
-    async def replace(self, name: str, fields: Mapping[str, Any]) -> None:
+    async def replace(self, name: str, fields: Mapping[str, Any], *, actor: Actor) -> None:
         async with transaction(self._db) as db:
             if await template_repo.replace(db, name, fields) is None:
                 raise _missing(name)
+            await self._record(db, actor, "template.update", fields)
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, *, actor: Actor) -> None:
         async with transaction(self._db) as db:
             if not await template_repo.delete(db, name):
                 raise _missing(name)
+            await self._audit.record(db, actor, "template.delete", target=("template", name))
+
+    async def _record(
+        self, db: DbSession, actor: Actor, action: str, fields: Mapping[str, Any]
+    ) -> None:
+        """What a change set (the template's environment is not shown: it may hold secrets)."""
+        shown = {key: fields.get(key) for key in ("image", "platform", "network")}
+        target = ("template", str(fields["name"]))
+        await self._audit.record(db, actor, action, target=target, detail=shown)
 
     async def ensure_defaults(self) -> None:
         """Fill an empty catalog with the defaults (an admin's edits are never overwritten)."""

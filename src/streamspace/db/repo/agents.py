@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Agent, Session, Template, utcnow
 from streamspace.db.repo.lists import padded
+from streamspace.db.repo.pages import Key, Keyset, Page, PageRequest
 from streamspace.protocol import HeartbeatPayload
 from streamspace.states import ACTIVE_SESSION_STATES, AgentApproval, AgentStatus
 
@@ -39,8 +40,13 @@ async def credentials(db: AsyncSession, agent_ids: Collection[str]) -> dict[str,
     return {row.agent_id: Credentials(*row) for row in rows}
 
 
-async def list_agents(db: AsyncSession) -> Sequence[Agent]:
-    return (await db.scalars(select(Agent).order_by(Agent.agent_id))).all()
+_BY_ID = Keyset("agents", Key(Agent.agent_id, str))
+
+
+async def list_agents(db: AsyncSession, page: PageRequest) -> Page[Agent]:
+    """A page of the agents, by id."""
+    found = (await db.scalars(_BY_ID.select(select(Agent), page))).all()
+    return _BY_ID.page(found, page, lambda agent: (agent.agent_id,))
 
 
 def create(
@@ -199,7 +205,9 @@ _CANDIDATES = (
     )
     .group_by(Agent.agent_id, Agent.platform, Agent.capacity)
 )
-"""Built once: constructing this statement costs more than running it."""
+"""Built once: constructing this statement costs more than running it. The join reads only
+active sessions, through ``ix_sessions_agent_state``: its cost follows the sessions running
+now, not the site's history (``bench/launch_history.py``: flat from 1,000 to 100,000)."""
 
 
 async def launch_candidates(db: AsyncSession, *, heartbeat_after: datetime) -> list[Candidate]:

@@ -15,6 +15,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 
 from streamspace.db.models import AgentCommand, Base, utcnow
 from streamspace.db.repo.lists import padded
+from streamspace.db.repo.pages import Key, Keyset, Page, PageRequest
 from streamspace.protocol import Action
 from streamspace.states import OPEN_COMMAND_STATUSES, CommandStatus
 
@@ -133,15 +134,25 @@ async def get_for_agent(db: AsyncSession, *, agent_id: str, command_id: str) -> 
     )
 
 
+_NEWEST_FIRST = Keyset(
+    "commands",
+    Key(AgentCommand.created_at, datetime),
+    Key(AgentCommand.command_id, str),
+    descending=True,
+)
+
+
 async def list_commands(
-    db: AsyncSession, *, session_id: str | None = None, status: str | None = None, limit: int = 100
-) -> Sequence[AgentCommand]:
-    query = select(AgentCommand).order_by(AgentCommand.created_at.desc()).limit(limit)
+    db: AsyncSession, *, session_id: str | None, status: str | None, page: PageRequest
+) -> Page[AgentCommand]:
+    """A page of the commands (of one session, in one status), newest first."""
+    query = select(AgentCommand)
     if session_id is not None:
         query = query.where(AgentCommand.session_id == session_id)
     if status is not None:
         query = query.where(AgentCommand.status == status)
-    return (await db.scalars(query)).all()
+    found = (await db.scalars(_NEWEST_FIRST.select(query, page))).all()
+    return _NEWEST_FIRST.page(found, page, lambda c: (c.created_at, c.command_id))
 
 
 def _claim_statement() -> ReturningUpdate[AgentCommand]:

@@ -10,14 +10,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Group, GroupMember, User, utcnow
+from streamspace.db.repo.pages import Key, Keyset, Page, PageRequest
 
 
 async def get(db: AsyncSession, name: str) -> Group | None:
     return await db.scalar(select(Group).where(Group.name == name))
 
 
-async def list_groups(db: AsyncSession) -> Sequence[Group]:
-    return (await db.scalars(select(Group).order_by(Group.name))).all()
+_BY_NAME = Keyset("groups", Key(Group.name, str))
+
+
+async def list_groups(db: AsyncSession, page: PageRequest) -> Page[Group]:
+    """A page of the groups, by name."""
+    found = (await db.scalars(_BY_NAME.select(select(Group), page))).all()
+    return _BY_NAME.page(found, page, lambda group: (group.name,))
 
 
 def add(db: AsyncSession, fields: Mapping[str, Any]) -> Group:

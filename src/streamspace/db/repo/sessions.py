@@ -21,7 +21,9 @@ from streamspace.db.models import (
     new_id,
     utcnow,
 )
+from streamspace.db.repo import audit as audit_repo
 from streamspace.db.repo.lists import padded
+from streamspace.db.repo.pages import Key, Keyset, Page, PageRequest
 from streamspace.states import (
     FINAL_SESSION_STATES,
     OPEN_COMMAND_STATUSES,
@@ -98,6 +100,7 @@ async def insert_new(db: AsyncSession, sessions: Sequence[Session]) -> None:
         for session in sessions
     ]
     await db.execute(_INSERT_EVENT, events)
+    audit_repo.log_transitions(db, events)
 
 
 _GET_MANY = (
@@ -129,19 +132,21 @@ async def get_many(
     return {session.id: session for session in found}
 
 
+_NEWEST_FIRST = Keyset(
+    "sessions", Key(Session.created_at, datetime), Key(Session.id, str), descending=True
+)
+_EVENTS_IN_ORDER = Keyset("session-events", Key(SessionEvent.id, int))
+
+
 async def list_sessions(
-    db: AsyncSession, *, owner_id: str | None, limit: int = 500
-) -> Sequence[Session]:
-    """Sessions of one owner (``None``: everybody's), newest first."""
-    query = (
-        select(Session)
-        .options(joinedload(Session.owner))
-        .order_by(Session.created_at.desc())
-        .limit(limit)
-    )
+    db: AsyncSession, *, owner_id: str | None, page: PageRequest
+) -> Page[Session]:
+    """A page of the sessions of one owner (``None``: everybody's), newest first."""
+    query = select(Session).options(joinedload(Session.owner))
     if owner_id is not None:
         query = query.where(Session.owner_id == owner_id)
-    return (await db.scalars(query)).all()
+    found = (await db.scalars(_NEWEST_FIRST.select(query, page))).all()
+    return _NEWEST_FIRST.page(found, page, lambda s: (s.created_at, s.id))
 
 
 _STATES_OF = select(Session.id, Session.state).where(
@@ -229,6 +234,7 @@ async def fail_running(
             for session_id in failed
         ]
         await db.execute(_INSERT_EVENT, events)
+        audit_repo.log_transitions(db, events)
     return failed
 
 
@@ -251,9 +257,15 @@ def transition(
     **fields: Any,
 ) -> None:
     """Move a (loaded) session to a new state, recording why."""
-    db.add(
-        SessionEvent(session_id=session.id, from_state=session.state, to_state=to, detail=detail)
-    )
+    event = {
+        "session_id": session.id,
+        "from_state": session.state,
+        "to_state": to.value,
+        "detail": detail,
+        "created_at": utcnow(),
+    }
+    db.add(SessionEvent(**event))
+    audit_repo.log_transitions(db, [event])
     session.state = to.value
     session.status_message = None  # progress is about one start or wake: this one is over
     for name, value in fields.items():
@@ -286,14 +298,11 @@ async def set_status_message(
     return bool(getattr(result, "rowcount", 0))
 
 
-async def events(db: AsyncSession, session_id: str) -> Sequence[SessionEvent]:
-    return (
-        await db.scalars(
-            select(SessionEvent)
-            .where(SessionEvent.session_id == session_id)
-            .order_by(SessionEvent.id)
-        )
-    ).all()
+async def events(db: AsyncSession, session_id: str, page: PageRequest) -> Page[SessionEvent]:
+    """A page of the session's state transitions, oldest first."""
+    query = select(SessionEvent).where(SessionEvent.session_id == session_id)
+    found = (await db.scalars(_EVENTS_IN_ORDER.select(query, page))).all()
+    return _EVENTS_IN_ORDER.page(found, page, lambda event: (event.id,))
 
 
 async def count_by_template_and_state(db: AsyncSession) -> dict[tuple[str, str], int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
@@ -10,13 +10,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from streamspace.db.models import Template
 from streamspace.db.repo.lists import padded
+from streamspace.db.repo.pages import Key, Keyset, Page, PageRequest
 
 _BY_NAMES = select(Template).where(Template.name.in_(bindparam("names", expanding=True)))
 """Built once: constructing a statement costs more than running it."""
 
 
-async def list_templates(db: AsyncSession) -> Sequence[Template]:
-    return (await db.scalars(select(Template).order_by(Template.name))).all()
+_BY_NAME = Keyset("templates", Key(Template.name, str))
+
+
+async def list_templates(db: AsyncSession, page: PageRequest) -> Page[Template]:
+    """A page of the catalog, by name."""
+    found = (await db.scalars(_BY_NAME.select(select(Template), page))).all()
+    return _BY_NAME.page(found, page, lambda template: (template.name,))
 
 
 async def get(db: AsyncSession, name: str) -> Template | None:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from streamspace.db.models import AuthToken, User, utcnow
-from streamspace.db.repo.pages import Page, decode_cursor, page_of
+from streamspace.db.repo.pages import Key, Keyset, Page, PageRequest
 from streamspace.states import UserRole
 
 
@@ -39,19 +39,17 @@ async def list_users(db: AsyncSession) -> Sequence[User]:
     return (await db.scalars(select(User).order_by(User.username))).all()
 
 
-async def page_of_users(
-    db: AsyncSession, *, search: str | None, cursor: str | None, limit: int
-) -> Page[User]:
-    """Users in username order, ``limit`` at a time after ``cursor``; ``search`` keeps those
-    whose name contains it (any case). Raises ``InvalidCursor``."""
-    query = select(User).order_by(User.username).limit(limit + 1)
-    if cursor is not None:
-        (after,) = decode_cursor(cursor, arity=1)
-        query = query.where(User.username > str(after))
+_BY_USERNAME = Keyset("users", Key(User.username, str))
+
+
+async def page_of_users(db: AsyncSession, *, search: str | None, page: PageRequest) -> Page[User]:
+    """A page of users in username order; ``search`` keeps those whose name contains it
+    (any case). Raises :class:`~streamspace.db.repo.pages.BadCursor`."""
+    query = select(User)
     if search:
         query = query.where(func.lower(User.username).contains(search.lower(), autoescape=True))
-    rows = (await db.scalars(query)).all()
-    return page_of(rows, limit=limit, key=lambda user: [user.username])
+    rows = (await db.scalars(_BY_USERNAME.select(query, page))).all()
+    return _BY_USERNAME.page(rows, page, lambda user: (user.username,))
 
 
 def create(

@@ -1,8 +1,9 @@
-// Administrator pages: agents (#/admin/agents), all sessions (#/admin/sessions) and the
-// command history of one session (#/admin/sessions/<id>/commands). All refresh live.
+// Administrator pages: agents (#/admin/agents), all sessions (#/admin/sessions), the
+// command history of one session (#/admin/sessions/<id>/commands) and the audit log
+// (#/admin/audit). All refresh live.
 import { api } from "./api.js";
 import { $, ageText, announce, badge, el, poller, showError, timeEl } from "./dom.js";
-import { ACTIONS, LABELS, ensureNames, nameOf } from "./home.js";
+import { ACTIONS, LABELS, PAGE, ensureNames, nameOf } from "./home.js";
 
 const POLL_MS = 3000;
 
@@ -124,19 +125,30 @@ function agentRow(a, now) {
 
 // ---- all sessions ----------------------------------------------------------------------
 
-const sessionsUi = { body: $("all-sessions-body"), error: $("all-sessions-error"), empty: $("all-sessions-empty") };
+const sessionsUi = {
+  body: $("all-sessions-body"),
+  error: $("all-sessions-error"),
+  empty: $("all-sessions-empty"),
+  more: $("all-sessions-more"),
+  shown: PAGE,
+};
 
 export const allSessionsView = polledView("all-sessions", "all-sessions-heading", async (isCurrent) => {
   try {
-    const [list] = await Promise.all([api.sessions(), ensureNames()]);
+    const [{ items: list, more }] = await Promise.all([api.sessions(sessionsUi.shown), ensureNames()]);
     if (!isCurrent()) return;
     showError(sessionsUi.error, "");
     sessionsUi.empty.hidden = list.length > 0;
-    list.sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at));
+    sessionsUi.more.hidden = !more;
     replaceRows(sessionsUi.body, list.map(sessionRow));
   } catch (err) {
     if (isCurrent() && !allSessionsView.ctx.authLost(err)) showError(sessionsUi.error, `Could not load sessions: ${err.message}`);
   }
+});
+
+sessionsUi.more.addEventListener("click", () => {
+  sessionsUi.shown += PAGE;
+  allSessionsView.refresh();
 });
 
 function sessionRow(s) {
@@ -222,4 +234,66 @@ function commandRow(c) {
     td("Acknowledged", timeEl(c.acknowledged_at)),
     td("Completed", timeEl(c.completed_at)),
     td("Error", c.error_message ? el("span", { class: "error-text" }, c.error_message) : el("span", { class: "muted" }, "—")));
+}
+
+// ---- audit log -------------------------------------------------------------------------
+
+const auditUi = {
+  form: $("audit-filters"),
+  body: $("audit-body"),
+  error: $("audit-error"),
+  empty: $("audit-empty"),
+  more: $("audit-more"),
+  shown: PAGE,
+  filters: {},
+};
+
+/** The form's filters as the API names them (local times sent as UTC instants). */
+function auditFilters() {
+  const filters = {};
+  for (const [name, value] of new FormData(auditUi.form)) {
+    const text = String(value).trim();
+    if (!text) continue;
+    filters[name] = name === "since" || name === "until" ? new Date(text).toISOString() : text;
+  }
+  return filters;
+}
+
+export const auditView = polledView("audit", "audit-heading", async (isCurrent) => {
+  try {
+    const { items, more } = await api.audit(auditUi.filters, auditUi.shown);
+    if (!isCurrent()) return;
+    showError(auditUi.error, "");
+    auditUi.empty.hidden = items.length > 0;
+    auditUi.more.hidden = !more;
+    replaceRows(auditUi.body, items.map(auditRow));
+  } catch (err) {
+    if (isCurrent() && !auditView.ctx.authLost(err)) showError(auditUi.error, `Could not load the audit log: ${err.message}`);
+  }
+});
+
+auditUi.form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  auditUi.filters = auditFilters();
+  auditUi.shown = PAGE;
+  auditView.refresh();
+});
+auditUi.more.addEventListener("click", () => {
+  auditUi.shown += PAGE;
+  auditView.refresh();
+});
+
+function auditRow(e) {
+  const target = e.target_kind ? `${e.target_kind} ${e.target_id ?? ""}`.trim() : "";
+  const detail = Object.entries(e.detail || {})
+    .filter(([, v]) => v !== null && v !== "")
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(" · ");
+  return el("tr", { dataset: { testid: "audit-row", action: e.action, actor: e.actor } },
+    td("When", timeEl(e.created_at)),
+    td("Who", el("span", { dataset: { testid: "audit-actor-cell" } }, e.actor)),
+    td("Action", el("strong", { dataset: { testid: "audit-action-cell" } }, e.action)),
+    td("Target", target ? el("code", { class: "id" }, target) : el("span", { class: "muted" }, "—")),
+    td("Address", e.address || el("span", { class: "muted" }, "—")),
+    td("Detail", detail ? el("span", { class: "small" }, detail) : el("span", { class: "muted" }, "—")));
 }

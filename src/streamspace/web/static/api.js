@@ -23,7 +23,15 @@ export function nextCursor(link) {
   return match ? new URL(match[1], location.href).searchParams.get("cursor") : null;
 }
 
+/** The answer's JSON; `withLink`: `{items, next}`, `next` the cursor of the next page (or null). */
 async function request(method, path, body, { withLink = false } = {}) {
+  const { data, next } = await send(method, `/api/v1${path}`, body);
+  if (!withLink) return data;
+  return { items: data, next: next ? new URL(next, location.href).searchParams.get("cursor") : null };
+}
+
+/** `{data, next}`: the answer's JSON, and the URL of the next page its `Link` names (or null). */
+async function send(method, url, body) {
   const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -31,7 +39,7 @@ async function request(method, path, body, { withLink = false } = {}) {
   }
   let resp;
   try {
-    resp = await fetch(`/api/v1${path}`, init);
+    resp = await fetch(url, init);
   } catch {
     throw new ApiError(0, "Cannot reach the StreamSpace server. Check your connection.");
   }
@@ -45,7 +53,37 @@ async function request(method, path, body, { withLink = false } = {}) {
     }
   }
   if (!resp.ok) throw new ApiError(resp.status, errorMessage(resp.status, data));
-  return withLink ? { items: data, next: nextCursor(resp.headers.get("Link")) } : data;
+  return { data, next: nextLink(resp.headers.get("Link")) };
+}
+
+/** The `rel="next"` URL of a `Link` header (RFC 8288), or null. */
+export function nextLink(header) {
+  for (const part of (header || "").split(",")) {
+    const m = part.match(/^\s*<([^>]*)>\s*;(.*)$/);
+    if (m && /(^|;)\s*rel="?next"?\s*(;|$)/.test(m[2])) return m[1];
+  }
+  return null;
+}
+
+/**
+ * The first `count` rows of a paged list, following its `next` links: `{items, more}`, `more`
+ * true when the list goes on (the page shows a "Load more" button then).
+ */
+async function rows(path, count = 5000) {
+  const items = [];
+  const sep = path.includes("?") ? "&" : "?";
+  let url = `/api/v1${path}${sep}limit=${Math.min(Math.max(count, 1), 500)}`;
+  while (url && items.length < count) {
+    const { data, next } = await send("GET", url);
+    items.push(...data);
+    url = next;
+  }
+  return { items: items.slice(0, count), more: Boolean(url) || items.length > count };
+}
+
+/** Every row of a list (the catalog, the agents): all its pages. */
+async function all(path) {
+  return (await rows(path)).items;
 }
 
 const userPath = (name, action = "") =>
@@ -58,8 +96,11 @@ export const api = {
   me: () => request("GET", "/auth/me"),
   login: (username, password) => request("POST", "/auth/login", { username, password }),
   logout: () => request("POST", "/auth/logout"),
-  templates: () => request("GET", "/templates"),
-  sessions: () => request("GET", "/sessions"),
+  templates: () => all("/templates"),
+  /** `{items, more}`: the newest `count` sessions (an administrator's: everybody's). */
+  sessions: (count) => rows("/sessions", count),
+  /** `{items, more}`: the newest `count` of the user's own sessions. */
+  mySessions: (count) => rows("/sessions?mine=true", count),
   launch: (template) => request("POST", "/sessions", { template }),
   stop: (id) => request("DELETE", sessionPath(id)),
   hibernate: (id) => request("POST", sessionPath(id, "hibernate")),
@@ -70,7 +111,7 @@ export const api = {
   events: (id) => request("GET", sessionPath(id, "events")),
   /** A one-time token for the VNC WebSocket: `{token, expires_in, url}`. */
   connect: (id) => request("POST", sessionPath(id, "connect")),
-  agents: () => request("GET", "/agents"),
+  agents: () => all("/agents"),
   approveAgent: (id) => request("POST", `/agents/${encodeURIComponent(id)}/approve`),
   revokeAgent: (id) => request("POST", `/agents/${encodeURIComponent(id)}/revoke`),
   changePassword: (current_password, new_password) =>
@@ -93,7 +134,7 @@ export const api = {
     request("POST", userPath(name, "reset-password"), password ? { password } : {}),
   deleteUser: (name) => request("DELETE", userPath(name)),
   quota: () => request("GET", "/me/quota"),
-  groups: () => request("GET", "/groups"),
+  groups: () => all("/groups"),
   createGroup: (group) => request("POST", "/groups", group),
   updateGroup: (name, changes) => request("PATCH", `/groups/${encodeURIComponent(name)}`, changes),
   deleteGroup: (name) => request("DELETE", `/groups/${encodeURIComponent(name)}`),
@@ -101,8 +142,12 @@ export const api = {
     request("PUT", `/groups/${encodeURIComponent(name)}/members/${encodeURIComponent(username)}`),
   removeMember: (name, username) =>
     request("DELETE", `/groups/${encodeURIComponent(name)}/members/${encodeURIComponent(username)}`),
-  commands: (sessionId) =>
-    request("GET", `/commands?session_id=${encodeURIComponent(sessionId)}&limit=500`),
+  commands: (sessionId) => all(`/commands?session_id=${encodeURIComponent(sessionId)}`),
+  /** `{items, more}`: the newest `count` audit events matching `filters` (names: the API's). */
+  audit: (filters, count) => {
+    const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v));
+    return rows(`/audit${query.size ? `?${query}` : ""}`, count);
+  },
 };
 
 /**

@@ -5,7 +5,7 @@ import { api, ApiError } from "./api.js";
 import { $, showError } from "./dom.js";
 import { homeView } from "./home.js";
 import { viewerView } from "./viewer.js";
-import { agentsView, allSessionsView, commandsView } from "./admin.js";
+import { agentsView, allSessionsView, auditView, commandsView } from "./admin.js";
 import { accountView, forcedPasswordChange } from "./account.js";
 import { usersView } from "./users.js";
 import { groupsView } from "./groups.js";
@@ -36,7 +36,7 @@ const messageView = {
 
 const VIEWS = [
   homeView, viewerView, accountView, agentsView, allSessionsView, usersView, commandsView, groupsView,
-  messageView,
+  auditView, messageView,
 ];
 
 /** Shared with the views: who is signed in and what to do when the sign-in is lost. */
@@ -70,6 +70,7 @@ function resolve() {
   if (path === "/admin/agents") return [agentsView, {}, true];
   if (path === "/admin/sessions") return [allSessionsView, {}, true];
   if (path === "/admin/groups") return [groupsView, {}, true];
+  if (path === "/admin/audit") return [auditView, {}, true];
   if ((m = path.match(/^\/admin\/sessions\/([^/]+)\/commands\/?$/))) {
     return [commandsView, { id: decodeURIComponent(m[1]) }, true];
   }

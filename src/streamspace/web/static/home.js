@@ -3,6 +3,8 @@ import { api } from "./api.js";
 import { $, announce, badge, el, poller, showError, timeEl } from "./dom.js";
 
 const POLL_MS = 2000;
+/** Rows a list shows at first, and adds per "Show more". */
+export const PAGE = 100;
 
 const ui = {
   catalog: $("catalog"),
@@ -10,6 +12,7 @@ const ui = {
   sessions: $("sessions"),
   sessionsEmpty: $("sessions-empty"),
   sessionsError: $("sessions-error"),
+  sessionsMore: $("sessions-more"),
   quota: $("quota-usage"),
 };
 
@@ -28,6 +31,12 @@ export function ensureNames() {
 }
 
 const sessionsPoll = poller(refreshSessions, POLL_MS);
+/** Sessions shown ("Show more" adds a page). */
+let shownSessions = PAGE;
+ui.sessionsMore.addEventListener("click", () => {
+  shownSessions += PAGE;
+  sessionsPoll.poke();
+});
 
 export const homeView = {
   name: "home",
@@ -92,12 +101,15 @@ async function launch(name, title, button) {
 
 async function refreshSessions(isCurrent) {
   try {
-    const [all, quota] = await Promise.all([api.sessions(), api.quota().catch(() => null)]);
+    const [{ items, more }, quota] = await Promise.all([
+      api.mySessions(shownSessions),
+      api.quota().catch(() => null),
+    ]);
     if (!isCurrent()) return; // an answer that arrived after leaving the page or a newer poll
     showError(ui.sessionsError, "");
     renderQuota(quota);
-    // Administrators get everybody's sessions from the API; "my sessions" shows their own.
-    renderSessions(all.filter((s) => s.owner === ctx.user.username));
+    renderSessions(items);
+    ui.sessionsMore.hidden = !more;
   } catch (err) {
     if (!isCurrent() || ctx.authLost(err)) return;
     showError(ui.sessionsError, `Could not refresh sessions: ${err.message}`);
