@@ -11,7 +11,8 @@ from sqlalchemy import select
 from streamspace.config import ApiSettings
 from streamspace.controlplane.audit import AuditLog
 from streamspace.controlplane.errors import NotFound, Unavailable
-from streamspace.controlplane.sessions.launches import Idempotency, Launched, LaunchWriter, Repeated
+from streamspace.controlplane.idempotency import Idempotency
+from streamspace.controlplane.sessions.launches import Launched, LaunchWriter, Repeated
 from streamspace.db.engine import SessionFactory
 from streamspace.db.errors import ConstraintViolation
 from streamspace.db.models import (
@@ -109,7 +110,7 @@ async def test_a_taken_key_repeats_instead_of_launching(db: SessionFactory) -> N
     async with db() as session:
         keys = (await session.scalars(select(IdempotencyKey))).all()
         sessions = (await session.scalars(select(Session.id))).all()
-    assert [(k.key, k.session_id) for k in keys] == [("k1", together[0].session.id)]
+    assert [(k.key, k.resource_id) for k in keys] == [("k1", together[0].session.id)]
     assert sessions == [together[0].session.id]  # the refused launch wrote no key either
 
 
@@ -126,6 +127,6 @@ async def test_a_key_older_than_a_day_launches_again(db: SessionFactory) -> None
     assert isinstance(again, Launched) and again.session.id != first.session.id
     async with db() as session:
         row = await session.get(IdempotencyKey, (ANN.id, "k1"))
-        assert row is not None and row.session_id == again.session.id
+        assert row is not None and row.resource_id == again.session.id
         assert await idempotency_repo.forget_expired(session, now=utcnow()) == 0
         assert await idempotency_repo.forget_expired(session, now=utcnow() + KEEP * 2) == 1

@@ -310,8 +310,8 @@ class SessionEvent(Base):
 
 
 class IdempotencyKey(Base):
-    """An ``Idempotency-Key`` a user sent with a launch and the session that launch made:
-    a retry with the same key (on any replica, within a day) answers with that session."""
+    """An ``Idempotency-Key`` a user sent with a creating request and what that request
+    made: a retry with the same key (on any replica, within a day) answers with it."""
 
     __tablename__ = "idempotency_keys"
 
@@ -321,7 +321,11 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     """SHA-256 of what was asked: the same key with another request is refused."""
-    session_id: Mapped[str] = mapped_column(String(36))
+    resource: Mapped[str] = mapped_column(String(16), default="session", server_default="session")
+    """The kind of thing the request made: ``session``, ``template``, ``group``, ``user``,
+    ``api_token``."""
+    resource_id: Mapped[str] = mapped_column(String(255))
+    """Its id (a session's or token's id; a template's or group's name; a user's id)."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
 
 

@@ -11,7 +11,8 @@ from streamspace.config import ApiSettings
 from streamspace.controlplane.audit import AuditLog
 from streamspace.controlplane.auth.groups import GroupService
 from streamspace.controlplane.errors import Forbidden, OverQuota
-from streamspace.controlplane.sessions.launches import Idempotency, Launched, LaunchWriter
+from streamspace.controlplane.idempotency import Idempotency
+from streamspace.controlplane.sessions.launches import Launched, LaunchWriter
 from streamspace.controlplane.sessions.quotas import Limits, Quotas, effective, site_limits
 from streamspace.db.engine import SessionFactory
 from streamspace.db.models import (

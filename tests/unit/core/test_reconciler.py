@@ -318,7 +318,7 @@ async def test_idempotency_keys_are_forgotten_after_a_day(
     session_id = await rows.session()
     owner = (await rows.get_session(session_id)).owner_id
     async with rows.db() as db, db.begin():
-        db.add(IdempotencyKey(user_id=owner, key="k", request_hash="h", session_id=session_id))
+        db.add(IdempotencyKey(user_id=owner, key="k", request_hash="h", resource_id=session_id))
     clock.advance(KEEP.total_seconds() - 60)
     await reconciler.check_idempotency_keys()
     assert await rows.count(IdempotencyKey) == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 from streamspace.controlplane.audit.log import SYSTEM, Actor, AuditLog
 from streamspace.controlplane.errors import Conflict, Invalid, NotFound
+from streamspace.controlplane.idempotency import Idempotency, claim_or_recall
 from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
 from streamspace.db.errors import ConstraintViolation
 from streamspace.db.models import Group, User
@@ -58,13 +59,25 @@ class GroupService:
             return await _view(db, await _group(db, name))
 
     async def create(
-        self, name: str, fields: Mapping[str, Any], *, actor: Actor = SYSTEM
+        self,
+        name: str,
+        fields: Mapping[str, Any],
+        *,
+        actor: Actor = SYSTEM,
+        idempotency: Idempotency | None = None,
     ) -> GroupView:
         """A new group; :class:`Conflict` if the name is taken, :class:`Invalid` if it
-        allows a template that does not exist."""
+        allows a template that does not exist. With ``idempotency``, a retry of a create
+        that made it answers with the group as it is."""
         _known_fields(fields)
         try:
             async with transaction(self._db) as db:
+                if idempotency is not None and actor.id is not None:
+                    made = await claim_or_recall(
+                        db, actor.id, idempotency, resource="group", resource_id=name
+                    )
+                    if made is not None:
+                        return await _view(db, await _group(db, made))
                 await _check_templates(db, fields.get("allowed_templates"))
                 if await group_repo.get(db, name) is not None:
                     raise _taken(name)

@@ -35,6 +35,7 @@ from streamspace.controlplane.auth.passwords import (
     temporary_password,
 )
 from streamspace.controlplane.errors import Conflict, Invalid, NotFound
+from streamspace.controlplane.idempotency import Idempotency, claim_or_recall
 from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
 from streamspace.db.errors import ConstraintViolation
 from streamspace.db.models import User, utcnow
@@ -81,6 +82,7 @@ class UserService:
         role: str,
         must_change_password: bool | None = None,
         actor: Actor = SYSTEM,
+        idempotency: Idempotency | None = None,
     ) -> WithPassword:
         """Create a user; without ``password`` one is generated (and must be changed at the
         first login unless ``must_change_password`` says otherwise). :class:`Conflict` if
@@ -97,6 +99,13 @@ class UserService:
         password_hash = await hash_password(secret)
         try:
             async with transaction(self._db) as db:
+                if idempotency is not None and actor.id is not None:
+                    made = await claim_or_recall(
+                        db, actor.id, idempotency, resource="user", resource_id=username
+                    )
+                    if made is not None:  # a password is shown once, in the first answer
+                        found = await user_repo.get_by_username(db, made)
+                        return WithPassword(_found(found, made), None)
                 user = user_repo.create(
                     db,
                     username=username,

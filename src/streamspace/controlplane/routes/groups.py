@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from streamspace.controlplane.deps import AdminActorDep, AdminDep, GroupsDep
+from streamspace.controlplane.idempotency import Idempotency
+from streamspace.controlplane.routes.headers import IdempotencyKeyHeader
 from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import GroupIn, GroupOut, GroupPatch
@@ -29,10 +31,17 @@ async def list_groups(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(409))
-async def create_group(body: GroupIn, admin: AdminActorDep, groups: GroupsDep) -> GroupOut:
-    """A new group; 422 if it allows a template that does not exist."""
+async def create_group(
+    body: GroupIn,
+    admin: AdminActorDep,
+    groups: GroupsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> GroupOut:
+    """A new group; 422 if it allows a template that does not exist. With an
+    ``Idempotency-Key``, a retry answers with the group and makes nothing."""
     fields = body.model_dump(exclude={"name"})
-    return GroupOut.of(await groups.create(body.name, fields, actor=admin))
+    idempotency = Idempotency.of(idempotency_key, "group", body.model_dump())
+    return GroupOut.of(await groups.create(body.name, fields, actor=admin, idempotency=idempotency))
 
 
 @router.get("/{name}", responses=errors(404))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from streamspace.controlplane.deps import AddressDep, SessionsDep, UserDep
+from streamspace.controlplane.routes.headers import IdempotencyKeyHeader
 from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import SessionEventOut, SessionIn, SessionOut
@@ -18,19 +19,6 @@ router = APIRouter(
     responses=AUTHENTICATED,
     dependencies=[Depends(storable_url)],
 )
-
-
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Any printable ASCII text without spaces: a retry with the same key "
-        "(on any replica, within 24 h) answers with the session the first request made.",
-    ),
-]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(404, 409, 429))

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Depends, Request, Response, status
 
 from streamspace.controlplane.deps import AdminActorDep, TemplatesDep, UserDep
 from streamspace.controlplane.errors import Invalid
+from streamspace.controlplane.idempotency import Idempotency
+from streamspace.controlplane.routes.headers import IdempotencyKeyHeader
 from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import TemplateIn, TemplateOut
@@ -36,9 +38,16 @@ async def get_template(name: str, _user: UserDep, templates: TemplatesDep) -> Te
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=ADMIN | BODY | errors(409))
 async def create_template(
-    body: TemplateIn, admin: AdminActorDep, templates: TemplatesDep
+    body: TemplateIn,
+    admin: AdminActorDep,
+    templates: TemplatesDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> TemplateOut:
-    await templates.create(body.model_dump(), actor=admin)
+    """Add a template. With an ``Idempotency-Key``, a retry answers the same and adds
+    nothing (422 if the key came with another request)."""
+    fields = body.model_dump()
+    idempotency = Idempotency.of(idempotency_key, "template", fields)
+    await templates.create(fields, actor=admin, idempotency=idempotency)
     return TemplateOut.model_validate(body.model_dump())
 
 

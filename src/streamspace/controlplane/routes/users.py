@@ -8,6 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from streamspace.controlplane.deps import AdminActorDep, AdminDep, UsersDep
+from streamspace.controlplane.idempotency import Idempotency
+from streamspace.controlplane.routes.headers import IdempotencyKeyHeader
 from streamspace.controlplane.routes.paging import PAGED, PageDep, link_next
 from streamspace.controlplane.routes.responses import ADMIN, AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import (
@@ -47,14 +49,23 @@ async def list_users(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=BODY | errors(409))
-async def create_user(body: UserIn, admin: AdminActorDep, users: UsersDep) -> UserCreatedOut:
-    """Create a user; without ``password`` one is generated and answered this once."""
+async def create_user(
+    body: UserIn,
+    admin: AdminActorDep,
+    users: UsersDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> UserCreatedOut:
+    """Create a user; without ``password`` one is generated and answered this once. With
+    an ``Idempotency-Key``, a retry answers with the user (without a password: it is shown
+    in the first answer only) and makes nothing."""
+    asked = body.model_dump(exclude={"password"})  # no password in what is kept
     made = await users.create(
         username=body.username,
         password=body.password,
         role=body.role,
         must_change_password=body.must_change_password,
         actor=admin,
+        idempotency=Idempotency.of(idempotency_key, "user", asked),
     )
     return UserCreatedOut(**UserOut.of(made.user).model_dump(), password=made.password)
 

@@ -30,6 +30,7 @@ from streamspace.config import ApiSettings
 from streamspace.controlplane.audit.log import Action as AuditAction
 from streamspace.controlplane.audit.log import Actor, AuditLog
 from streamspace.controlplane.errors import Forbidden, NotFound, OverQuota, Unavailable
+from streamspace.controlplane.idempotency import Idempotency
 from streamspace.controlplane.sessions.policies import effective_policy
 from streamspace.controlplane.sessions.quotas import Quota, quotas_of, site_limits
 from streamspace.controlplane.sessions.specs import session_spec
@@ -64,13 +65,6 @@ class Repeated(NamedTuple):
 
     user_id: str
     key: str
-
-
-class Idempotency(NamedTuple):
-    """A client's ``Idempotency-Key`` and the hash of the request it came with."""
-
-    key: str
-    request_hash: str
 
 
 Outcome = Launched | Repeated | BaseException
@@ -231,7 +225,8 @@ async def _claim_keys(
             user_id=launch.user.id,
             key=launch.idempotency.key,
             request_hash=launch.idempotency.request_hash,
-            session_id=launched.session.id,
+            resource="session",
+            resource_id=launched.session.id,
         )
         for launch, launched in keyed.values()
         if launch.idempotency is not None  # always, as keyed holds only claims

@@ -12,7 +12,8 @@ from streamspace.config import ApiSettings
 from streamspace.controlplane.audit.log import Actor, AuditLog
 from streamspace.controlplane.errors import Conflict, Forbidden, Invalid, NotFound
 from streamspace.controlplane.hub import Cut
-from streamspace.controlplane.sessions.launches import Idempotency, LaunchWriter, Repeated
+from streamspace.controlplane.idempotency import Idempotency
+from streamspace.controlplane.sessions.launches import LaunchWriter, Repeated
 from streamspace.controlplane.sessions.quotas import quota_of, site_limits
 from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
@@ -144,7 +145,7 @@ class SessionService:
                     "this Idempotency-Key was used for a different request; "
                     "use a new key for a new request"
                 )
-            session = await session_repo.get(db, earlier.session_id, with_owner=True)
+            session = await session_repo.get(db, earlier.resource_id, with_owner=True)
         return self._visible(user, session)
 
     @_admitted

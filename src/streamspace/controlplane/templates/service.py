@@ -8,6 +8,7 @@ from typing import Any
 
 from streamspace.controlplane.audit.log import Actor, AuditLog
 from streamspace.controlplane.errors import Conflict, NotFound
+from streamspace.controlplane.idempotency import Idempotency, claim_or_recall
 from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
 from streamspace.db.errors import ConstraintViolation
 from streamspace.db.models import Template
@@ -73,10 +74,20 @@ class TemplateService:
             raise _missing(name)
         return template
 
-    async def create(self, fields: Mapping[str, Any], *, actor: Actor) -> None:
-        """Add a template; :class:`Conflict` if its name is taken."""
+    async def create(
+        self, fields: Mapping[str, Any], *, actor: Actor, idempotency: Idempotency | None = None
+    ) -> None:
+        """Add a template; :class:`Conflict` if its name is taken. With ``idempotency``, a
+        retry of a create that made it changes nothing (the answer is the same body)."""
         try:
             async with transaction(self._db) as db:
+                if idempotency is not None and actor.id is not None:
+                    name = str(fields["name"])
+                    made = await claim_or_recall(
+                        db, actor.id, idempotency, resource="template", resource_id=name
+                    )
+                    if made is not None:
+                        return
                 template_repo.add(db, fields)
                 await db.flush()  # a taken name fails here, before the audit row
                 await self._record(db, actor, "template.create", fields)

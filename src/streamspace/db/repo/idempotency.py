@@ -1,4 +1,4 @@
-"""Queries on ``idempotency_keys``: which session a user's ``Idempotency-Key`` made.
+"""Queries on ``idempotency_keys``: what a user's ``Idempotency-Key`` made.
 
 A key lives :data:`KEEP`; an expired one may be claimed again. Claims are one upsert per
 batch, so two replicas claiming the same key at once cannot both win: the second waits
@@ -52,7 +52,8 @@ async def claim(db: AsyncSession, rows: Sequence[IdempotencyKey], *, now: dateti
                 "user_id": row.user_id,
                 "key": row.key,
                 "request_hash": row.request_hash,
-                "session_id": row.session_id,
+                "resource": row.resource,
+                "resource_id": row.resource_id,
                 "created_at": now,
             }
             for row in rows
@@ -62,7 +63,8 @@ async def claim(db: AsyncSession, rows: Sequence[IdempotencyKey], *, now: dateti
         index_elements=[IdempotencyKey.user_id, IdempotencyKey.key],
         set_={
             "request_hash": statement.excluded.request_hash,
-            "session_id": statement.excluded.session_id,
+            "resource": statement.excluded.resource,
+            "resource_id": statement.excluded.resource_id,
             "created_at": statement.excluded.created_at,
         },
         where=IdempotencyKey.created_at < now - KEEP,
