@@ -18,7 +18,7 @@ from streamspace.db.models import IdempotencyKey
 from streamspace.db.repo.lists import padded
 
 KEEP = timedelta(hours=24)
-"""How long a key answers with its session."""
+"""How long a key answers with what its request made."""
 
 Claim = tuple[str, str]
 """``(user_id, key)``."""
