@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from streamspace.controlplane.auth.hashing import digest, new_secret
 from streamspace.controlplane.auth.login_tokens import TokenCache
 from streamspace.controlplane.errors import Conflict, Invalid, NotFound
+from streamspace.controlplane.idempotency import Idempotency, claim_or_recall
 from streamspace.db.engine import SessionFactory, reading, transaction
-from streamspace.db.models import ApiToken, User, utcnow
+from streamspace.db.models import ApiToken, User, new_id, utcnow
 from streamspace.db.repo import api_tokens as token_repo
 
 PREFIX = "ssp"
@@ -31,8 +32,9 @@ def is_api_token(token: str) -> bool:
 @dataclass(frozen=True)
 class NewToken:
     token: ApiToken
-    secret: str
-    """The token itself, shown this once (only its digest is kept)."""
+    secret: str | None
+    """The token itself, shown this once (only its digest is kept); ``None`` in the answer
+    to a retry."""
 
 
 class ApiTokenService:
@@ -42,19 +44,39 @@ class ApiTokenService:
         self._db = db
         self._tokens = tokens
 
-    async def create(self, user: User, *, name: str, days: int = DEFAULT_DAYS) -> NewToken:
+    async def create(
+        self,
+        user: User,
+        *,
+        name: str,
+        days: int = DEFAULT_DAYS,
+        idempotency: Idempotency | None = None,
+    ) -> NewToken:
         """A new token of ``user`` valid ``days`` days (1..:data:`MAX_DAYS`); :class:`Conflict`
-        past :data:`MAX_LIVE` live tokens."""
+        past :data:`MAX_LIVE` live tokens. With ``idempotency``, a retry of a create that
+        made one answers with that token, without its secret (shown in the first answer
+        only)."""
         if not 1 <= days <= MAX_DAYS:
             raise Invalid(f"an API token lives 1 to {MAX_DAYS} days, not {days}")
         secret = new_secret(PREFIX)
+        token_id = new_id()
         async with transaction(self._db) as db:
+            if idempotency is not None:
+                made = await claim_or_recall(
+                    db, user.id, idempotency, resource="api_token", resource_id=token_id
+                )
+                if made is not None:
+                    earlier = await token_repo.get(db, user.id, made)
+                    if earlier is None:
+                        raise NotFound("the API token this Idempotency-Key made is gone")
+                    return NewToken(earlier, None)
             if await token_repo.count_live(db, user.id) >= MAX_LIVE:
                 raise Conflict(
                     f"you hold {MAX_LIVE} live API tokens already: revoke one you no longer use"
                 )
             token = token_repo.add(
                 db,
+                token_id=token_id,
                 user_id=user.id,
                 name=name,
                 token_hash=digest(secret),

@@ -15,6 +15,8 @@ from streamspace.controlplane.deps import (
     TokenDep,
     UserDep,
 )
+from streamspace.controlplane.idempotency import Idempotency
+from streamspace.controlplane.routes.headers import IdempotencyKeyHeader
 from streamspace.controlplane.routes.responses import AUTHENTICATED, BODY, errors
 from streamspace.controlplane.routes.schemas import (
     ApiTokenCreatedOut,
@@ -102,11 +104,18 @@ async def list_tokens(user: UserDep, api_tokens: ApiTokensDep) -> list[ApiTokenO
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, responses=BODY | errors(409))
 async def create_token(
-    body: ApiTokenIn, user: UserDep, api_tokens: ApiTokensDep
+    body: ApiTokenIn,
+    user: UserDep,
+    api_tokens: ApiTokensDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> ApiTokenCreatedOut:
     """A personal API token (``ssp_…``), answered this once: use it as
-    ``Authorization: Bearer …`` until it expires or you revoke it."""
-    made = await api_tokens.create(user, name=body.name, days=body.expires_in_days)
+    ``Authorization: Bearer …`` until it expires or you revoke it. With an
+    ``Idempotency-Key``, a retry answers with the same token (``token`` null) and makes none."""
+    idempotency = Idempotency.of(idempotency_key, "api_token", body.model_dump())
+    made = await api_tokens.create(
+        user, name=body.name, days=body.expires_in_days, idempotency=idempotency
+    )
     shown = ApiTokenOut.model_validate(made.token).model_dump()
     return ApiTokenCreatedOut(**shown, token=made.secret)
 

@@ -148,8 +148,9 @@ class ApiTokenOut(BaseModel):
 
 
 class ApiTokenCreatedOut(ApiTokenOut):
-    token: str
-    """The token (``ssp_…``), shown this once: use it as ``Authorization: Bearer …``."""
+    token: str | None
+    """The token (``ssp_…``), shown this once: use it as ``Authorization: Bearer …``
+    (``null`` in the answer to a retry with the same ``Idempotency-Key``)."""
 
 
 class TemplateIn(_Input):

@@ -22,9 +22,16 @@ class Holder(NamedTuple):
 
 
 def add(
-    db: AsyncSession, *, user_id: str, name: str, token_hash: str, expires_at: datetime
+    db: AsyncSession,
+    *,
+    token_id: str,
+    user_id: str,
+    name: str,
+    token_hash: str,
+    expires_at: datetime,
 ) -> ApiToken:
     token = ApiToken(
+        id=token_id,
         user_id=user_id,
         name=name,
         token_hash=token_hash,
