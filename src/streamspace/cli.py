@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from streamspace import logs
-from streamspace.cli_users import tokens_app, users_app
+from streamspace.cli_users import run_with_services, tokens_app, users_app
 from streamspace.config import DEFAULT_DATA_DIR, AgentSettings, ApiSettings
 from streamspace.files import private_dir
 from streamspace.images.recipe import DEFAULT_TAG as DEFAULT_SESSION_IMAGE
@@ -122,33 +122,7 @@ def migrate(
 
 def _with_groups(work: Callable[[GroupService], Awaitable[T]]) -> T:
     """Run ``work`` with the group service on DATABASE_URL; a refusal exits 1 in words."""
-    from pydantic import ValidationError
-
-    from streamspace.controlplane.audit import AuditLog
-    from streamspace.controlplane.auth.groups import GroupService
-    from streamspace.controlplane.errors import ServiceError
-    from streamspace.db.engine import create_engine, create_session_factory
-    from streamspace.db.migrations.runner import upgrade
-
-    settings = ApiSettings()
-    upgrade(settings.database_url)
-
-    async def run() -> T:
-        engine = create_engine(settings.database_url)
-        try:
-            db = create_session_factory(engine)
-            return await work(GroupService(db=db, audit=AuditLog(db=db)))
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(run())
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        typer.echo(f"error: {problems}", err=True)
-    except (ServiceError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
+    return run_with_services(lambda services: work(services.groups))
 
 
 def _describe(view: GroupView) -> str:

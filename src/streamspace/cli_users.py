@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from streamspace.controlplane.standalone import Standalone
 
 
-def _run(work: Callable[[Standalone], Awaitable[T]]) -> T:
-    """Migrate ``DATABASE_URL``, run ``work`` with the services; a refusal is one line on
-    stderr and exit code 1."""
+def run_with_services(work: Callable[[Standalone], Awaitable[T]]) -> T:
+    """Migrate ``DATABASE_URL``, run ``work`` with the services; a refusal (or a value the
+    services refuse) is one line on stderr and exit code 1."""
+    from pydantic import ValidationError
+
     from streamspace.controlplane.errors import ServiceError
     from streamspace.controlplane.standalone import standalone
     from streamspace.db.migrations.runner import upgrade
@@ -40,9 +42,12 @@ def _run(work: Callable[[Standalone], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except ServiceError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"error: {problems}", err=True)
+    except (ServiceError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
 
 
 def _state(disabled: bool, must_change: bool) -> str:
@@ -69,7 +74,7 @@ def users_list(
                 return
             cursor = page.next
 
-    _run(work)
+    run_with_services(work)
 
 
 @users_app.command("create")
@@ -103,7 +108,7 @@ def users_create(
         )
         return made.password
 
-    generated = _run(work)
+    generated = run_with_services(work)
     typer.echo(f"created {role} {username!r}")
     if generated:
         typer.echo(f"temporary password (shown once, to be changed at login): {generated}")
@@ -114,21 +119,21 @@ def users_set_role(
     username: Username, role: Annotated[str, typer.Argument(help="admin or user")]
 ) -> None:
     """Make a user an administrator or an ordinary user (never the last administrator)."""
-    _run(lambda services: services.users.set_role(None, username, role))
+    run_with_services(lambda services: services.users.set_role(None, username, role))
     typer.echo(f"{username!r} is now {role}")
 
 
 @users_app.command("disable")
 def users_disable(username: Username) -> None:
     """Disable a user: no more logins, tokens refused, active sessions stopped."""
-    _run(lambda services: services.users.disable(None, username))
+    run_with_services(lambda services: services.users.disable(None, username))
     typer.echo(f"disabled {username!r}")
 
 
 @users_app.command("enable")
 def users_enable(username: Username) -> None:
     """Enable a disabled user again."""
-    _run(lambda services: services.users.enable(username))
+    run_with_services(lambda services: services.users.enable(username))
     typer.echo(f"enabled {username!r}")
 
 
@@ -140,7 +145,7 @@ def users_delete(
     """Delete a user: their sessions are stopped (hibernated ones too, homes removed)."""
     if not yes:
         typer.confirm(f"Delete user {username!r} and stop all their sessions?", abort=True)
-    _run(lambda services: services.users.delete(None, username))
+    run_with_services(lambda services: services.users.delete(None, username))
     typer.echo(f"deleted {username!r}")
 
 
@@ -152,7 +157,9 @@ def users_reset_password(
     ] = None,
 ) -> None:
     """Set a temporary password the user must change at their next login (logs them out)."""
-    done = _run(lambda services: services.users.reset_password(None, username, password))
+    done = run_with_services(
+        lambda services: services.users.reset_password(None, username, password)
+    )
     typer.echo(f"reset the password of {username!r}; it must be changed at the next login")
     if done.password:
         typer.echo(f"temporary password (shown once): {done.password}")
@@ -171,7 +178,7 @@ def tokens_create(
         made = await services.api_tokens.create(owner, name=name, days=days)
         return f"{made.token.id}\t{made.secret}"
 
-    typer.echo(_run(work))
+    typer.echo(run_with_services(work))
 
 
 @tokens_app.command("list")
@@ -186,7 +193,7 @@ def tokens_list(user: UserOption) -> None:
             expires = f"expires {token.expires_at:%Y-%m-%d %H:%M}"
             typer.echo(f"{token.id}\t{token.name}\t{expires}\t{used}\t{revoked}".rstrip())
 
-    _run(work)
+    run_with_services(work)
 
 
 @tokens_app.command("revoke")
@@ -199,5 +206,5 @@ def tokens_revoke(
         owner = await services.users.get(user)
         await services.api_tokens.revoke(owner, token_id)
 
-    _run(work)
+    run_with_services(work)
     typer.echo(f"revoked token {token_id}")

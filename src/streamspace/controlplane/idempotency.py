@@ -57,10 +57,18 @@ async def claim_or_recall(
         resource=resource,
         resource_id=resource_id,
     )
-    now = utcnow()
-    if await idempotency_repo.claim(db, [row], now=now):
+    if await idempotency_repo.claim(db, [row], now=utcnow()):
         return None
-    earlier = await idempotency_repo.get(db, user_id, idempotency.key, now=now)
+    return await recall(db, user_id, idempotency, resource=resource)
+
+
+async def recall(db: DbSession, user_id: str, idempotency: Idempotency, *, resource: str) -> str:
+    """The id of the ``resource`` an earlier request with this key made.
+
+    :class:`Invalid` if the key was used for another request; :class:`Conflict` if that
+    request made nothing (it was in progress and failed: send it again).
+    """
+    earlier = await idempotency_repo.get(db, user_id, idempotency.key, now=utcnow())
     if earlier is None:
         raise Conflict(
             "another request with this Idempotency-Key was in progress and made nothing; "

@@ -1,5 +1,5 @@
-"""The user services outside any replica: what the ``streamspace users`` and ``streamspace
-tokens`` commands run, on ``DATABASE_URL`` like a replica would.
+"""The user services outside any replica: what the ``streamspace users``, ``streamspace
+tokens`` and ``streamspace groups`` commands run, on ``DATABASE_URL`` like a replica would.
 
 What a change must reach inside the replicas goes where a replica would send it: every
 database row first (tokens deleted, ``stop_session`` commands queued), then, with the Redis
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from streamspace.config import ApiSettings
 from streamspace.controlplane.audit import AuditLog
 from streamspace.controlplane.auth.api_tokens import ApiTokenService
+from streamspace.controlplane.auth.groups import GroupService
 from streamspace.controlplane.auth.login_tokens import create_token_cache
 from streamspace.controlplane.auth.users import UserService
 from streamspace.controlplane.hub.factory import create_hub
@@ -33,6 +34,7 @@ from streamspace.db.models import AgentCommand
 class Standalone:
     users: UserService
     api_tokens: ApiTokenService
+    groups: GroupService
 
 
 class _NoLaunches:
@@ -61,6 +63,7 @@ async def standalone(settings: ApiSettings) -> AsyncIterator[Standalone]:
         yield Standalone(
             users=UserService(db=db, tokens=tokens, sessions=sessions, audit=audit),
             api_tokens=ApiTokenService(db=db, tokens=tokens),
+            groups=GroupService(db=db, audit=audit),
         )
     finally:
         await hub.close()

@@ -10,16 +10,15 @@ from typing import Any, Protocol
 
 from streamspace.config import ApiSettings
 from streamspace.controlplane.audit.log import Actor, AuditLog
-from streamspace.controlplane.errors import Conflict, Forbidden, Invalid, NotFound
+from streamspace.controlplane.errors import Conflict, Forbidden, NotFound
 from streamspace.controlplane.hub import Cut
-from streamspace.controlplane.idempotency import Idempotency
+from streamspace.controlplane.idempotency import Idempotency, recall
 from streamspace.controlplane.sessions.launches import LaunchWriter, Repeated
 from streamspace.controlplane.sessions.quotas import quota_of, site_limits
 from streamspace.controlplane.sessions.specs import session_spec
 from streamspace.db.engine import DbSession, SessionFactory, reading, transaction
 from streamspace.db.models import AgentCommand, Session, SessionEvent, User, utcnow
 from streamspace.db.repo import commands as command_repo
-from streamspace.db.repo import idempotency as idempotency_repo
 from streamspace.db.repo import policies as policy_repo
 from streamspace.db.repo import sessions as session_repo
 from streamspace.db.repo import templates as template_repo
@@ -134,18 +133,9 @@ class SessionService:
     async def _launched_before(self, user: User, idempotency: Idempotency) -> Session:
         """The session an earlier launch with the same key made."""
         async with reading(self._db) as db:
-            earlier = await idempotency_repo.get(db, user.id, idempotency.key, now=utcnow())
-            if earlier is None:  # the other launch with this key, in the same batch, failed
-                raise Conflict(
-                    "another request with this Idempotency-Key was in progress and made "
-                    "nothing; send it again"
-                )
-            if earlier.request_hash != idempotency.request_hash:
-                raise Invalid(
-                    "this Idempotency-Key was used for a different request; "
-                    "use a new key for a new request"
-                )
-            session = await session_repo.get(db, earlier.resource_id, with_owner=True)
+            # (Conflict when the other launch with this key, in the same batch, failed.)
+            made = await recall(db, user.id, idempotency, resource="session")
+            session = await session_repo.get(db, made, with_owner=True)
         return self._visible(user, session)
 
     @_admitted
